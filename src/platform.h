@@ -1,0 +1,62 @@
+/*
+ * The platform layer: everything the core (vmem, kmem) needs from the
+ * world outside it. The POSIX implementation lives in platform/posix.c; a
+ * kernel or a freestanding program supplies its own by building with
+ * VMEM_PLATFORM_HEADER naming a header that defines the three types below
+ * and implementing the functions.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#ifndef VMEM_PLATFORM_H
+#define VMEM_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef VMEM_PLATFORM_HEADER
+#include VMEM_PLATFORM_HEADER
+#else
+#include <pthread.h>
+typedef pthread_mutex_t plat_mutex_t;
+typedef pthread_cond_t plat_cond_t;
+#endif
+
+void plat_mutex_init(plat_mutex_t *m);
+void plat_mutex_destroy(plat_mutex_t *m);
+void plat_mutex_lock(plat_mutex_t *m);
+void plat_mutex_unlock(plat_mutex_t *m);
+
+void plat_cond_init(plat_cond_t *c);
+void plat_cond_destroy(plat_cond_t *c);
+/* Wait at most timeout_ms; spurious wake-ups are allowed. */
+void plat_cond_timedwait(plat_cond_t *c, plat_mutex_t *m, unsigned timeout_ms);
+void plat_cond_broadcast(plat_cond_t *c);
+
+/* The CPU the caller runs on (a hint: it may change at once), and how many. */
+unsigned plat_cpu_id(void);
+unsigned plat_ncpus(void);
+
+/*
+ * Memory for the library's own metadata (boundary tags, hash tables, arena
+ * and cache structures), in multiples of plat_pagesize(). Returns NULL on
+ * failure. Pages come back zeroed.
+ */
+size_t plat_pagesize(void);
+void *plat_pages_alloc(size_t size);
+void plat_pages_free(void *addr, size_t size);
+
+/* Write a message for a human (stderr); abort the process. */
+void plat_write_error(const char *msg);
+void plat_abort(void);
+
+/*
+ * Fork support: the three functions run before fork, in the parent after
+ * it and in the child after it. Registered once.
+ */
+void plat_atfork(void (*prepare)(void), void (*parent)(void),
+    void (*child)(void));
+
+/* Fault injection hook for tests: nonzero means "fail this metadata page". */
+extern int (*plat_fail_hook)(const char *what);
+
+#endif

@@ -1,0 +1,103 @@
+/*
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#include "testutil.h"
+
+#include <string.h>
+
+int tu_failures;
+tu_errlog_t tu_err;
+
+int
+tu_finish(void)
+{
+	printf("%d passed, %d failed\n", tu_failures == 0 ? 1 : 0,
+	    tu_failures == 0 ? 0 : 1);
+	return tu_failures == 0 ? 0 : 1;
+}
+
+void
+tu_seed(tu_rng_t *r, uint64_t seed)
+{
+	r->s = seed ? seed : 0x9e3779b97f4a7c15ULL;
+}
+
+uint64_t
+tu_next(tu_rng_t *r)
+{
+	uint64_t x = r->s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	r->s = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+uint64_t
+tu_range(tu_rng_t *r, uint64_t lo, uint64_t hi)
+{
+	if (hi <= lo)
+		return lo;
+	if (lo == 0 && hi == UINT64_MAX)
+		return tu_next(r);
+	return lo + tu_next(r) % (hi - lo + 1);
+}
+
+static void
+tu_handler(const vmem_error_info_t *info, void *arg)
+{
+	(void)arg;
+	tu_err.count++;
+	tu_err.code = info->code;
+	tu_err.warning = info->warning;
+	snprintf(tu_err.call, sizeof (tu_err.call), "%s",
+	    info->call ? info->call : "");
+	snprintf(tu_err.name, sizeof (tu_err.name), "%s",
+	    info->name ? info->name : "");
+	tu_err.addr = info->addr;
+	tu_err.size = info->size;
+	vmem_format_error(info, tu_err.line, sizeof (tu_err.line));
+}
+
+void
+tu_reset_errors(void)
+{
+	memset(&tu_err, 0, sizeof (tu_err));
+}
+
+void
+tu_record_errors(void)
+{
+	tu_reset_errors();
+	vmem_set_error_handler(tu_handler, NULL);
+}
+
+void
+tu_default_errors(void)
+{
+	vmem_set_error_handler(NULL, NULL);
+}
+
+long
+tu_env_long(const char *name, long dflt)
+{
+	const char *v = getenv(name);
+
+	return v != NULL && *v != '\0' ? strtol(v, NULL, 0) : dflt;
+}
+
+int
+tu_slow_build(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return 1;
+#else
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+	return 1;
+#endif
+#endif
+	return getenv("VMEM_SLOW_BUILD") != NULL;
+#endif
+}
