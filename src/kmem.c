@@ -389,7 +389,7 @@ hash_lookup(const kmem_cache_t *cp, uintptr_t addr, long *idx)
 			if (s->block != key)
 				continue;
 			if (addr < s->base || addr - s->base >= cp->slabsize)
-				return NULL;
+				break; /* the slab starting here is not it */
 			*idx = slab_chunk_index(cp, s, addr);
 			return *idx < 0 ? NULL : s;
 		}
