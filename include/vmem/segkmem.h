@@ -6,8 +6,10 @@
  *
  * A kas_t is one kernel address space: a contiguous range of addresses, a
  * heap_arena over (parts of) it (quantum PAGESIZE, no quantum caches), a
- * kmem_va arena importing from heap_arena (quantum PAGESIZE, quantum caches
- * up to 8 pages) that feeds a kmem heap, a page budget (physmem /
+ * kmem_va arena importing address space from heap_arena (quantum PAGESIZE,
+ * quantum caches up to 8 pages), kmem_default importing memory from kmem_va
+ * through segkmem_alloc and feeding a kmem heap, kmem_metadata importing
+ * memory from heap_arena for charged metadata, a page budget (physmem /
  * availrmem with illumos page_resv semantics) and a page backing:
  *
  *   KAS_REAL  the range is reserved with mmap(PROT_NONE, MAP_NORESERVE);
@@ -76,7 +78,7 @@ typedef struct kas_config {
 	int charge_metadata;    /* -1 (default): on for KAS_SIM, off for
 	                           KAS_REAL; 0 off; 1 on */
 	size_t kmem_va_qcache_pages; /* default 8 */
-	int create_kmem_heap;   /* default 1: a kmem heap over kmem_va */
+	int create_kmem_heap;   /* default 1: a kmem heap over kmem_default */
 } kas_config_t;
 
 /* Fill *cfg with the defaults above. */
@@ -102,6 +104,7 @@ size_t kas_pagesize(const kas_t *kas);
 /* The arenas of the address space, and its kmem heap (NULL if none). */
 vmem_t *kas_heap_arena(kas_t *kas);
 vmem_t *kas_kmem_va(kas_t *kas);
+vmem_t *kas_kmem_default(kas_t *kas);   /* memory; the kmem heap's source */
 vmem_t *kas_metadata_arena(kas_t *kas); /* "kmem_metadata" */
 struct kmem_heap *kas_heap(kas_t *kas);
 
