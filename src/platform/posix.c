@@ -5,7 +5,9 @@
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "../platform.h"
 
 #include <errno.h>
