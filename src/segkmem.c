@@ -933,9 +933,8 @@ kas_arena_register(kas_t *kas, vmem_t *vmp)
 	}
 	if (added == 0)
 		return;
-	/* The arena is new to us and idle: count the tags it already has. */
+	/* Installing the callback charges the tags the arena already has. */
 	vmem_set_meta_charge(vmp, kas_charge_tags_cb, kas);
-	kas_charge_metadata(kas, KAS_META_TAGS, (long)vmem_meta_bytes(vmp));
 	settle(kas);
 }
 
@@ -952,8 +951,8 @@ kas_arena_forget(kas_t *kas, vmem_t *vmp)
 {
 	if (kas == NULL || vmp == NULL || !arena_table_remove(kas, vmp))
 		return;
+	/* Removing the callback takes back what the arena was charged. */
 	vmem_set_meta_charge(vmp, NULL, NULL);
-	kas_charge_metadata(kas, KAS_META_TAGS, -(long)vmem_meta_bytes(vmp));
 	settle(kas);
 }
 
