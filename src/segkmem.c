@@ -866,6 +866,76 @@ segkmem_free(vmem_t *vmp, void *addr, size_t size)
 }
 
 /* ---------------------------------------------------------------- */
+/* kmem caches born inside the address space.                        */
+
+/*
+ * kmem creates caches the kas never sees by name: the quantum caches of
+ * an arena (made inside vmem_create) and the size classes of a kmem heap.
+ * A kas call that creates those snapshots the cache list before and
+ * charges every cache that appeared, so their slab and cache bookkeeping
+ * lands on this heap. (A cache another thread creates at the same moment
+ * would be charged here too; kas creation is not a hot path.)
+ */
+typedef struct cache_set {
+	void **v;
+	size_t n, cap;
+	int failed;
+} cache_set_t;
+
+#ifdef KAS_HAVE_KMEM
+static void
+collect_cache(kmem_cache_t *cp, void *arg)
+{
+	cache_set_t *cs = arg;
+
+	if (cs->n == cs->cap) {
+		size_t ncap = cs->cap == 0 ? 64 : cs->cap * 2;
+		void **nv = realloc(cs->v, ncap * sizeof (void *));
+
+		if (nv == NULL) {
+			cs->failed = 1;
+			return;
+		}
+		cs->v = nv;
+		cs->cap = ncap;
+	}
+	cs->v[cs->n++] = cp;
+}
+#endif
+
+static void
+caches_snapshot(cache_set_t *cs)
+{
+	memset(cs, 0, sizeof (*cs));
+#ifdef KAS_HAVE_KMEM
+	kmem_foreach_cache(collect_cache, cs);
+#endif
+}
+
+static void
+charge_new_caches(kas_t *kas, cache_set_t *before)
+{
+#ifdef KAS_HAVE_KMEM
+	cache_set_t now;
+	size_t i, j;
+
+	caches_snapshot(&now);
+	for (i = 0; i < now.n; i++) {
+		for (j = 0; j < before->n && before->v[j] != now.v[i]; j++)
+			continue;
+		if (j == before->n && !before->failed)
+			kmem_cache_set_meta_charge(now.v[i],
+			    kas_charge_kmem_cb, kas);
+	}
+	free(now.v);
+#else
+	(void)kas;
+#endif
+	free(before->v);
+	before->v = NULL;
+}
+
+/* ---------------------------------------------------------------- */
 /* Arenas of the address space.                                      */
 
 static int
@@ -961,6 +1031,7 @@ kas_arena_create(kas_t *kas, const char *name, void *base, size_t size,
     size_t quantum, vmem_alloc_t *afunc, vmem_free_t *ffunc, vmem_t *source,
     size_t qcache_max, int vmflag)
 {
+	cache_set_t before;
 	vmem_t *vmp;
 
 	if (kas == NULL) {
@@ -969,10 +1040,13 @@ kas_arena_create(kas_t *kas, const char *name, void *base, size_t size,
 		    "no address space");
 		return NULL;
 	}
+	caches_snapshot(&before);
 	vmp = vmem_create(name, base, size, quantum, afunc, ffunc, source,
 	    qcache_max, vmflag);
 	if (vmp != NULL)
 		kas_arena_adopt(kas, vmp);
+	charge_new_caches(kas, &before); /* its quantum caches */
+	settle(kas);
 	return vmp;
 }
 
@@ -1126,10 +1200,19 @@ create_kmem_arenas(kas_t *kas, const kas_config_t *cfg)
 		return -1;
 #ifdef KAS_HAVE_KMEM
 	if (cfg->create_kmem_heap) {
-		kas->heap = kmem_heap_create(kas->name, kas->kmem_default);
+		cache_set_t before;
+
+		/* Simulated pages are integers: kmem must not touch them. */
+		caches_snapshot(&before);
+		kas->heap = kmem_heap_create_flags(kas->name,
+		    kas->kmem_default,
+		    kas->backing == KAS_SIM ? KMC_NOTOUCH : 0);
+		charge_new_caches(kas, &before);
 		if (kas->heap == NULL)
 			return -1;
 	}
+#else
+	(void)cfg;
 #endif
 	return 0;
 }
