@@ -312,7 +312,8 @@ tag_get(vmem_t *vmp)
 	/* Callers reserved first; running dry here is a library bug. */
 	vmp->tag_free = t->knext;
 	vmp->tag_nfree--;
-	memset(t, 0, sizeof (*t));
+	t->knext = t->kprev = NULL;
+	t->imported = t->via_qcache = 0;
 	return t;
 }
 
@@ -528,24 +529,29 @@ hash_insert(vmem_t *vmp, vseg_t *s)
 	vmp->hash[h] = s;
 	vmp->hash_count++;
 	vmp->nalloc++;
-	if (vmp->hash_count > 2 * vmp->hash_size && vmp->hash_bits < 40)
+	if (vmp->hash_count > vmp->hash_size && vmp->hash_bits < 40)
 		hash_resize(vmp, vmp->hash_bits + 2);
 }
 
-/* Find the allocated segment starting at addr; unlink it if remove. */
-static vseg_t *
-hash_find(vmem_t *vmp, uintptr_t addr, bool remove)
+/* The hash link that points at the segment starting at addr, or NULL. */
+static vseg_t **
+hash_slot(vmem_t *vmp, uintptr_t addr)
 {
 	vseg_t **pp = &vmp->hash[hash_index(vmp, addr)];
-	vseg_t *s;
 
-	for (s = *pp; s != NULL; pp = &s->knext, s = s->knext) {
+	for (vseg_t *s = *pp; s != NULL; pp = &s->knext, s = s->knext) {
 		vmp->st_lookup++;
 		if (s->start == addr)
-			break;
+			return pp;
 	}
-	if (s == NULL || !remove)
-		return s;
+	return NULL;
+}
+
+static vseg_t *
+hash_unlink(vmem_t *vmp, vseg_t **pp)
+{
+	vseg_t *s = *pp;
+
 	*pp = s->knext;
 	vmp->hash_count--;
 	vmp->nalloc--;
@@ -757,8 +763,16 @@ find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	sure = class_guaranteed(need >> vmp->qshift);
 	if (need == SIZE_MAX)
 		sure = NCLASS;
-	/* Unconstrained, the first member fits; else look further. */
-	for (c = class_next(vmp, sure); c < NCLASS; c = class_next(vmp, c + 1)) {
+	c = class_next(vmp, sure);
+	if (c < NCLASS && !req_constrained(vmp, r)) {
+		/* The hot path: every member of class c fits. */
+		s = vmp->freelist[c];
+		vmp->st_search++;
+		*addrp = (r->flags & VM_ENDALLOC) ?
+		    s->start + (s->size - r->size) : s->start;
+		return s;
+	}
+	for (; c < NCLASS; c = class_next(vmp, c + 1)) {
 		s = class_scan(vmp, c, r, false, addrp);
 		if (s != NULL)
 			return s;
@@ -1198,8 +1212,12 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 		req_t failreq = *r;
 		uint64_t gen = 0;
 		bool nometa = false;
-		uintptr_t addr = chain_alloc(vmp, r, &failed, &failreq, &gen,
-		    &nometa);
+		uintptr_t addr = arena_try(vmp, r, &gen, &nometa);
+
+		if (addr == 0 && !nometa && (vmp->afunc != NULL ||
+		    vmp->xafunc != NULL))
+			addr = chain_alloc(vmp, r, &failed, &failreq, &gen,
+			    &nometa);
 
 		if (addr != 0)
 			return (void *)addr;
@@ -1252,17 +1270,17 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 			return;
 		}
 		plat_mutex_lock(&src->lock);
-		s = hash_find(src, addr, true);
+		vseg_t **slot = hash_slot(src, addr);
+		s = slot != NULL ? *slot : NULL;
 		if (s == NULL || s->size != size) {
 			/* Cannot happen unless the source was corrupted. */
-			if (s != NULL)
-				hash_insert(src, s);
 			plat_mutex_unlock(&src->lock);
 			vmem_error_report(VMEM_E_CORRUPT, 0, "vmem_free", src,
 			    NULL, addr, size, "imported span not allocated in "
 			    "its source");
 			return;
 		}
+		(void)hash_unlink(src, slot);
 		more = seg_free(src, s, &addr, &size, &q);
 		if (src->nwaiters > 0)
 			plat_cond_broadcast(&src->cv);
@@ -1322,7 +1340,8 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 		return;
 	}
 	plat_mutex_lock(&vmp->lock);
-	s = hash_find(vmp, addr, false);
+	vseg_t **slot = hash_slot(vmp, addr);
+	s = slot != NULL ? *slot : NULL;
 	if (s == NULL) {
 		err = classify_bad_free(vmp, addr, rsize, &found);
 	} else if (s->size != rsize) {
@@ -1341,7 +1360,7 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 		    found ? " (segment size " : "", (unsigned long)found);
 		return;
 	}
-	(void)hash_find(vmp, addr, true);
+	(void)hash_unlink(vmp, slot);
 	release = seg_free(vmp, s, &span_addr, &span_size, &via_qcache);
 	if (vmp->nwaiters > 0)
 		plat_cond_broadcast(&vmp->cv);
@@ -1667,24 +1686,58 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
 }
 
+/*
+ * The common case of vmem_alloc: instant fit from a class whose members
+ * all fit. Returns 0 to send the caller down the general path.
+ */
+static inline uintptr_t
+alloc_instant(vmem_t *vmp, size_t size, int vmflag)
+{
+	uintptr_t addr = 0;
+	unsigned c;
+
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->tag_nfree >= 2 &&
+	    (c = class_next(vmp, class_guaranteed(size >> vmp->qshift))) <
+	    NCLASS) {
+		vseg_t *s = vmp->freelist[c];
+		vmp->st_search++;
+		addr = (vmflag & VM_ENDALLOC) ? s->start + (s->size - size) :
+		    s->start;
+		(void)seg_carve(vmp, s, addr, size);
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return addr;
+}
+
 void *
 vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 {
 	req_t r;
 
-	if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
-		return NULL;
+	if (vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) {
+		if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
+			return NULL;
+	}
 	if (size == 0) {
 		vmem_error_report(VMEM_E_BADARG, 0, "vmem_alloc", vmp, NULL, 0,
 		    size, "size 0");
 		return NULL;
 	}
-	memset(&r, 0, sizeof (r));
 	r.flags = vmflag;
 	if (!round_size(vmp, size, &r.size)) {
 		r.size = size;
 		return alloc_fail(vmp, &r, "vmem_alloc");
 	}
+	if (!(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) &&
+	    (r.size > vmp->qcache_max || vmp->nqcache == 0)) {
+		uintptr_t addr = alloc_instant(vmp, r.size, vmflag);
+		if (addr != 0)
+			return (void *)addr;
+	}
+	r.phase = 0;
+	r.nocross = 0;
+	r.lo = 0;
 	if (r.size <= vmp->qcache_max && vmp->nqcache > 0) {
 		void *p = qcache_alloc(vmp, r.size, vmflag);
 		if (p == NULL)
