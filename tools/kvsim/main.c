@@ -277,17 +277,25 @@ apply_option(options_t *o, const char *name, const char *val, int *wl_set)
 	return 0;
 }
 
+/* 1: option with a value, 0: flag, -1: unknown. */
 static int
 takes_value(const char *name)
 {
 	static const char *const flags[] = { "--no-metadata", "--json",
-	    "--quiet", "--help", "-h" };
+	    "--quiet" };
+	static const char *const valued[] = { "--mem", "--pae",
+	    "--kernelbase", "--segmapsize", "--segkpsize", "--stack-pages",
+	    "--rules", "--placement", "--arch", "--workload", "--step",
+	    "--seed", "--trace", "--mix", "--svg" };
 	size_t i;
 
 	for (i = 0; i < sizeof (flags) / sizeof (flags[0]); i++)
 		if (strcmp(name, flags[i]) == 0)
 			return 0;
-	return 1;
+	for (i = 0; i < sizeof (valued) / sizeof (valued[0]); i++)
+		if (strcmp(name, valued[i]) == 0)
+			return 1;
+	return -1;
 }
 
 static int
@@ -315,7 +323,9 @@ parse_args(int argc, char **argv, options_t *o)
 			return bad_usage("unexpected argument '%s'", arg);
 		snprintf(name, sizeof (name), "%.*s",
 		    (int)(eq ? eq - arg : (long)strlen(arg)), arg);
-		if (!takes_value(name)) {
+		if (takes_value(name) < 0)
+			return bad_usage("unknown option '%s'", name);
+		if (takes_value(name) == 0) {
 			if (eq != NULL)
 				return bad_usage("%s takes no value", name);
 			if (strcmp(name, "--no-metadata") == 0)
