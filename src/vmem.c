@@ -1170,6 +1170,12 @@ qcache_reap_arena(vmem_t *vmp)
 		qcache_ops->reap(vmp->qcache[i]);
 }
 
+void
+vmem_reap(vmem_t *vmp)
+{
+	qcache_reap_arena(vmp);
+}
+
 static void
 qcache_reap_all(void)
 {
