@@ -48,12 +48,7 @@
 
 #include "error.h"
 
-#if defined(__has_include)
-#if __has_include(<vmem/kmem.h>)
 #include <vmem/kmem.h>
-#define KAS_HAVE_KMEM 1
-#endif
-#endif
 
 #define KAS_MAX_CLASSIFIERS 8
 #define KAS_MAX_REGIONS 16
@@ -882,7 +877,6 @@ typedef struct cache_set {
 	int failed;
 } cache_set_t;
 
-#ifdef KAS_HAVE_KMEM
 static void
 collect_cache(kmem_cache_t *cp, void *arg)
 {
@@ -901,21 +895,17 @@ collect_cache(kmem_cache_t *cp, void *arg)
 	}
 	cs->v[cs->n++] = cp;
 }
-#endif
 
 static void
 caches_snapshot(cache_set_t *cs)
 {
 	memset(cs, 0, sizeof (*cs));
-#ifdef KAS_HAVE_KMEM
 	kmem_foreach_cache(collect_cache, cs);
-#endif
 }
 
 static void
 charge_new_caches(kas_t *kas, cache_set_t *before)
 {
-#ifdef KAS_HAVE_KMEM
 	cache_set_t now;
 	size_t i, j;
 
@@ -928,9 +918,6 @@ charge_new_caches(kas_t *kas, cache_set_t *before)
 			    kas_charge_kmem_cb, kas);
 	}
 	free(now.v);
-#else
-	(void)kas;
-#endif
 	free(before->v);
 	before->v = NULL;
 }
@@ -1198,7 +1185,6 @@ create_kmem_arenas(kas_t *kas, const kas_config_t *cfg)
 	    ps, segkmem_alloc, segkmem_free, kas->kmem_va, 0, VM_SLEEP);
 	if (kas->kmem_default == NULL)
 		return -1;
-#ifdef KAS_HAVE_KMEM
 	if (cfg->create_kmem_heap) {
 		cache_set_t before;
 
@@ -1211,9 +1197,6 @@ create_kmem_arenas(kas_t *kas, const kas_config_t *cfg)
 		if (kas->heap == NULL)
 			return -1;
 	}
-#else
-	(void)cfg;
-#endif
 	return 0;
 }
 
@@ -1290,11 +1273,9 @@ kas_destroy(kas_t *kas)
 	if (kas == default_kas)
 		default_kas = NULL;
 	pthread_mutex_unlock(&default_lock);
-#ifdef KAS_HAVE_KMEM
 	if (kas->heap != NULL)
 		kmem_heap_destroy(kas->heap);
 	kas->heap = NULL;
-#endif
 	kas->charge_metadata = 0;
 	if (kas->kmem_metadata != NULL)
 		meta_release_all(kas);

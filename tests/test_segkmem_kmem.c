@@ -10,12 +10,7 @@
 #include <string.h>
 
 #include <vmem/segkmem.h>
-#if defined(__has_include)
-#if __has_include(<vmem/kmem.h>)
 #include <vmem/kmem.h>
-#define HAVE_KMEM 1
-#endif
-#endif
 
 #include "testutil.h"
 
@@ -32,7 +27,6 @@ make_kas(kas_backing_t backing)
 	return kas_create(&cfg);
 }
 
-#ifdef HAVE_KMEM
 static void
 test_kas_heap(void)
 {
@@ -84,17 +78,6 @@ test_kas_heap(void)
 		kas_destroy(kas);
 	}
 }
-#else
-static void
-test_kas_heap(void)
-{
-	kas_t *kas = make_kas(KAS_SIM);
-
-	REQUIRE(kas != NULL);
-	CHECK(kas_heap(kas) == NULL);
-	kas_destroy(kas);
-}
-#endif
 
 int
 main(void)
