@@ -155,7 +155,8 @@ struct vmem {
 	size_t nspans, nalloc, nfree;
 	uint64_t st_alloc, st_free, st_wait, st_fail, st_lookup, st_search;
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
-	uint64_t st_qalloc, st_qfree;
+	/* Counted outside the lock: the quantum-cache path never takes it. */
+	atomic_uint_fast64_t st_qalloc, st_qfree;
 
 	vmem_t *list_next, *list_prev;
 };
@@ -1170,6 +1171,12 @@ qcache_reap_arena(vmem_t *vmp)
 		qcache_ops->reap(vmp->qcache[i]);
 }
 
+void
+vmem_reap(vmem_t *vmp)
+{
+	qcache_reap_arena(vmp);
+}
+
 static void
 qcache_reap_all(void)
 {
@@ -1379,11 +1386,9 @@ qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
 	void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >> vmp->qshift],
 	    vmflag);
 
-	if (p != NULL) {
-		plat_mutex_lock(&vmp->lock);
-		vmp->st_qalloc++;
-		plat_mutex_unlock(&vmp->lock);
-	}
+	if (p != NULL)
+		atomic_fetch_add_explicit(&vmp->st_qalloc, 1,
+		    memory_order_relaxed);
 	return p;
 }
 
@@ -1391,9 +1396,7 @@ static void
 qcache_free(vmem_t *vmp, void *addr, size_t size)
 {
 	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
-	plat_mutex_lock(&vmp->lock);
-	vmp->st_qfree++;
-	plat_mutex_unlock(&vmp->lock);
+	atomic_fetch_add_explicit(&vmp->st_qfree, 1, memory_order_relaxed);
 }
 
 static size_t
@@ -1962,8 +1965,10 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 	st->contains = vmp->st_contains;
 	st->import = vmp->st_import;
 	st->release = vmp->st_release;
-	st->qcache_alloc = vmp->st_qalloc;
-	st->qcache_free = vmp->st_qfree;
+	st->qcache_alloc = atomic_load_explicit(&vmp->st_qalloc,
+	    memory_order_relaxed);
+	st->qcache_free = atomic_load_explicit(&vmp->st_qfree,
+	    memory_order_relaxed);
 	st->nspans = vmp->nspans;
 	st->nalloc_segs = vmp->nalloc;
 	st->nfree_segs = vmp->nfree;
