@@ -155,7 +155,8 @@ struct vmem {
 	size_t nspans, nalloc, nfree;
 	uint64_t st_alloc, st_free, st_wait, st_fail, st_lookup, st_search;
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
-	uint64_t st_qalloc, st_qfree;
+	/* Counted outside the lock: the quantum-cache path never takes it. */
+	atomic_uint_fast64_t st_qalloc, st_qfree;
 
 	vmem_t *list_next, *list_prev;
 };
@@ -312,7 +313,8 @@ tag_get(vmem_t *vmp)
 	/* Callers reserved first; running dry here is a library bug. */
 	vmp->tag_free = t->knext;
 	vmp->tag_nfree--;
-	memset(t, 0, sizeof (*t));
+	t->knext = t->kprev = NULL;
+	t->imported = t->via_qcache = 0;
 	return t;
 }
 
@@ -528,24 +530,29 @@ hash_insert(vmem_t *vmp, vseg_t *s)
 	vmp->hash[h] = s;
 	vmp->hash_count++;
 	vmp->nalloc++;
-	if (vmp->hash_count > 2 * vmp->hash_size && vmp->hash_bits < 40)
+	if (vmp->hash_count > vmp->hash_size && vmp->hash_bits < 40)
 		hash_resize(vmp, vmp->hash_bits + 2);
 }
 
-/* Find the allocated segment starting at addr; unlink it if remove. */
-static vseg_t *
-hash_find(vmem_t *vmp, uintptr_t addr, bool remove)
+/* The hash link that points at the segment starting at addr, or NULL. */
+static vseg_t **
+hash_slot(vmem_t *vmp, uintptr_t addr)
 {
 	vseg_t **pp = &vmp->hash[hash_index(vmp, addr)];
-	vseg_t *s;
 
-	for (s = *pp; s != NULL; pp = &s->knext, s = s->knext) {
+	for (vseg_t *s = *pp; s != NULL; pp = &s->knext, s = s->knext) {
 		vmp->st_lookup++;
 		if (s->start == addr)
-			break;
+			return pp;
 	}
-	if (s == NULL || !remove)
-		return s;
+	return NULL;
+}
+
+static vseg_t *
+hash_unlink(vmem_t *vmp, vseg_t **pp)
+{
+	vseg_t *s = *pp;
+
 	*pp = s->knext;
 	vmp->hash_count--;
 	vmp->nalloc--;
@@ -757,8 +764,16 @@ find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	sure = class_guaranteed(need >> vmp->qshift);
 	if (need == SIZE_MAX)
 		sure = NCLASS;
-	/* Unconstrained, the first member fits; else look further. */
-	for (c = class_next(vmp, sure); c < NCLASS; c = class_next(vmp, c + 1)) {
+	c = class_next(vmp, sure);
+	if (c < NCLASS && !req_constrained(vmp, r)) {
+		/* The hot path: every member of class c fits. */
+		s = vmp->freelist[c];
+		vmp->st_search++;
+		*addrp = (r->flags & VM_ENDALLOC) ?
+		    s->start + (s->size - r->size) : s->start;
+		return s;
+	}
+	for (; c < NCLASS; c = class_next(vmp, c + 1)) {
 		s = class_scan(vmp, c, r, false, addrp);
 		if (s != NULL)
 			return s;
@@ -983,8 +998,13 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	size_t unit = srcq > vmp->quantum ? srcq : vmp->quantum;
 	size_t size = r->size, pad = 0;
 
-	if (r->align > vmp->quantum && !(vmp->cflags & VMC_XALIGN))
-		pad = r->align - vmp->quantum;
+	/*
+	 * Pad so that any placement of the span can hold the request. An
+	 * import function that aligns (VMC_XALIGN) needs only the phase.
+	 */
+	if (r->align > vmp->quantum)
+		pad = (vmp->cflags & VMC_XALIGN) ? r->phase :
+		    r->align - vmp->quantum;
 	if (size + pad < size)
 		return false;
 	size += pad;
@@ -1156,6 +1176,12 @@ qcache_reap_arena(vmem_t *vmp)
 		qcache_ops->reap(vmp->qcache[i]);
 }
 
+void
+vmem_reap(vmem_t *vmp)
+{
+	qcache_reap_arena(vmp);
+}
+
 static void
 qcache_reap_all(void)
 {
@@ -1198,8 +1224,12 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 		req_t failreq = *r;
 		uint64_t gen = 0;
 		bool nometa = false;
-		uintptr_t addr = chain_alloc(vmp, r, &failed, &failreq, &gen,
-		    &nometa);
+		uintptr_t addr = arena_try(vmp, r, &gen, &nometa);
+
+		if (addr == 0 && !nometa && (vmp->afunc != NULL ||
+		    vmp->xafunc != NULL))
+			addr = chain_alloc(vmp, r, &failed, &failreq, &gen,
+			    &nometa);
 
 		if (addr != 0)
 			return (void *)addr;
@@ -1252,17 +1282,17 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 			return;
 		}
 		plat_mutex_lock(&src->lock);
-		s = hash_find(src, addr, true);
+		vseg_t **slot = hash_slot(src, addr);
+		s = slot != NULL ? *slot : NULL;
 		if (s == NULL || s->size != size) {
 			/* Cannot happen unless the source was corrupted. */
-			if (s != NULL)
-				hash_insert(src, s);
 			plat_mutex_unlock(&src->lock);
 			vmem_error_report(VMEM_E_CORRUPT, 0, "vmem_free", src,
 			    NULL, addr, size, "imported span not allocated in "
 			    "its source");
 			return;
 		}
+		(void)hash_unlink(src, slot);
 		more = seg_free(src, s, &addr, &size, &q);
 		if (src->nwaiters > 0)
 			plat_cond_broadcast(&src->cv);
@@ -1322,7 +1352,8 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 		return;
 	}
 	plat_mutex_lock(&vmp->lock);
-	s = hash_find(vmp, addr, false);
+	vseg_t **slot = hash_slot(vmp, addr);
+	s = slot != NULL ? *slot : NULL;
 	if (s == NULL) {
 		err = classify_bad_free(vmp, addr, rsize, &found);
 	} else if (s->size != rsize) {
@@ -1336,12 +1367,16 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 	}
 	if (err != 0) {
 		plat_mutex_unlock(&vmp->lock);
-		vmem_error_report(err, 0, call, vmp, NULL, addr, size,
-		    "%s%s%lu", vmem_strerror(err),
-		    found ? " (segment size " : "", (unsigned long)found);
+		if (found != 0)
+			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+			    "%s (segment size %lu)", vmem_strerror(err),
+			    (unsigned long)found);
+		else
+			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+			    "%s", vmem_strerror(err));
 		return;
 	}
-	(void)hash_find(vmp, addr, true);
+	(void)hash_unlink(vmp, slot);
 	release = seg_free(vmp, s, &span_addr, &span_size, &via_qcache);
 	if (vmp->nwaiters > 0)
 		plat_cond_broadcast(&vmp->cv);
@@ -1360,11 +1395,9 @@ qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
 	void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >> vmp->qshift],
 	    vmflag);
 
-	if (p != NULL) {
-		plat_mutex_lock(&vmp->lock);
-		vmp->st_qalloc++;
-		plat_mutex_unlock(&vmp->lock);
-	}
+	if (p != NULL)
+		atomic_fetch_add_explicit(&vmp->st_qalloc, 1,
+		    memory_order_relaxed);
 	return p;
 }
 
@@ -1372,9 +1405,7 @@ static void
 qcache_free(vmem_t *vmp, void *addr, size_t size)
 {
 	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
-	plat_mutex_lock(&vmp->lock);
-	vmp->st_qfree++;
-	plat_mutex_unlock(&vmp->lock);
+	atomic_fetch_add_explicit(&vmp->st_qfree, 1, memory_order_relaxed);
 }
 
 static size_t
@@ -1459,18 +1490,19 @@ round_size(const vmem_t *vmp, size_t size, size_t *out)
 	return true;
 }
 
+/* vmp is NULL when checking vmem_create's span before the arena exists. */
 static bool
-span_valid(vmem_t *vmp, uintptr_t base, size_t size, const char *call)
+span_valid(vmem_t *vmp, const char *name, size_t quantum, uintptr_t base,
+    size_t size, const char *call)
 {
-	if (size == 0 || (base & (vmp->quantum - 1)) ||
-	    (size & (vmp->quantum - 1))) {
-		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, NULL, base,
+	if (size == 0 || (base & (quantum - 1)) || (size & (quantum - 1))) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, name, base,
 		    size, "span not aligned to the quantum %lu",
-		    (unsigned long)vmp->quantum);
+		    (unsigned long)quantum);
 		return false;
 	}
 	if (base == 0 || base + (size - 1) < base) {
-		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, NULL, base,
+		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, name, base,
 		    size, "span would contain address 0");
 		return false;
 	}
@@ -1534,6 +1566,9 @@ create_common(const char *name, void *base, size_t size, size_t quantum,
 		    "source must come together)", (unsigned long)quantum);
 		return NULL;
 	}
+	if (size != 0 && !span_valid(NULL, name != NULL ? name : "(null)",
+	    quantum, (uintptr_t)base, size, call))
+		return NULL;
 	vmp = plat_pages_alloc(arena_bytes());
 	if (vmp == NULL) {
 		vmem_error_report(VMEM_E_NOMEM, 1, call, NULL, name,
@@ -1598,7 +1633,7 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 	uintptr_t base = (uintptr_t)vaddr;
 
 	(void)vmflag;
-	if (!span_valid(vmp, base, size, "vmem_add"))
+	if (!span_valid(vmp, NULL, vmp->quantum, base, size, "vmem_add"))
 		return NULL;
 	plat_mutex_lock(&vmp->lock);
 	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
@@ -1667,24 +1702,58 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
 }
 
+/*
+ * The common case of vmem_alloc: instant fit from a class whose members
+ * all fit. Returns 0 to send the caller down the general path.
+ */
+static inline uintptr_t
+alloc_instant(vmem_t *vmp, size_t size, int vmflag)
+{
+	uintptr_t addr = 0;
+	unsigned c;
+
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->tag_nfree >= 2 &&
+	    (c = class_next(vmp, class_guaranteed(size >> vmp->qshift))) <
+	    NCLASS) {
+		vseg_t *s = vmp->freelist[c];
+		vmp->st_search++;
+		addr = (vmflag & VM_ENDALLOC) ? s->start + (s->size - size) :
+		    s->start;
+		(void)seg_carve(vmp, s, addr, size);
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return addr;
+}
+
 void *
 vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 {
 	req_t r;
 
-	if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
-		return NULL;
+	if (vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) {
+		if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
+			return NULL;
+	}
 	if (size == 0) {
 		vmem_error_report(VMEM_E_BADARG, 0, "vmem_alloc", vmp, NULL, 0,
 		    size, "size 0");
 		return NULL;
 	}
-	memset(&r, 0, sizeof (r));
 	r.flags = vmflag;
 	if (!round_size(vmp, size, &r.size)) {
 		r.size = size;
 		return alloc_fail(vmp, &r, "vmem_alloc");
 	}
+	if (!(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) &&
+	    (r.size > vmp->qcache_max || vmp->nqcache == 0)) {
+		uintptr_t addr = alloc_instant(vmp, r.size, vmflag);
+		if (addr != 0)
+			return (void *)addr;
+	}
+	r.phase = 0;
+	r.nocross = 0;
+	r.lo = 0;
 	if (r.size <= vmp->qcache_max && vmp->nqcache > 0) {
 		void *p = qcache_alloc(vmp, r.size, vmflag);
 		if (p == NULL)
@@ -1814,8 +1883,8 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
     void *arg)
 {
 	typedef struct { uintptr_t start; size_t size; } item_t;
-	item_t *items = NULL;
-	size_t n = 0, cap = 0, bytes = 0, page = plat_pagesize();
+	item_t local[64], *items = local;
+	size_t n = 0, cap = 64, bytes = 0, page = plat_pagesize();
 
 	if (!((unsigned)typemask & VMEM_REENTRANT)) {
 		plat_mutex_lock(&vmp->lock);
@@ -1848,7 +1917,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 			break;
 		}
 		plat_mutex_unlock(&vmp->lock);
-		if (cap != 0)
+		if (items != local)
 			plat_pages_free(items, bytes);
 		bytes = ((need + 16) * sizeof (item_t) + page - 1) & ~(page - 1);
 		items = plat_pages_alloc(bytes);
@@ -1858,7 +1927,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 	}
 	for (size_t i = 0; i < n; i++)
 		func(arg, (void *)items[i].start, items[i].size);
-	if (cap != 0)
+	if (items != local)
 		plat_pages_free(items, bytes);
 }
 
@@ -1909,8 +1978,10 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 	st->contains = vmp->st_contains;
 	st->import = vmp->st_import;
 	st->release = vmp->st_release;
-	st->qcache_alloc = vmp->st_qalloc;
-	st->qcache_free = vmp->st_qfree;
+	st->qcache_alloc = atomic_load_explicit(&vmp->st_qalloc,
+	    memory_order_relaxed);
+	st->qcache_free = atomic_load_explicit(&vmp->st_qfree,
+	    memory_order_relaxed);
 	st->nspans = vmp->nspans;
 	st->nalloc_segs = vmp->nalloc;
 	st->nfree_segs = vmp->nfree;
@@ -1955,7 +2026,7 @@ vmem_check(vmem_t *vmp)
 {
 	size_t total = 0, import = 0, inuse = 0, nalloc = 0, nfree = 0;
 	size_t nspans = 0, nhash = 0, nlisted = 0;
-	uintptr_t *starts = NULL;
+	uintptr_t local[2 * 32], *starts = NULL;
 	bool rotor_seen = false;
 
 	plat_mutex_lock(&vmp->lock);
@@ -2032,7 +2103,7 @@ vmem_check(vmem_t *vmp)
 		size_t page = plat_pagesize(), i = 0;
 		size_t bytes = (nspans * 2 * sizeof (uintptr_t) + page - 1) &
 		    ~(page - 1);
-		starts = plat_pages_alloc(bytes);
+		starts = nspans <= 32 ? local : plat_pages_alloc(bytes);
 		if (starts != NULL) {
 			for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
 			    sp = sp->knext, i++) {
@@ -2058,7 +2129,8 @@ vmem_check(vmem_t *vmp)
 				for (size_t a = 1; a < nspans; a++)
 					if (starts[2 * a] <= starts[2 * a - 1])
 						overlap = true;
-			plat_pages_free(starts, bytes);
+			if (starts != local)
+				plat_pages_free(starts, bytes);
 			if (overlap)
 				return check_fail(vmp, NULL, "spans overlap");
 		}
