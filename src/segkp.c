@@ -857,6 +857,8 @@ seg_cache_free(segkp_t *seg)
 		pthread_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
 	}
+	/* The arena's quantum caches hold free address space: return it. */
+	vmem_reap(seg->arena);
 }
 
 void
@@ -973,6 +975,7 @@ segkp_cache_reap(segkp_t *seg, int how)
 		if (list != NULL)
 			pages += reap_list(seg, c, gen, list, n);
 	}
+	vmem_reap(seg->arena);
 	return pages;
 }
 

@@ -111,7 +111,8 @@ void segkp_release(segkp_t *seg, void *addr);
 void *segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags);
 void *segkp_cache_get(void *cookie);
 /* Free the stacks held by every cache of seg (NULL: of every segment);
- * the caches stay usable. */
+ * the caches stay usable. The arena's quantum caches are reaped too, so
+ * in fromheap mode the address space goes back to heap_arena. */
 void segkp_cache_free(segkp_t *seg);
 /* Empty one cache and forget its cookie. Stacks of the cache still in use
  * are released normally (not cached) when they come back. */
@@ -123,7 +124,8 @@ void segkp_cache_destroy(void *cookie);
  * one system call). SEGKP_REAP_IDLE takes the stacks that stayed in their
  * cache during the whole interval since the previous reap (the bottom of
  * each LIFO, below its low-water mark); SEGKP_REAP_ALL takes every cached
- * stack. Returns the number of pages given back.
+ * stack. Also reaps the arena's quantum caches (vmem_reap), which hold
+ * only free address space. Returns the number of pages given back.
  */
 #define SEGKP_REAP_IDLE 0
 #define SEGKP_REAP_ALL  1
