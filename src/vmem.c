@@ -77,7 +77,7 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <string.h>
+#include "vmem_string.h"
 
 #include <vmem/vmem.h>
 
