@@ -282,6 +282,16 @@ out_line(void *arg, const char *line)
 	say(line);
 }
 
+static int json_lines;
+
+static void
+count_json(void *arg, const char *line)
+{
+	(void)arg;
+	json_lines++;
+	say(line);
+}
+
 int
 kmain(void)
 {
@@ -295,6 +305,9 @@ kmain(void)
 	test_heaps();
 	test_errors();
 	kmem_dump_caches(out_line, NULL);
+	/* JSON statistics need no C library either: one line per arena. */
+	vmem_dump_arenas_json(count_json, NULL);
+	CHECK(json_lines == 2 + 2);
 	vmem_destroy(va_arena);
 	CHECK(vmem_size(page_arena, VMEM_ALLOC) == 0);
 	CHECK(vmem_check(page_arena) == 0);
