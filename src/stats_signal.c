@@ -15,8 +15,10 @@
  * a handler running in another thread while the trigger is being turned
  * off can never write into a descriptor that was closed and reused.
  * Turning the trigger off restores the previous disposition, stops the
- * helper (a 'q' byte) and joins it; bytes left over in the pipe are
- * drained when it is turned on again.
+ * helper (a 'q' byte) and joins it, after the helper has served a signal
+ * that came before (so raise() followed by turning the trigger off always
+ * prints); bytes left over in the pipe are drained when it is turned on
+ * again.
  *
  * Locking: trigger_lock (a pthread mutex) serializes on/off calls; the
  * handler reads only the atomic wake_fd. The helper takes the library's
@@ -120,10 +122,11 @@ helper_main(void *arg)
 				wanted |= bytes[i] == 's';
 			}
 		}
-		if (quit)
-			break;
+		/* A request that came before the stop is still served. */
 		if (wanted)
 			report(fd, format);
+		if (quit)
+			break;
 	}
 	return NULL;
 }

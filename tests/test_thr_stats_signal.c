@@ -77,7 +77,11 @@ test_text(void)
 	CHECK(raise(SIGUSR1) == 0);
 	REQUIRE(read_until(p[0], "\nTotal", "\n\n") == 0);
 	CHECK(strstr(report, "signal_arena") != NULL);
+	/* A signal just before the trigger goes off is still served. */
+	CHECK(raise(SIGUSR1) == 0);
 	CHECK(vmem_stats_on_signal(0, -1) == 0);
+	REQUIRE(read_until(p[0], "\nTotal", "\n\n") == 0);
+	CHECK(strstr(report, "signal_cache") != NULL);
 	kmem_cache_destroy(cp);
 	vmem_destroy(arena);
 	close(p[0]);
