@@ -138,10 +138,10 @@ test_random_sweep(void)
 		int width = (int)tu_range(&rng, 0, 24);
 		int prec = (int)tu_range(&rng, 0, 30) - 5;
 
-		if ((flag[0] == '+' || flag[0] == ' ') && conv[0] != 'd' &&
-		    conv[1] != 'd' && conv[2] != 'd')
+		if ((flag[0] == '+' || flag[0] == ' ') && strchr(conv, 'd') == NULL)
 			flag = "";
-		if (flag[0] == '#' && (conv[0] == 'd' || conv[0] == 'u'))
+		if (flag[0] == '#' && (strchr(conv, 'd') != NULL ||
+		    strchr(conv, 'u') != NULL))
 			flag = "-";
 		if (prec >= 0)
 			snprintf(fmt, sizeof (fmt), "[%%%s%d.%d%s]", flag, width,
