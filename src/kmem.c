@@ -76,6 +76,7 @@ typedef struct kmag {
 typedef struct kmaglist {
 	kmag_t *head;
 	size_t count;
+	atomic_size_t avail;  /* count, readable without the depot lock */
 	size_t min;       /* lowest count in the current interval */
 	size_t reaplimit; /* idle through the last interval: may be reaped */
 } kmaglist_t;
@@ -552,8 +553,10 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	s->freemap = (uint64_t *)(void *)(s + 1);
 	if (cp->debug & KMF_DOUBLEFREE)
 		s->usermap = (_Atomic uint64_t *)(void *)(s->freemap + words);
-	for (i = 0; i < cp->nbufs; i++)
-		s->freemap[i / 64] |= 1ULL << (i % 64);
+	for (i = 0; i < cp->nbufs / 64; i++)
+		s->freemap[i] = ~(uint64_t)0;
+	if (cp->nbufs % 64 != 0)
+		s->freemap[i] = ((uint64_t)1 << (cp->nbufs % 64)) - 1;
 	if (cp->debug & KMF_DEADBEEF)
 		fill_words(mem, cp->slabsize, KMEM_DEADBEEF_WORD);
 	return s;
@@ -737,10 +740,8 @@ report_free_error(kmem_cache_t *cp, int code, const char *call,
 /* Constructing and destroying, debug checks */
 
 static int
-construct(kmem_cache_t *cp, void *buf, int kmflag)
+construct_slow(kmem_cache_t *cp, void *buf, int kmflag)
 {
-	if (cp->ctor == NULL)
-		return 0;
 	atomic_fetch_add_explicit(&cp->construct, 1, memory_order_relaxed);
 	if (cp->ctor(buf, cp->priv, kmflag) != 0) {
 		atomic_fetch_add_explicit(&cp->destruct, 1,
@@ -748,6 +749,13 @@ construct(kmem_cache_t *cp, void *buf, int kmflag)
 		return -1;
 	}
 	return 0;
+}
+
+/* Most caches have no constructor: that check stays inline. */
+static inline int
+construct(kmem_cache_t *cp, void *buf, int kmflag)
+{
+	return cp->ctor == NULL ? 0 : construct_slow(cp, buf, kmflag);
 }
 
 static void
@@ -811,6 +819,7 @@ maglist_take(kmaglist_t *l)
 	l->head = m->next;
 	if (--l->count < l->min)
 		l->min = l->count;
+	atomic_store_explicit(&l->avail, l->count, memory_order_relaxed);
 	return m;
 }
 
@@ -820,6 +829,32 @@ maglist_put(kmaglist_t *l, kmag_t *m)
 	m->next = l->head;
 	l->head = m;
 	l->count++;
+	atomic_store_explicit(&l->avail, l->count, memory_order_relaxed);
+}
+
+/* Empty the list (depot lock held); the caller owns the chain. */
+static kmag_t *
+maglist_clear(kmaglist_t *l)
+{
+	kmag_t *chain = l->head;
+
+	l->head = NULL;
+	l->count = l->min = l->reaplimit = 0;
+	atomic_store_explicit(&l->avail, 0, memory_order_relaxed);
+	return chain;
+}
+
+/*
+ * Whether the depot may have a magazine on l, read without its lock. A
+ * stale answer is harmless: a missed magazine sends the caller to the slab
+ * layer (or to make an empty magazine), as a truly empty depot would; a
+ * stale yes costs a locked look. An empty depot -- every allocation of a
+ * growing heap -- then costs no depot lock.
+ */
+static int
+maglist_maybe(kmaglist_t *l)
+{
+	return atomic_load_explicit(&l->avail, memory_order_relaxed) != 0;
 }
 
 static size_t
@@ -871,7 +906,7 @@ mag_pop(kmem_cache_t *cp, kcpu_t *c)
 		c->prounds = 0;
 		return c->loaded->round[--c->rounds];
 	}
-	if (c->magsize == 0)
+	if (c->magsize == 0 || !maglist_maybe(&cp->full))
 		return NULL;
 	depot_enter(cp);
 	full = maglist_take(&cp->full);
@@ -910,7 +945,7 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 		c->loaded->round[c->rounds++] = buf;
 		return 1;
 	}
-	if (c->magsize == 0)
+	if (c->magsize == 0 || !maglist_maybe(&cp->empty))
 		return 0;
 	depot_enter(cp);
 	empty = maglist_take(&cp->empty);
@@ -1001,10 +1036,8 @@ magazines_purge(kmem_cache_t *cp)
 		detached_destroy(cp, &d);
 	}
 	depot_enter(cp);
-	full = cp->full.head;
-	empty = cp->empty.head;
-	memset(&cp->full, 0, sizeof (cp->full));
-	memset(&cp->empty, 0, sizeof (cp->empty));
+	full = maglist_clear(&cp->full);
+	empty = maglist_clear(&cp->empty);
 	depot_exit(cp);
 	magchain_destroy(cp, full, 1);
 	magchain_destroy(cp, empty, 0);
@@ -1343,6 +1376,8 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	slist_init(&cp->partial);
 	slist_init(&cp->complete);
 	atomic_init(&cp->depot_busy, 0);
+	atomic_init(&cp->full.avail, 0);
+	atomic_init(&cp->empty.avail, 0);
 	atomic_init(&cp->construct, 0);
 	atomic_init(&cp->destruct, 0);
 
@@ -1511,10 +1546,8 @@ magazine_resize(kmem_cache_t *cp)
 	newsize = kmem_magsizes[cp->magidx];
 	cp->magsize = newsize;
 	cp->mag_resize++;
-	full = cp->full.head;
-	empty = cp->empty.head;
-	memset(&cp->full, 0, sizeof (cp->full));
-	memset(&cp->empty, 0, sizeof (cp->empty));
+	full = maglist_clear(&cp->full);
+	empty = maglist_clear(&cp->empty);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
 		slot_detach(c, &det[i]);
@@ -1720,13 +1753,28 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	st->destruct = atomic_load(&cp->destruct);
 }
 
+/* What kmem_cache_get_stats would give as mem_total - buf_inuse *
+ * bufsize, without the rest (vmem_size asks every quantum cache). */
 size_t
 kmem_cache_idle_bytes(kmem_cache_t *cp)
 {
-	kmem_cache_stats_t st;
+	size_t cached = 0, total, out;
+	unsigned i;
 
-	kmem_cache_get_stats(cp, &st);
-	return st.mem_total - st.buf_inuse * st.bufsize;
+	for (i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		slot_lock(c);
+		cached += c->rounds + c->prounds;
+		slot_unlock(c);
+	}
+	depot_enter(cp);
+	cached += cp->full.count * cp->magsize;
+	depot_exit(cp);
+	plat_mutex_lock(&cp->slab_lock);
+	total = cp->nslabs * cp->slabsize;
+	out = cp->out;
+	plat_mutex_unlock(&cp->slab_lock);
+	return total - (out >= cached ? out - cached : 0) * cp->bufsize;
 }
 
 typedef struct kmem_dump_ctx {

@@ -54,14 +54,24 @@ kmeta_init(void)
 		continue;
 }
 
+/* The class of a small size: the power of two at or above it, from 16. */
 static int
 kmeta_class(size_t size)
 {
-	int c = 0;
+	if (size <= ((size_t)1 << KMETA_MINSHIFT))
+		return 0;
+#if defined(__GNUC__)
+	return (int)(sizeof (unsigned long long) * 8) -
+	    __builtin_clzll((unsigned long long)(size - 1)) - KMETA_MINSHIFT;
+#else
+	{
+		int c = 0;
 
-	while (((size_t)1 << (c + KMETA_MINSHIFT)) < size)
-		c++;
-	return c;
+		while (((size_t)1 << (c + KMETA_MINSHIFT)) < size)
+			c++;
+		return c;
+	}
+#endif
 }
 
 static int
@@ -77,7 +87,7 @@ kmeta_size(size_t size)
 
 	if (size == 0)
 		size = 1;
-	if (kmeta_is_small(size))
+	if (size <= page / 2)
 		return (size_t)1 << (kmeta_class(size) + KMETA_MINSHIFT);
 	return (size + page - 1) & ~(page - 1);
 }
@@ -109,12 +119,12 @@ kmeta_alloc(size_t size)
 	int c;
 
 	kmeta_init();
-	size = kmeta_size(size);
-	if (!kmeta_is_small(size)) {
-		void *p = plat_pages_alloc(size);
-		return p;
-	}
+	if (size == 0)
+		size = 1;
+	if (!kmeta_is_small(size))
+		return plat_pages_alloc(kmeta_size(size));
 	c = kmeta_class(size);
+	size = (size_t)1 << (c + KMETA_MINSHIFT);
 	plat_mutex_lock(&kmeta_lock);
 	if (kmeta_free_list[c] == NULL && kmeta_refill(c) != 0) {
 		plat_mutex_unlock(&kmeta_lock);
@@ -135,9 +145,10 @@ kmeta_free(void *p, size_t size)
 
 	if (p == NULL)
 		return;
-	size = kmeta_size(size);
+	if (size == 0)
+		size = 1;
 	if (!kmeta_is_small(size)) {
-		plat_pages_free(p, size);
+		plat_pages_free(p, kmeta_size(size));
 		return;
 	}
 	c = kmeta_class(size);
