@@ -129,6 +129,15 @@ struct kmem_cache {
 	char *cpumem;              /* ncpu slots of KMEM_CACHELINE multiples */
 	size_t cpustride, cpumem_bytes;
 
+	/*
+	 * Zero when no magazine holds a round (set by the first free into a
+	 * magazine, cleared when everything is purged): allocation then goes
+	 * straight to the slab layer without taking a slot, which is every
+	 * allocation of a growing heap. A hint only: a free racing with a
+	 * purge can leave rounds behind it, used again after the next free.
+	 */
+	atomic_int mag_loaded;
+
 	/* Depot */
 	plat_mutex_t depot_lock;
 	atomic_int depot_busy;
@@ -966,17 +975,17 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 	return 1;
 }
 
-/* Put a new empty magazine in the depot. 0 if magazines are off or there
- * is no memory. No lock held. */
+/*
+ * Put a new empty magazine in the depot. 0 if magazines are off or there
+ * is no memory. c's slot lock is held, so the magazine size (changed only
+ * with every slot locked) is c->magsize and stays so.
+ */
 static int
-depot_add_empty(kmem_cache_t *cp)
+depot_add_empty(kmem_cache_t *cp, const kcpu_t *c)
 {
-	unsigned size;
+	unsigned size = c->magsize;
 	kmag_t *m;
 
-	depot_enter(cp);
-	size = cp->magsize;
-	depot_exit(cp);
 	if (size == 0)
 		return 0;
 	m = meta_alloc(cp, mag_bytes(size));
@@ -984,13 +993,8 @@ depot_add_empty(kmem_cache_t *cp)
 		return 0;
 	m->cap = size;
 	depot_enter(cp);
-	if (cp->magsize == size) {
-		maglist_put(&cp->empty, m);
-		m = NULL;
-	}
+	maglist_put(&cp->empty, m);
 	depot_exit(cp);
-	if (m != NULL)
-		meta_free(cp, m, mag_bytes(size));
 	return 1;
 }
 
@@ -1041,6 +1045,7 @@ magazines_purge(kmem_cache_t *cp)
 	depot_exit(cp);
 	magchain_destroy(cp, full, 1);
 	magchain_destroy(cp, empty, 0);
+	atomic_store_explicit(&cp->mag_loaded, 0, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1085,7 +1090,8 @@ kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
 	kcpu_t *c;
 	void *buf;
 
-	if (cp->cflags & KMC_NOMAGAZINE)
+	if ((cp->cflags & KMC_NOMAGAZINE) ||
+	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
 		return alloc_from_slab(cp, kmflag);
 	c = cpu_enter(cp);
 	buf = mag_pop(cp, c);
@@ -1220,17 +1226,25 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 		}
 		c = cpu_enter(cp);
 	}
+	/*
+	 * No room: put a new empty magazine in the depot and push again. The
+	 * slot stays locked (slot -> depot -> meta_lock -> kmeta is the lock
+	 * order), so the retry needs no second trip through cpu_enter.
+	 */
 	for (;;) {
 		if (mag_push(cp, c, buf)) {
 			c->free++;
 			slot_unlock(c);
+			if (!atomic_load_explicit(&cp->mag_loaded,
+			    memory_order_relaxed))
+				atomic_store_explicit(&cp->mag_loaded, 1,
+				    memory_order_relaxed);
 			return 0;
 		}
-		slot_unlock(c);
-		if (!depot_add_empty(cp))
+		if (!depot_add_empty(cp, c))
 			break;
-		c = cpu_enter(cp);
 	}
+	slot_unlock(c);
 	/* No magazine room: back to the slab layer. */
 	if (cp->mag_constructed)
 		destruct(cp, buf);
@@ -1377,6 +1391,7 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	slist_init(&cp->complete);
 	atomic_init(&cp->depot_busy, 0);
 	atomic_init(&cp->full.avail, 0);
+	atomic_init(&cp->mag_loaded, 0);
 	atomic_init(&cp->empty.avail, 0);
 	atomic_init(&cp->construct, 0);
 	atomic_init(&cp->destruct, 0);

@@ -273,22 +273,8 @@ bit_get(const uint64_t *map, size_t i)
 	return (int)((map[i >> 6] >> (i & 63)) & 1);
 }
 
-static unsigned
-popcount64(uint64_t w)
-{
-#if defined(__GNUC__)
-	return (unsigned)__builtin_popcountll(w);
-#else
-	unsigned n = 0;
-
-	for (; w != 0; w &= w - 1)
-		n++;
-	return n;
-#endif
-}
-
 /* The bits of word first / 64 in [first, first + n); *take gets how many. */
-static uint64_t
+static inline uint64_t
 word_mask(size_t first, size_t n, size_t *take)
 {
 	unsigned b = (unsigned)(first & 63);
@@ -299,19 +285,20 @@ word_mask(size_t first, size_t n, size_t *take)
 }
 
 /* Set bits [first, first + n) to val; returns how many changed. A word at
- * a time: stacks and slabs span a few pages, heaps thousands. */
-static size_t
+ * a time; the changed bits are counted one by one (a stack changes two). */
+static inline size_t
 bits_set(uint64_t *map, size_t first, size_t n, int val)
 {
 	size_t changed = 0, take;
 
 	while (n > 0) {
 		uint64_t mask = word_mask(first, n, &take);
-		uint64_t old = map[first >> 6];
-		uint64_t now = val ? old | mask : old & ~mask;
+		uint64_t *w = &map[first >> 6];
+		uint64_t flip = (val ? ~*w : *w) & mask;
 
-		changed += popcount64(old ^ now);
-		map[first >> 6] = now;
+		*w ^= flip;
+		for (; flip != 0; flip &= flip - 1)
+			changed++;
 		first += take;
 		n -= take;
 	}
@@ -340,8 +327,9 @@ bits_all(const uint64_t *map, size_t first, size_t n)
 static int
 range_ok(const kas_t *kas, uintptr_t a, size_t size)
 {
-	return size != 0 && a % kas->pagesize == 0 &&
-	    size % kas->pagesize == 0 && a >= kas->base &&
+	/* The page size is a power of two (config_problem checks). */
+	return size != 0 && ((a | size) & (kas->pagesize - 1)) == 0 &&
+	    a >= kas->base &&
 	    a - kas->base <= kas->size && size <= kas->size - (a - kas->base);
 }
 

@@ -224,16 +224,22 @@ bit_test(const uint64_t *map, size_t i)
 	return (map[i / 64] >> (i % 64)) & 1;
 }
 
+/* Set or clear bits [first, first + n), a word at a time. */
 static void
 bits_assign(uint64_t *map, size_t first, size_t n, bool on)
 {
-	for (size_t i = first; i < first + n; i++) {
-		uint64_t m = (uint64_t)1 << (i % 64);
+	while (n > 0) {
+		unsigned b = (unsigned)(first % 64);
+		size_t take = 64 - b < n ? 64 - b : n;
+		uint64_t m = (take == 64 ? ~(uint64_t)0 :
+		    (((uint64_t)1 << take) - 1)) << b;
 
 		if (on)
-			map[i / 64] |= m;
+			map[first / 64] |= m;
 		else
-			map[i / 64] &= ~m;
+			map[first / 64] &= ~m;
+		first += take;
+		n -= take;
 	}
 }
 

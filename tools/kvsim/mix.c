@@ -305,9 +305,8 @@ class_of(const kvsim_mix_t *mix, double u)
 	if (g->mix != mix || g->n != mix->n || g->total != mix->total)
 		guide_build(g, mix);
 	b = (unsigned)(u * g->scale);
+	/* start[] <= n - 1 for the n it was built with, checked above. */
 	i = g->start[b < GUIDE_BUCKETS ? b : GUIDE_BUCKETS - 1];
-	if (i > mix->n - 1)
-		i = mix->n - 1;
 	while (i > 0 && u < mix->cls[i - 1].cum)
 		i--;
 	while (i < mix->n - 1 && u >= mix->cls[i].cum)
