@@ -63,6 +63,12 @@
 #define KMEM_REDZONE_BYTE 0xfe
 #define KMEM_CACHELINE 64
 
+#if defined(__GNUC__)
+#define KMEM_NOINLINE __attribute__((noinline))
+#else
+#define KMEM_NOINLINE
+#endif
+
 /* Magazine sizes a cache may use (rounds), grown in this order. */
 static const unsigned kmem_magsizes[] = { 1, 3, 7, 15, 31, 63, 127, 255 };
 #define KMEM_NMAGSIZES (sizeof (kmem_magsizes) / sizeof (kmem_magsizes[0]))
@@ -607,28 +613,24 @@ slab_unpublish(kmem_cache_t *cp, kslab_t *s)
 }
 
 /*
- * Take one chunk from the slab layer (unconstructed). to_user: it goes
- * straight to a caller (counted, and marked held when debugging).
+ * Called with slab_lock held and no partial slab: the spare, or a new slab
+ * (the lock is dropped while the arena is asked). Returns a partial slab
+ * with the lock held, or NULL with it released. Out of line so the common
+ * path of slab_alloc stays small.
  */
-static void *
-slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
+static KMEM_NOINLINE kslab_t *
+slab_refill(kmem_cache_t *cp, int kmflag)
 {
 	kslab_t *s;
-	uint32_t w;
-	unsigned bit;
-	uintptr_t buf;
 
-	plat_mutex_lock(&cp->slab_lock);
 	for (;;) {
-		if (cp->partial.next != &cp->partial) {
-			s = cp->partial.next;
-			break;
-		}
+		if (cp->partial.next != &cp->partial)
+			return cp->partial.next;
 		if (cp->spare != NULL) {
 			s = cp->spare;
 			cp->spare = NULL;
 			slist_add(cp, s, SL_PARTIAL);
-			break;
+			return s;
 		}
 		plat_mutex_unlock(&cp->slab_lock);
 		s = slab_create(cp, kmflag);
@@ -640,6 +642,24 @@ slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
 		}
 		slab_publish(cp, s);
 	}
+}
+
+/*
+ * Take one chunk from the slab layer (unconstructed). to_user: it goes
+ * straight to a caller (counted, and marked held when debugging).
+ */
+static inline void *
+slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
+{
+	kslab_t *s;
+	uint32_t w;
+	unsigned bit;
+	uintptr_t buf;
+
+	plat_mutex_lock(&cp->slab_lock);
+	s = cp->partial.next;
+	if (s == &cp->partial && (s = slab_refill(cp, kmflag)) == NULL)
+		return NULL;
 	for (w = s->hint; s->freemap[w] == 0; w++)
 		continue;
 	s->hint = w;
@@ -1060,15 +1080,11 @@ alloc_failed(kmem_cache_t *cp, int kmflag)
 	return NULL;
 }
 
-static void *
-alloc_from_slab(kmem_cache_t *cp, int kmflag)
+/* A buffer fresh from the slab layer meets the constructor; undone if it
+ * fails. */
+static KMEM_NOINLINE void *
+alloc_construct(kmem_cache_t *cp, void *buf, int kmflag)
 {
-	void *buf = slab_alloc(cp, kmflag, 1);
-
-	if (buf == NULL)
-		return alloc_failed(cp, kmflag);
-	if (cp->debug)
-		alloc_debug(cp, buf);
 	if (construct(cp, buf, kmflag) != 0) {
 		if (cp->debug & KMF_DEADBEEF)
 			fill_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD);
@@ -1081,6 +1097,20 @@ alloc_from_slab(kmem_cache_t *cp, int kmflag)
 		(void)slab_free(cp, buf, 0);
 		return alloc_failed(cp, kmflag);
 	}
+	return buf;
+}
+
+static void *
+alloc_from_slab(kmem_cache_t *cp, int kmflag)
+{
+	void *buf = slab_alloc(cp, kmflag, 1);
+
+	if (buf == NULL)
+		return alloc_failed(cp, kmflag);
+	if (cp->debug)
+		alloc_debug(cp, buf);
+	if (cp->ctor != NULL)
+		return alloc_construct(cp, buf, kmflag);
 	return buf;
 }
 

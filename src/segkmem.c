@@ -51,6 +51,12 @@
 
 #include <vmem/kmem.h>
 
+#if defined(__GNUC__)
+#define SEGKMEM_NOINLINE __attribute__((noinline))
+#else
+#define SEGKMEM_NOINLINE
+#endif
+
 #define KAS_MAX_CLASSIFIERS 8
 #define KAS_MAX_REGIONS 16
 #define KAS_DEFAULT_SIZE ((size_t)1 << 30)
@@ -290,7 +296,19 @@ static inline size_t
 bits_set(uint64_t *map, size_t first, size_t n, int val)
 {
 	size_t changed = 0, take;
+	unsigned b = (unsigned)(first & 63);
 
+	if (b + n < 64) {
+		/* Inside one word: a stack, a slab. */
+		uint64_t *w = &map[first >> 6];
+		uint64_t mask = (((uint64_t)1 << n) - 1) << b;
+		uint64_t flip = (val ? ~*w : *w) & mask;
+
+		*w ^= flip;
+		for (; flip != 0; flip &= flip - 1)
+			changed++;
+		return changed;
+	}
 	while (n > 0) {
 		uint64_t mask = word_mask(first, n, &take);
 		uint64_t *w = &map[first >> 6];
@@ -333,8 +351,9 @@ range_ok(const kas_t *kas, uintptr_t a, size_t size)
 	    a - kas->base <= kas->size && size <= kas->size - (a - kas->base);
 }
 
-static int
-check_range(const kas_t *kas, const char *call, const void *addr,
+/* Report why [addr, addr + size) is refused; returns 0. */
+static SEGKMEM_NOINLINE int
+range_refused(const kas_t *kas, const char *call, const void *addr,
     size_t size)
 {
 	if (kas == NULL) {
@@ -342,14 +361,20 @@ check_range(const kas_t *kas, const char *call, const void *addr,
 		    (uintptr_t)addr, size, "no address space");
 		return 0;
 	}
-	if (!range_ok(kas, (uintptr_t)addr, size)) {
-		vmem_error_report(SEGKMEM_E_BADRANGE, 0, call, NULL, kas->name,
-		    (uintptr_t)addr, size, "range is empty, not page-aligned "
-		    "or outside [0x%lx, 0x%lx)", (unsigned long)kas->base,
-		    (unsigned long)(kas->base + kas->size));
-		return 0;
-	}
-	return 1;
+	vmem_error_report(SEGKMEM_E_BADRANGE, 0, call, NULL, kas->name,
+	    (uintptr_t)addr, size, "range is empty, not page-aligned "
+	    "or outside [0x%lx, 0x%lx)", (unsigned long)kas->base,
+	    (unsigned long)(kas->base + kas->size));
+	return 0;
+}
+
+static inline int
+check_range(const kas_t *kas, const char *call, const void *addr,
+    size_t size)
+{
+	if (kas != NULL && range_ok(kas, (uintptr_t)addr, size))
+		return 1;
+	return range_refused(kas, call, addr, size);
 }
 
 static size_t
@@ -675,9 +700,17 @@ kas_charge_metadata(kas_t *kas, kas_meta_kind_t kind, long delta_bytes)
 	long old = atomic_fetch_add(&kas->meta_bytes[kind], delta_bytes);
 	long now = old + delta_bytes;
 	long page = (long)kas->pagesize;
+	int moved;
 
-	/* Only a change in whole pages needed gives settle() work. */
-	if ((old + page - 1) / page != (now + page - 1) / page)
+	/* Only a change in whole pages needed gives settle() work. The page
+	 * size is a power of two: shifts when no count is negative. */
+	if (old >= 0 && now >= 0)
+		moved = (((unsigned long)old + (unsigned long)page - 1) >>
+		    kas->pageshift) != (((unsigned long)now +
+		    (unsigned long)page - 1) >> kas->pageshift);
+	else
+		moved = (old + page - 1) / page != (now + page - 1) / page;
+	if (moved)
 		atomic_fetch_add_explicit(&kas->meta_version, 1,
 		    memory_order_release);
 }
@@ -761,12 +794,6 @@ meta_balanced(kas_t *kas)
 			return 0;
 	return 1;
 }
-
-#if defined(__GNUC__)
-#define SEGKMEM_NOINLINE __attribute__((noinline))
-#else
-#define SEGKMEM_NOINLINE
-#endif
 
 /* The slow part of settle(): balance every kind under settle_lock. Kept
  * out of line so the fast check inlines into every caller. */

@@ -226,7 +226,7 @@ bit_test(const uint64_t *map, size_t i)
 
 /* Set or clear bits [first, first + n), a word at a time. */
 static void
-bits_assign(uint64_t *map, size_t first, size_t n, bool on)
+bits_assign_words(uint64_t *map, size_t first, size_t n, bool on)
 {
 	while (n > 0) {
 		unsigned b = (unsigned)(first % 64);
@@ -241,6 +241,24 @@ bits_assign(uint64_t *map, size_t first, size_t n, bool on)
 		first += take;
 		n -= take;
 	}
+}
+
+/* The common case -- a stack inside one word -- inline. */
+static inline void
+bits_assign(uint64_t *map, size_t first, size_t n, bool on)
+{
+	unsigned b = (unsigned)(first % 64);
+
+	if (b + n < 64) {
+		uint64_t m = (((uint64_t)1 << n) - 1) << b;
+
+		if (on)
+			map[first / 64] |= m;
+		else
+			map[first / 64] &= ~m;
+		return;
+	}
+	bits_assign_words(map, first, n, on);
 }
 
 static unsigned
