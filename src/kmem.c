@@ -1100,7 +1100,7 @@ alloc_construct(kmem_cache_t *cp, void *buf, int kmflag)
 	return buf;
 }
 
-static void *
+static inline void *
 alloc_from_slab(kmem_cache_t *cp, int kmflag)
 {
 	void *buf = slab_alloc(cp, kmflag, 1);
@@ -1114,17 +1114,13 @@ alloc_from_slab(kmem_cache_t *cp, int kmflag)
 	return buf;
 }
 
-void *
-kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+/* The magazine layer's allocation (falls back to the slab layer). */
+static KMEM_NOINLINE void *
+alloc_from_magazine(kmem_cache_t *cp, int kmflag)
 {
-	kcpu_t *c;
-	void *buf;
+	kcpu_t *c = cpu_enter(cp);
+	void *buf = mag_pop(cp, c);
 
-	if ((cp->cflags & KMC_NOMAGAZINE) ||
-	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
-		return alloc_from_slab(cp, kmflag);
-	c = cpu_enter(cp);
-	buf = mag_pop(cp, c);
 	if (buf == NULL) {
 		slot_unlock(c);
 		return alloc_from_slab(cp, kmflag);
@@ -1148,6 +1144,15 @@ kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
 		return alloc_failed(cp, kmflag);
 	}
 	return buf;
+}
+
+void *
+kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+{
+	if ((cp->cflags & KMC_NOMAGAZINE) ||
+	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
+		return alloc_from_slab(cp, kmflag);
+	return alloc_from_magazine(cp, kmflag);
 }
 
 /* Debug work on a buffer a caller frees: redzone, destructor, poison.

@@ -35,6 +35,8 @@ static plat_mutex_t kmeta_lock;
 static kmeta_chunk_t *kmeta_free_list[KMETA_NCLASS];
 static size_t kmeta_pages_bytes; /* all pages taken, for the curious */
 static atomic_int kmeta_init_state;
+/* plat_pagesize(), read once at init (every size check needs it). */
+static atomic_size_t kmeta_page;
 
 static void
 kmeta_init(void)
@@ -45,6 +47,8 @@ kmeta_init(void)
 		return;
 	if (atomic_compare_exchange_strong(&kmeta_init_state, &expected, 1)) {
 		plat_mutex_init(&kmeta_lock);
+		atomic_store_explicit(&kmeta_page, plat_pagesize(),
+		    memory_order_relaxed);
 		atomic_store_explicit(&kmeta_init_state, 2,
 		    memory_order_release);
 		return;
@@ -74,16 +78,24 @@ kmeta_class(size_t size)
 #endif
 }
 
+static size_t
+kmeta_pagesize(void)
+{
+	size_t page = atomic_load_explicit(&kmeta_page, memory_order_relaxed);
+
+	return page != 0 ? page : plat_pagesize();
+}
+
 static int
 kmeta_is_small(size_t size)
 {
-	return size <= plat_pagesize() / 2;
+	return size <= kmeta_pagesize() / 2;
 }
 
 size_t
 kmeta_size(size_t size)
 {
-	size_t page = plat_pagesize();
+	size_t page = kmeta_pagesize();
 
 	if (size == 0)
 		size = 1;
@@ -133,7 +145,16 @@ kmeta_alloc(size_t size)
 	ch = kmeta_free_list[c];
 	kmeta_free_list[c] = ch->next;
 	plat_mutex_unlock(&kmeta_lock);
-	memset(ch, 0, size);
+	if (size <= 64) {
+		/* Magazines and slab records: a few words, no library call. */
+		uint64_t *w = (uint64_t *)(void *)ch;
+		size_t i;
+
+		for (i = 0; i < size / 8; i++)
+			w[i] = 0;
+	} else {
+		memset(ch, 0, size);
+	}
 	return ch;
 }
 

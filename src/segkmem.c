@@ -104,6 +104,7 @@ struct kas {
 	plat_cond_t resv_cv;
 	size_t physmem, availrmem;
 	uint64_t resv_fail, resv_wait;
+	unsigned resv_sleepers;  /* threads waiting on resv_cv */
 
 	atomic_long meta_bytes[KAS_META_NKINDS];
 	/* Bumped by every charge; settle() skips work when it has not moved. */
@@ -629,11 +630,13 @@ kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 				break;
 			}
 			kas->resv_wait++;
+			kas->resv_sleepers++;
 			/* Woken by an unreserve (the sequence condition loses
 			 * no wake-up); the time limit is only a backstop and
 			 * spurious wake-ups loop. */
 			plat_cond_timedwait(&kas->resv_cv, &kas->resv_lock,
 			    10000);
+			kas->resv_sleepers--;
 		}
 	}
 	if (ok)
@@ -658,7 +661,9 @@ kas_page_unresv(kas_t *kas, size_t npages)
 	bad = npages > kas->physmem - kas->availrmem;
 	if (!bad) {
 		kas->availrmem += npages;
-		plat_cond_broadcast(&kas->resv_cv);
+		/* A broadcast is a system call: only for sleepers. */
+		if (kas->resv_sleepers != 0)
+			plat_cond_broadcast(&kas->resv_cv);
 	}
 	plat_mutex_unlock(&kas->resv_lock);
 	if (bad)
