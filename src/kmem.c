@@ -75,7 +75,8 @@ static const unsigned kmem_magsizes[] = { 1, 3, 7, 15, 31, 63, 127, 255 };
 
 typedef struct kmag {
 	struct kmag *next;
-	size_t cap;
+	uint32_t cap;
+	uint32_t held;     /* kmeta_size(mag_bytes(cap)), for the accounts */
 	void *round[];
 } kmag_t;
 
@@ -150,6 +151,7 @@ struct kmem_cache {
 	kmaglist_t full, empty;
 	unsigned magsize;
 	unsigned magidx;
+	size_t magheld;            /* kmeta_size(mag_bytes(magsize)) */
 	uint64_t contention, contention_mark;
 	uint64_t depot_alloc, depot_free, mag_resize;
 
@@ -892,6 +894,14 @@ mag_bytes(size_t cap)
 	return sizeof (kmag_t) + cap * sizeof (void *);
 }
 
+/* Set the magazine size (at creation, or with every slot locked). */
+static void
+set_magsize(kmem_cache_t *cp, unsigned size)
+{
+	cp->magsize = size;
+	cp->magheld = size == 0 ? 0 : kmeta_size(mag_bytes(size));
+}
+
 /* Give a magazine's rounds back to the slab layer, then the magazine. */
 static void
 mag_destroy(kmem_cache_t *cp, kmag_t *m, unsigned rounds)
@@ -903,7 +913,8 @@ mag_destroy(kmem_cache_t *cp, kmag_t *m, unsigned rounds)
 			destruct(cp, m->round[i]);
 		(void)slab_free(cp, m->round[i], 0);
 	}
-	meta_free(cp, m, mag_bytes(m->cap));
+	kmeta_free(m, mag_bytes(m->cap));
+	meta_account(cp, -(long)m->held);
 }
 
 static void
@@ -1008,10 +1019,12 @@ depot_add_empty(kmem_cache_t *cp, const kcpu_t *c)
 
 	if (size == 0)
 		return 0;
-	m = meta_alloc(cp, mag_bytes(size));
+	m = kmeta_alloc(mag_bytes(size));
 	if (m == NULL)
 		return 0;
+	meta_account(cp, (long)cp->magheld);
 	m->cap = size;
+	m->held = (uint32_t)cp->magheld;
 	depot_enter(cp);
 	maglist_put(&cp->empty, m);
 	depot_exit(cp);
@@ -1447,8 +1460,8 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 		return NULL;
 	}
 	cp->magidx = initial_magidx(cp);
-	cp->magsize = (cflags & KMC_NOMAGAZINE) ? 0 :
-	    kmem_magsizes[cp->magidx];
+	set_magsize(cp, (cflags & KMC_NOMAGAZINE) ? 0 :
+	    kmem_magsizes[cp->magidx]);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
 		atomic_init(&c->lock, 0);
@@ -1594,7 +1607,7 @@ magazine_resize(kmem_cache_t *cp)
 	}
 	cp->magidx++;
 	newsize = kmem_magsizes[cp->magidx];
-	cp->magsize = newsize;
+	set_magsize(cp, newsize);
 	cp->mag_resize++;
 	full = maglist_clear(&cp->full);
 	empty = maglist_clear(&cp->empty);

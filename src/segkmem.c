@@ -829,11 +829,14 @@ settle_locked_loop(kas_t *kas)
 static inline void
 settle(kas_t *kas)
 {
-	if (kas == NULL || !kas->charge_metadata || kas->kmem_metadata == NULL)
+	if (kas == NULL)
 		return;
-	/* The common case: nothing was charged since the last settle. */
+	/* The common case, checked first: nothing was charged since the
+	 * last settle. */
 	if (atomic_load_explicit(&kas->meta_version, memory_order_acquire) ==
 	    __atomic_load_n(&kas->meta_settled_version, __ATOMIC_RELAXED))
+		return;
+	if (!kas->charge_metadata || kas->kmem_metadata == NULL)
 		return;
 	settle_locked_loop(kas);
 }
