@@ -907,14 +907,16 @@ static void
 mag_destroy(kmem_cache_t *cp, kmag_t *m, unsigned rounds)
 {
 	unsigned i;
+	size_t held;
 
 	for (i = 0; i < rounds; i++) {
 		if (cp->mag_constructed)
 			destruct(cp, m->round[i]);
 		(void)slab_free(cp, m->round[i], 0);
 	}
+	held = m->held;
 	kmeta_free(m, mag_bytes(m->cap));
-	meta_account(cp, -(long)m->held);
+	meta_account(cp, -(long)held);
 }
 
 static void
