@@ -1009,12 +1009,15 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 }
 
 /*
- * Put a new empty magazine in the depot. 0 if magazines are off or there
- * is no memory. c's slot lock is held, so the magazine size (changed only
- * with every slot locked) is c->magsize and stays so.
+ * The loaded and previous magazines are both full and the depot has no
+ * empty one: make one and load it, moving the previous magazine to the
+ * depot's full list -- what putting the new magazine in the depot and
+ * taking it back at once would do, without the round trip. c's slot lock
+ * is held, so the magazine size (changed only with every slot locked) is
+ * c->magsize and stays so. 0 if magazines are off or there is no memory.
  */
 static int
-depot_add_empty(kmem_cache_t *cp, const kcpu_t *c)
+slot_load_new_empty(kmem_cache_t *cp, kcpu_t *c)
 {
 	unsigned size = c->magsize;
 	kmag_t *m;
@@ -1028,8 +1031,15 @@ depot_add_empty(kmem_cache_t *cp, const kcpu_t *c)
 	m->cap = size;
 	m->held = (uint32_t)cp->magheld;
 	depot_enter(cp);
-	maglist_put(&cp->empty, m);
+	if (c->prev != NULL) {
+		maglist_put(&cp->full, c->prev);
+		cp->depot_free++;
+	}
 	depot_exit(cp);
+	c->prev = c->loaded;
+	c->prounds = c->rounds;
+	c->loaded = m;
+	c->rounds = 0;
 	return 1;
 }
 
@@ -1254,7 +1264,7 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 {
 	kcpu_t *c;
 	long idx;
-	int err;
+	int err, pushed;
 
 	if (cp->cflags & KMC_NOMAGAZINE)
 		return free_nomagazine(cp, buf, call);
@@ -1277,22 +1287,23 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 		c = cpu_enter(cp);
 	}
 	/*
-	 * No room: put a new empty magazine in the depot and push again. The
-	 * slot stays locked (slot -> depot -> meta_lock -> kmeta is the lock
-	 * order), so the retry needs no second trip through cpu_enter.
+	 * Push; if both magazines are full and the depot has no empty one,
+	 * load a new empty magazine with the slot still locked (slot ->
+	 * depot -> meta_lock -> kmeta is the lock order).
 	 */
-	for (;;) {
-		if (mag_push(cp, c, buf)) {
-			c->free++;
-			slot_unlock(c);
-			if (!atomic_load_explicit(&cp->mag_loaded,
-			    memory_order_relaxed))
-				atomic_store_explicit(&cp->mag_loaded, 1,
-				    memory_order_relaxed);
-			return 0;
-		}
-		if (!depot_add_empty(cp, c))
-			break;
+	pushed = mag_push(cp, c, buf);
+	if (!pushed && slot_load_new_empty(cp, c)) {
+		c->loaded->round[c->rounds++] = buf;
+		pushed = 1;
+	}
+	if (pushed) {
+		c->free++;
+		slot_unlock(c);
+		if (!atomic_load_explicit(&cp->mag_loaded,
+		    memory_order_relaxed))
+			atomic_store_explicit(&cp->mag_loaded, 1,
+			    memory_order_relaxed);
+		return 0;
 	}
 	slot_unlock(c);
 	/* No magazine room: back to the slab layer. */

@@ -673,7 +673,11 @@ segkp_release(segkp_t *seg, void *addr)
 		return;
 	}
 	plat_mutex_lock(&seg->lock);
-	r = rec_lookup(seg, a);
+	/* Most releases are of stacks with a one-page redzone: their base
+	 * is a hash probe away; anything else takes the bitmap walk. */
+	r = hash_find(seg, a - seg->pagesize);
+	if (r == NULL || r->base + r->redzone != a)
+		r = rec_lookup(seg, a);
 	if (r == NULL || r->base + r->redzone != a || r->state != REC_INUSE) {
 		code = (r != NULL && r->base + r->redzone == a) ||
 		    (r == NULL && was_released(seg, a)) ? SEGKP_E_DOUBLE :
