@@ -291,25 +291,13 @@ word_mask(size_t first, size_t n, size_t *take)
 	return (t == 64 ? ~(uint64_t)0 : (((uint64_t)1 << t) - 1)) << b;
 }
 
-/* Set bits [first, first + n) to val; returns how many changed. A word at
- * a time; the changed bits are counted one by one (a stack changes two). */
-static inline size_t
-bits_set(uint64_t *map, size_t first, size_t n, int val)
+/* Set bits [first, first + n) to val, a word at a time; returns how many
+ * changed (counted one by one: a stack changes two). */
+static SEGKMEM_NOINLINE size_t
+bits_set_words(uint64_t *map, size_t first, size_t n, int val)
 {
 	size_t changed = 0, take;
-	unsigned b = (unsigned)(first & 63);
 
-	if (b + n < 64) {
-		/* Inside one word: a stack, a slab. */
-		uint64_t *w = &map[first >> 6];
-		uint64_t mask = (((uint64_t)1 << n) - 1) << b;
-		uint64_t flip = (val ? ~*w : *w) & mask;
-
-		*w ^= flip;
-		for (; flip != 0; flip &= flip - 1)
-			changed++;
-		return changed;
-	}
 	while (n > 0) {
 		uint64_t mask = word_mask(first, n, &take);
 		uint64_t *w = &map[first >> 6];
@@ -321,6 +309,25 @@ bits_set(uint64_t *map, size_t first, size_t n, int val)
 		first += take;
 		n -= take;
 	}
+	return changed;
+}
+
+/* bits_set_words with the common case -- inside one word -- inline. */
+static inline size_t
+bits_set(uint64_t *map, size_t first, size_t n, int val)
+{
+	unsigned b = (unsigned)(first & 63);
+	uint64_t *w, mask, flip;
+	size_t changed = 0;
+
+	if (b + n >= 64)
+		return bits_set_words(map, first, n, val);
+	w = &map[first >> 6];
+	mask = (((uint64_t)1 << n) - 1) << b;
+	flip = (val ? ~*w : *w) & mask;
+	*w ^= flip;
+	for (; flip != 0; flip &= flip - 1)
+		changed++;
 	return changed;
 }
 
@@ -492,6 +499,21 @@ commit_failed(kas_t *kas, size_t first, size_t n, int lock_failed)
 	return -1;
 }
 
+/* Real backing: make the pages accessible (and locked); on failure undo
+ * and count it. Out of line: the simulated path stays small. */
+static SEGKMEM_NOINLINE int
+host_commit_range(kas_t *kas, void *addr, size_t size, int flags)
+{
+	size_t first = page_index(kas, (uintptr_t)addr);
+	size_t n = size >> kas->pageshift;
+
+	if (host_commit(addr, size) != 0)
+		return commit_failed(kas, first, n, 0);
+	if ((flags & KAS_COMMIT_LOCK) && mlock(addr, size) != 0)
+		return commit_failed(kas, first, n, 1);
+	return 0;
+}
+
 int
 kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 {
@@ -501,12 +523,9 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL) {
-		if (host_commit(addr, size) != 0)
-			return commit_failed(kas, first, n, 0);
-		if ((flags & KAS_COMMIT_LOCK) && mlock(addr, size) != 0)
-			return commit_failed(kas, first, n, 1);
-	}
+	if (kas->backing == KAS_REAL && host_commit_range(kas, addr, size,
+	    flags) != 0)
+		return -1;
 	plat_mutex_lock(&kas->page_lock);
 	kas->ncommitted += bits_set(kas->committed_map, first, n, 1);
 	if (flags & KAS_COMMIT_LOCK)
@@ -515,19 +534,27 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 	return 0;
 }
 
-static void
-decommit_range(kas_t *kas, void *addr, size_t size)
+/* Real backing: discard the pages (out of line, as host_commit_range). */
+static SEGKMEM_NOINLINE void
+host_decommit_range(kas_t *kas, void *addr, size_t size)
 {
-	size_t first = page_index(kas, (uintptr_t)addr);
-	size_t n = size >> kas->pageshift;
-
-	if (kas->backing == KAS_REAL && host_decommit(addr, size) != 0) {
+	if (host_decommit(addr, size) != 0) {
 		/* Too many mappings to split one more: discard in place. */
 		atomic_fetch_add(&kas->commit_fail, 1);
 		(void)munlock(addr, size);
 		(void)madvise(addr, size, MADV_DONTNEED);
 		(void)mprotect(addr, size, PROT_NONE);
 	}
+}
+
+static void
+decommit_range(kas_t *kas, void *addr, size_t size)
+{
+	size_t first = page_index(kas, (uintptr_t)addr);
+	size_t n = size >> kas->pageshift;
+
+	if (kas->backing == KAS_REAL)
+		host_decommit_range(kas, addr, size);
 	plat_mutex_lock(&kas->page_lock);
 	kas->ncommitted -= bits_set(kas->committed_map, first, n, 0);
 	kas->nlocked -= bits_set(kas->locked_map, first, n, 0);

@@ -24,6 +24,8 @@
 
 #include "mix.h"
 
+static void guide_forget(const kvsim_mix_t *mix);
+
 /* Keep identical to mixes/default.mix (tests/test_kvsim_trace.c checks). */
 const char kvsim_default_mix_text[] =
 	"# kvsim kmem_alloc size mix (default).\n"
@@ -158,6 +160,7 @@ kvsim_mix_parse(const char *text, size_t len, kvsim_mix_t *mix, char *err,
 	const char *s = text, *end = text + len;
 	int line = 0;
 
+	guide_forget(mix);
 	memset(mix, 0, sizeof (*mix));
 	while (s < end) {
 		const char *nl = memchr(s, '\n', (size_t)(end - s));
@@ -275,6 +278,14 @@ typedef struct mix_guide {
 
 static _Thread_local mix_guide_t guide_cache;
 
+/* A mix about to change: its table (if this thread has it) is stale. */
+static void
+guide_forget(const kvsim_mix_t *mix)
+{
+	if (guide_cache.mix == mix)
+		guide_cache.mix = NULL;
+}
+
 static void
 guide_build(mix_guide_t *g, const kvsim_mix_t *mix)
 {
@@ -302,7 +313,9 @@ class_of(const kvsim_mix_t *mix, double u)
 	unsigned b;
 	int i;
 
-	if (g->mix != mix || g->n != mix->n || g->total != mix->total)
+	/* Same mix and class count: the table is valid for this n (a mix
+	 * re-parsed in place is invalidated by kvsim_mix_parse). */
+	if (g->mix != mix || g->n != mix->n)
 		guide_build(g, mix);
 	b = (unsigned)(u * g->scale);
 	/* start[] <= n - 1 for the n it was built with, checked above. */
