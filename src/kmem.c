@@ -1821,6 +1821,16 @@ qc_idle(void *cache)
 	return kmem_cache_idle_bytes(cache);
 }
 
+static void
+qc_counts(void *cache, uint64_t *allocs, uint64_t *frees)
+{
+	kmem_cache_stats_t st;
+
+	kmem_cache_get_stats(cache, &st);
+	*allocs = st.alloc;
+	*frees = st.free;
+}
+
 const vmem_qcache_ops_t vmem_kmem_qcache_ops = {
-	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle
+	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle, qc_counts
 };

@@ -265,6 +265,9 @@ typedef struct vmem_qcache_ops {
 	void (*destroy)(void *cache);
 	/* Bytes held by the cache but not allocated to users (for vmem_size). */
 	size_t (*idle)(void *cache);
+	/* Allocations and frees the cache served (for vmem_get_stats); may be
+	 * NULL. Counting stays in the cache, off vmem's hot path. */
+	void (*counts)(void *cache, uint64_t *allocs, uint64_t *frees);
 } vmem_qcache_ops_t;
 void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
 
