@@ -82,6 +82,7 @@
 #include <vmem/vmem.h>
 
 #include "error.h"
+#include "fault.h"
 #include "platform.h"
 #ifdef VMEM_WITH_KMEM
 #include "qcache.h"
@@ -1102,7 +1103,8 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		if (addr != 0 || *nometa)
 			break;
 		if ((a->afunc == NULL && a->xafunc == NULL) ||
-		    !import_req(a, &lv[i].req, &ir))
+		    !import_req(a, &lv[i].req, &ir) ||
+		    fault_point(FAULT_IMPORT))
 			break;
 		if (!chain_internal(a)) {
 			size_t got;
