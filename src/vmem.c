@@ -1051,7 +1051,9 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
 	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/* An import function that broke its contract. */
+		/* An import function that broke its contract: its span
+		 * goes back to the source, so nothing leaks. */
+		vmp->ffunc(vmp->source, p, *sizep);
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
 		    (uintptr_t)p, *sizep, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
