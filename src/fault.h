@@ -5,9 +5,12 @@
  * metadata pages, an import from a source, a slab, a page commit, a page
  * reservation, an mlock -- asks fault_point(site) first and, when it says
  * yes, takes the very path it takes when the resource really is missing.
- * The hook lives in the platform layer (plat_fail_hook), so a freestanding
- * platform gets the same switch; without a hook the cost is one load and
- * a predictable branch.
+ * Metadata pages are the platform's business: plat_pages_alloc asks the
+ * platform hook plat_fail_hook("metadata") (documented there as
+ * metadata-only, and used so by tests that count page requests);
+ * vmem_set_fault_hook installs a trampoline to the public hook there. The
+ * other sites ask the public hook directly through fault_point(). Without
+ * a hook the cost is one load and a predictable branch.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -24,13 +27,19 @@
 #define FAULT_RESV     "resv"     /* kas page budget reservation */
 #define FAULT_MLOCK    "mlock"    /* kas pages locked */
 
+#include <vmem/vmem.h>
+
+/* The installed public hook and its argument (src/fault.c). */
+extern vmem_fault_hook_t *fault_hook_fn;
+extern void *fault_hook_arg;
+
 /* Nonzero: this failure point must fail now. */
 static inline int
 fault_point(const char *site)
 {
-	int (*hook)(const char *) = plat_fail_hook;
+	vmem_fault_hook_t *hook = fault_hook_fn;
 
-	return hook != NULL && hook(site) != 0;
+	return hook != NULL && hook(site, fault_hook_arg) != 0;
 }
 
 #endif
