@@ -364,7 +364,9 @@ op_add(fz_in_t *in)
 	size_t size;
 	void *r;
 
-	if (i < 0 || fv_arena[i].source >= 0)
+	/* Roots only, while the model can remember every span. */
+	if (i < 0 || fv_arena[i].source >= 0 ||
+	    fv_arena[i].nspans == FV_SPANS)
 		return;
 	a = &fv_arena[i];
 	start = pick_span(in, i, a->quantum, &size);
@@ -379,15 +381,13 @@ op_add(fz_in_t *in)
 		    fv_last_code == VMEM_E_OVERLAP);
 		return;
 	}
+	if (fv_trace)
+		fprintf(stderr, "  add %d [%#lx, +%#zx) -> %p (errors %d, "
+		    "code %d)\n", i, (unsigned long)start, size, r, fv_errors,
+		    fv_last_code);
 	FZ_ASSERT(r == (void *)start);
-	if (a->nspans < FV_SPANS) {
-		a->span_start[a->nspans] = start;
-		a->span_size[a->nspans++] = size;
-	} else {
-		/* The model forgets it: no allocation may land there. */
-		a->span_start[FV_SPANS - 1] = start;
-		a->span_size[FV_SPANS - 1] = size;
-	}
+	a->span_start[a->nspans] = start;
+	a->span_size[a->nspans++] = size;
 }
 
 /* Is [a, a + size) the start of a live segment of vmp with that size? */
