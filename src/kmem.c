@@ -54,6 +54,7 @@
 #include "vmem_string.h"
 
 #include "error.h"
+#include "fault.h"
 #include "qcache.h"
 
 #define KMEM_ALIGN_DEFAULT 8
@@ -528,6 +529,8 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	kslab_t *s;
 	uint32_t i;
 
+	if (fault_point(FAULT_SLAB))
+		return NULL;
 	if (cp->use_xalloc)
 		mem = vmem_xalloc(cp->vmp, cp->slabsize,
 		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, 0, 0,

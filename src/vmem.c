@@ -82,6 +82,7 @@
 #include <vmem/vmem.h>
 
 #include "error.h"
+#include "fault.h"
 #include "platform.h"
 #ifdef VMEM_WITH_KMEM
 #include "qcache.h"
@@ -1092,7 +1093,9 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
 	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/* An import function that broke its contract. */
+		/* An import function that broke its contract: its span
+		 * goes back to the source, so nothing leaks. */
+		vmp->ffunc(vmp->source, p, *sizep);
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
 		    (uintptr_t)p, *sizep, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
@@ -1144,7 +1147,8 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		if (addr != 0 || *nometa)
 			break;
 		if ((a->afunc == NULL && a->xafunc == NULL) ||
-		    !import_req(a, &lv[i].req, &ir))
+		    !import_req(a, &lv[i].req, &ir) ||
+		    fault_point(FAULT_IMPORT))
 			break;
 		if (!chain_internal(a)) {
 			size_t got;
