@@ -218,6 +218,14 @@ void vmem_print_arenas(void *stdio_file);
  * calls through this table, so the core builds and is tested without kmem.
  * Without a provider, qcache_max is recorded and requests go to the arena.
  */
+/*
+ * Rules for a provider: alloc() gets its slabs with
+ * vmem_xalloc(vmp, slabsize, 0, 0, 0, NULL, NULL, flags) and returns them
+ * with vmem_xfree(vmp, slab, slabsize). It must hold none of its locks
+ * while doing so: when the arena is short, vmem reaps the arena's caches
+ * (calling reap() on any of them, from inside that vmem_xalloc) before it
+ * fails or waits.
+ */
 typedef struct vmem_qcache_ops {
 	/* Create a cache of size-byte objects cut from slabsize-byte slabs
 	 * taken from vmp with vmem_xalloc. */

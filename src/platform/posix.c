@@ -1,11 +1,13 @@
 /*
- * The POSIX platform: pthreads for locks and condition variables, mmap for
+ * The POSIX platform (Linux): futex locks and condition variables, mmap for
  * metadata pages, sched_getcpu() for the CPU id, stderr and abort() for
  * errors.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "../platform.h"
 
 #include <errno.h>
@@ -16,54 +18,93 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 int (*plat_fail_hook)(const char *what);
+
+/*
+ * Mutex states: 0 free, 1 held, 2 held with (possible) sleepers. The
+ * acquire/release atomics give the happens-before edges that sanitizers
+ * and the C memory model need; the futex only puts threads to sleep.
+ */
+enum { M_FREE, M_HELD, M_CONTENDED };
+#define SPIN_TRIES 100
+
+static long
+futex(atomic_uint *addr, int op, unsigned val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, addr, op | FUTEX_PRIVATE_FLAG, val, ts,
+	    NULL, 0);
+}
 
 void
 plat_mutex_init(plat_mutex_t *m)
 {
-	pthread_mutexattr_t attr;
-
-	pthread_mutexattr_init(&attr);
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-	/* Spin briefly before sleeping: arena critical sections are short. */
-	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-	pthread_mutex_init(m, &attr);
-	pthread_mutexattr_destroy(&attr);
+	atomic_init(&m->state, M_FREE);
 }
 
-void plat_mutex_destroy(plat_mutex_t *m) { pthread_mutex_destroy(m); }
-void plat_mutex_lock(plat_mutex_t *m) { pthread_mutex_lock(m); }
-void plat_mutex_unlock(plat_mutex_t *m) { pthread_mutex_unlock(m); }
+void plat_mutex_destroy(plat_mutex_t *m) { (void)m; }
+
+void
+plat_mutex_lock(plat_mutex_t *m)
+{
+	unsigned expected = M_FREE;
+
+	if (atomic_compare_exchange_strong_explicit(&m->state, &expected,
+	    M_HELD, memory_order_acquire, memory_order_relaxed))
+		return;
+	for (int i = 0; i < SPIN_TRIES; i++) {
+		expected = M_FREE;
+		if (atomic_load_explicit(&m->state, memory_order_relaxed) ==
+		    M_FREE && atomic_compare_exchange_weak_explicit(&m->state,
+		    &expected, M_HELD, memory_order_acquire,
+		    memory_order_relaxed))
+			return;
+#if defined(__x86_64__) || defined(__i386__)
+		__asm__ __volatile__("pause");
+#endif
+	}
+	while (atomic_exchange_explicit(&m->state, M_CONTENDED,
+	    memory_order_acquire) != M_FREE)
+		(void)futex(&m->state, FUTEX_WAIT, M_CONTENDED, NULL);
+}
+
+void
+plat_mutex_unlock(plat_mutex_t *m)
+{
+	if (atomic_exchange_explicit(&m->state, M_FREE,
+	    memory_order_release) == M_CONTENDED)
+		(void)futex(&m->state, FUTEX_WAKE, 1, NULL);
+}
 
 void
 plat_cond_init(plat_cond_t *c)
 {
-	pthread_condattr_t attr;
-
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &attr);
-	pthread_condattr_destroy(&attr);
+	atomic_init(&c->seq, 0);
 }
 
-void plat_cond_destroy(plat_cond_t *c) { pthread_cond_destroy(c); }
-void plat_cond_broadcast(plat_cond_t *c) { pthread_cond_broadcast(c); }
+void plat_cond_destroy(plat_cond_t *c) { (void)c; }
+
+void
+plat_cond_broadcast(plat_cond_t *c)
+{
+	atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+	(void)futex(&c->seq, FUTEX_WAKE, INT32_MAX, NULL);
+}
 
 void
 plat_cond_timedwait(plat_cond_t *c, plat_mutex_t *m, unsigned timeout_ms)
 {
+	unsigned seq = atomic_load_explicit(&c->seq, memory_order_acquire);
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	(void)pthread_cond_timedwait(c, m, &ts);
+	ts.tv_sec = timeout_ms / 1000;
+	ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+	plat_mutex_unlock(m);
+	/* A broadcast after the load above changes seq: no lost wake-up. */
+	(void)futex(&c->seq, FUTEX_WAIT, seq, &ts);
+	plat_mutex_lock(m);
 }
 
 unsigned

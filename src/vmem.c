@@ -1,0 +1,2183 @@
+/*
+ * vmem: the arena resource allocator.
+ *
+ * Theory
+ * ------
+ * An arena manages a set of integers -- addresses, ids, offsets -- as a
+ * collection of spans. A span enters the arena from vmem_create(),
+ * vmem_add() or an import from a source arena; an imported span goes back
+ * to its source the moment all of it is free again. Every result is a
+ * multiple of the arena's quantum, and the arena never touches the
+ * resource: all bookkeeping lives in boundary tags ("segments") that the
+ * library allocates from its own metadata pages.
+ *
+ * Segments. Each span is represented by a span marker followed, in address
+ * order, by the segments that tile it exactly: allocated and free ones.
+ * Two free segments are never adjacent within a span (they coalesce at
+ * free time), and segments never cross span borders. Spans themselves sit
+ * on one list in the order they arrived (imported spans need not be
+ * sorted: the source already guarantees that they do not overlap).
+ *
+ * Free segments are on segregated freelists. A power-of-two class per
+ * bit of the size (in quanta) is split into eight linear subclasses, so a
+ * class holds sizes within 12.5% of each other and sizes below 16 quanta
+ * each have a class of their own. A bitmap of non-empty classes finds the
+ * next class with a segment in a handful of instructions.
+ *
+ *  - Instant fit (the default) takes the first segment of the first
+ *    non-empty class whose every member is large enough: O(1). Only when
+ *    no such class exists does it look inside the request's own class,
+ *    whose members may or may not fit, so a fit that exists is never
+ *    missed. Each class keeps an upper bound of its members' sizes,
+ *    tightened whenever the class is scanned in full, so a request that
+ *    cannot be met fails in O(1) however fragmented the arena is.
+ *  - Best fit returns the smallest free segment that fits: the classes are
+ *    ordered by size, so the first class holding a fit holds the best one.
+ *  - First fit takes the first segment that fits, in class order, starting
+ *    with the request's own class.
+ *  - Next fit walks forward in address order from the last next-fit
+ *    allocation (the rotor). The rotor is a pointer, not a marker in the
+ *    segment list, so it never keeps free neighbours from coalescing.
+ *
+ * Allocated segments are found at free time through a hash table keyed by
+ * address; it grows and shrinks inline (by a factor of four, with
+ * hysteresis) so chains stay O(1) with no background thread.
+ *
+ * Constrained allocation (vmem_xalloc) computes, for a candidate segment,
+ * the lowest (or with VM_ENDALLOC the highest) address satisfying
+ * alignment, phase, nocross and the [minaddr, maxaddr) window, with
+ * arithmetic that never wraps at the top of the address space. Candidates
+ * start in the first class whose members are large enough for the size
+ * plus the worst alignment padding, so constrained requests are O(1) in the
+ * common case too.
+ *
+ * Imports. When an arena cannot satisfy a request it imports a span from
+ * its source. Chains of arenas whose import function is vmem_alloc work to
+ * any depth without recursion: the allocation walks down the chain until
+ * an arena has room, then walks back up, adding each new span to the arena
+ * above and carving the request out of it. The arena lock is never held
+ * across an import or release call. VM_SLEEP requests that cannot be met
+ * wait on the arena's condition variable (with a timeout as a safety net),
+ * woken by frees, vmem_add and imports; a request that no span could ever
+ * satisfy in an arena without a source fails at once instead of hanging.
+ *
+ * Boundary tags. Every operation reserves the tags it may need before it
+ * changes anything, under the arena lock, into the arena's private reserve;
+ * the reserve is refilled from a global pool of tag pages. An operation
+ * that cannot get its tags fails cleanly with the arena unchanged.
+ *
+ * Locking. One mutex per arena protects everything in it. A global lock
+ * protects the list of arenas; the tag pool has its own lock, taken (if at
+ * all) inside an arena lock. Errors are reported only after the arena lock
+ * is dropped, so an error handler may call back into the library. Across
+ * fork() every lock is taken and released around the call, so the child
+ * can go on using every arena.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <vmem/vmem.h>
+
+#include "error.h"
+#include "platform.h"
+#ifdef VMEM_WITH_KMEM
+#include "qcache.h"
+#endif
+
+/* Segment types. */
+enum { SEG_SENTINEL, SEG_SPAN, SEG_ALLOC, SEG_FREE };
+
+typedef struct vseg vseg_t;
+struct vseg {
+	uintptr_t start;
+	size_t size;
+	vseg_t *anext, *aprev;  /* address order within spans; spans in order */
+	vseg_t *knext, *kprev;  /* FREE: freelist; ALLOC: hash chain; SPAN: span list */
+	uint8_t type;
+	uint8_t imported;       /* SPAN: came from the source */
+	uint8_t via_qcache;     /* SPAN: imported through the source's qcache */
+	uint16_t cls;           /* FREE: freelist class */
+};
+
+#define NCLASS          496
+#define NCLASS_WORDS    ((NCLASS + 63) / 64)
+#define HASH_MIN        16
+#define TAG_BATCH       16
+#define TAG_KEEP        (4 * TAG_BATCH)
+#define MAX_QCACHE      16
+#define WAIT_MS         100
+#define CHAIN_INLINE    16
+
+struct vmem {
+	char name[VMEM_NAMELEN];
+	size_t quantum;
+	unsigned qshift;
+	int cflags;
+	size_t qcache_max;
+	size_t min_import;
+	vmem_alloc_t *afunc;
+	vmem_ximport_t *xafunc;
+	vmem_free_t *ffunc;
+	vmem_t *source;
+	void *priv;
+
+	plat_mutex_t lock;
+	plat_cond_t cv;
+	unsigned nwaiters;
+	uint64_t gen;           /* bumped by every free, add and import */
+
+	vseg_t seg0;            /* address list sentinel */
+	vseg_t span0;           /* span list sentinel */
+	vseg_t *freelist[NCLASS];
+	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
+	uint64_t freemap[NCLASS_WORDS];
+	vseg_t **hash;
+	size_t hash_size;       /* buckets, a power of two */
+	unsigned hash_bits;
+	size_t hash_count;
+	vseg_t *hash0[HASH_MIN];
+	vseg_t *rotor;
+
+	vseg_t *tag_free;       /* the arena's private tag reserve */
+	size_t tag_nfree;
+	size_t tags_owned;      /* reserve + in use */
+	void (*meta_charge)(void *, long);
+	void *meta_arg;
+
+	unsigned nqcache;
+	void *qcache[MAX_QCACHE];
+
+	/* statistics */
+	size_t mem_inuse, mem_import, mem_total;
+	size_t nspans, nalloc, nfree;
+	uint64_t st_alloc, st_free, st_wait, st_fail, st_lookup, st_search;
+	uint64_t st_populate_fail, st_contains, st_import, st_release;
+	uint64_t st_qalloc, st_qfree;
+
+	vmem_t *list_next, *list_prev;
+};
+
+/* A request, after validation: sizes rounded, bounds made inclusive. */
+typedef struct req {
+	size_t size;
+	size_t align;           /* power of two >= quantum */
+	size_t phase;
+	size_t nocross;         /* 0 = none */
+	uintptr_t lo;           /* lowest allowed address */
+	uintptr_t hi;           /* highest allowed byte (inclusive) */
+	int flags;
+} req_t;
+
+static void vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size,
+    bool via_qcache);
+
+static inline bool
+req_constrained(const vmem_t *vmp, const req_t *r)
+{
+	return r->align > vmp->quantum || r->nocross != 0 || r->lo != 0 ||
+	    r->hi != UINTPTR_MAX;
+}
+
+/* ------------------------------------------------------------------ */
+/* Global state: the arena list, the tag pool, the quantum-cache provider. */
+
+static plat_mutex_t arena_list_lock;
+static vmem_t *arena_list_head, *arena_list_tail;
+static plat_mutex_t tagpool_lock;
+static vseg_t *tagpool_free;
+static atomic_int vmem_initialized;
+static const vmem_qcache_ops_t *qcache_ops;
+
+#define TAGPOOL_CHUNK   (64 * 1024)
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+static void
+vmem_init(void)
+{
+	int expected = 0;
+
+	if (atomic_load_explicit(&vmem_initialized, memory_order_acquire) == 2)
+		return;
+	if (atomic_compare_exchange_strong(&vmem_initialized, &expected, 1)) {
+		plat_mutex_init(&arena_list_lock);
+		plat_mutex_init(&tagpool_lock);
+#ifdef VMEM_WITH_KMEM
+		if (qcache_ops == NULL)
+			qcache_ops = &vmem_kmem_qcache_ops;
+#endif
+		plat_atfork(fork_prepare, fork_parent, fork_child);
+		atomic_store_explicit(&vmem_initialized, 2,
+		    memory_order_release);
+		return;
+	}
+	while (atomic_load_explicit(&vmem_initialized,
+	    memory_order_acquire) != 2)
+		;
+}
+
+void
+vmem_set_qcache_ops(const vmem_qcache_ops_t *ops)
+{
+	vmem_init();
+	qcache_ops = ops;
+}
+
+/* Take n tags from the pool onto *list; false if metadata memory ran out. */
+static bool
+tagpool_take(vseg_t **list, size_t n)
+{
+	plat_mutex_lock(&tagpool_lock);
+	for (size_t i = 0; i < n; i++) {
+		vseg_t *t = tagpool_free;
+		if (t == NULL) {
+			char *chunk = plat_pages_alloc(TAGPOOL_CHUNK);
+			size_t count = TAGPOOL_CHUNK / sizeof (vseg_t);
+			if (chunk == NULL) {
+				plat_mutex_unlock(&tagpool_lock);
+				while (i-- > 0) {
+					/* give back what this call took */
+					t = *list;
+					*list = t->knext;
+					t->knext = tagpool_free;
+					tagpool_free = t;
+				}
+				return false;
+			}
+			for (size_t k = 0; k < count; k++) {
+				vseg_t *c = (vseg_t *)(void *)(chunk +
+				    k * sizeof (vseg_t));
+				c->knext = tagpool_free;
+				tagpool_free = c;
+			}
+			t = tagpool_free;
+		}
+		tagpool_free = t->knext;
+		t->knext = *list;
+		*list = t;
+	}
+	plat_mutex_unlock(&tagpool_lock);
+	return true;
+}
+
+static void
+tagpool_give(vseg_t *list)
+{
+	plat_mutex_lock(&tagpool_lock);
+	while (list != NULL) {
+		vseg_t *next = list->knext;
+		list->knext = tagpool_free;
+		tagpool_free = list;
+		list = next;
+	}
+	plat_mutex_unlock(&tagpool_lock);
+}
+
+static void
+meta_charge(vmem_t *vmp, long ntags)
+{
+	vmp->tags_owned = (size_t)((long)vmp->tags_owned + ntags);
+	if (vmp->meta_charge != NULL)
+		vmp->meta_charge(vmp->meta_arg, ntags * (long)sizeof (vseg_t));
+}
+
+/* Make sure the arena's reserve holds n tags (lock held). */
+static bool
+tags_reserve(vmem_t *vmp, size_t n)
+{
+	size_t want;
+
+	if (vmp->tag_nfree >= n)
+		return true;
+	want = n - vmp->tag_nfree + TAG_BATCH;
+	if (!tagpool_take(&vmp->tag_free, want)) {
+		vmp->st_populate_fail++;
+		return false;
+	}
+	vmp->tag_nfree += want;
+	meta_charge(vmp, (long)want);
+	return true;
+}
+
+static vseg_t *
+tag_get(vmem_t *vmp)
+{
+	vseg_t *t = vmp->tag_free;
+
+	/* Callers reserved first; running dry here is a library bug. */
+	vmp->tag_free = t->knext;
+	vmp->tag_nfree--;
+	t->knext = t->kprev = NULL;
+	t->imported = t->via_qcache = 0;
+	return t;
+}
+
+static void
+tag_put(vmem_t *vmp, vseg_t *t)
+{
+	t->type = SEG_SENTINEL;
+	t->knext = vmp->tag_free;
+	vmp->tag_free = t;
+	vmp->tag_nfree++;
+}
+
+/* Give surplus tags back to the pool (lock held). */
+static void
+tags_trim(vmem_t *vmp)
+{
+	vseg_t *list = NULL;
+	long n = 0;
+
+	if (vmp->tag_nfree <= TAG_KEEP)
+		return;
+	while (vmp->tag_nfree > TAG_KEEP / 2) {
+		vseg_t *t = vmp->tag_free;
+		vmp->tag_free = t->knext;
+		vmp->tag_nfree--;
+		t->knext = list;
+		list = t;
+		n++;
+	}
+	meta_charge(vmp, -n);
+	tagpool_give(list);
+}
+
+/* ------------------------------------------------------------------ */
+/* Size classes and freelists. */
+
+static inline unsigned
+flog2(uint64_t x)
+{
+	return 63u - (unsigned)__builtin_clzll(x);
+}
+
+/* Class of a size given in quanta (n >= 1). */
+static inline unsigned
+size_class(uint64_t n)
+{
+	unsigned fl;
+
+	if (n < 8)
+		return (unsigned)n;
+	fl = flog2(n);
+	return 8 + (fl - 3) * 8 + (unsigned)((n >> (fl - 3)) & 7);
+}
+
+/* Smallest size (in quanta) of class c. */
+static inline uint64_t
+class_low(unsigned c)
+{
+	unsigned fl;
+
+	if (c < 8)
+		return c;
+	fl = (c - 8) / 8 + 3;
+	return (uint64_t)(8 + (c - 8) % 8) << (fl - 3);
+}
+
+/* First class all of whose members hold n quanta; NCLASS if none. */
+static inline unsigned
+class_guaranteed(uint64_t n)
+{
+	unsigned c = size_class(n);
+
+	return class_low(c) == n ? c : c + 1;
+}
+
+/* First non-empty class >= c, or NCLASS. */
+static inline unsigned
+class_next(const vmem_t *vmp, unsigned c)
+{
+	unsigned w;
+	uint64_t m;
+
+	if (c >= NCLASS)
+		return NCLASS;
+	w = c / 64;
+	m = vmp->freemap[w] & (~0ULL << (c % 64));
+	while (m == 0) {
+		if (++w == NCLASS_WORDS)
+			return NCLASS;
+		m = vmp->freemap[w];
+	}
+	return w * 64 + (unsigned)__builtin_ctzll(m);
+}
+
+static void
+freelist_insert(vmem_t *vmp, vseg_t *s)
+{
+	unsigned c = size_class(s->size >> vmp->qshift);
+
+	s->type = SEG_FREE;
+	s->cls = (uint16_t)c;
+	s->kprev = NULL;
+	s->knext = vmp->freelist[c];
+	if (s->knext != NULL)
+		s->knext->kprev = s;
+	vmp->freelist[c] = s;
+	vmp->freemap[c / 64] |= 1ULL << (c % 64);
+	if (s->size > vmp->cmax[c])
+		vmp->cmax[c] = s->size;
+	vmp->nfree++;
+}
+
+static void
+freelist_remove(vmem_t *vmp, vseg_t *s)
+{
+	unsigned c = s->cls;
+
+	if (s->kprev != NULL)
+		s->kprev->knext = s->knext;
+	else
+		vmp->freelist[c] = s->knext;
+	if (s->knext != NULL)
+		s->knext->kprev = s->kprev;
+	if (vmp->freelist[c] == NULL) {
+		vmp->freemap[c / 64] &= ~(1ULL << (c % 64));
+		vmp->cmax[c] = 0;
+	}
+	vmp->nfree--;
+}
+
+/* ------------------------------------------------------------------ */
+/* The address list. */
+
+static inline void
+seg_insert_after(vseg_t *prev, vseg_t *s)
+{
+	s->aprev = prev;
+	s->anext = prev->anext;
+	prev->anext->aprev = s;
+	prev->anext = s;
+}
+
+static inline void
+seg_unlink(vseg_t *s)
+{
+	s->aprev->anext = s->anext;
+	s->anext->aprev = s->aprev;
+}
+
+/* Last byte of a segment (never wraps: segments hold no address 0). */
+static inline uintptr_t
+seg_last(const vseg_t *s)
+{
+	return s->start + (s->size - 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* The allocated-segment hash. */
+
+static inline size_t
+hash_index(const vmem_t *vmp, uintptr_t addr)
+{
+	uint64_t h = (uint64_t)(addr >> vmp->qshift) * 0x9e3779b97f4a7c15ULL;
+
+	return (size_t)(h >> (64 - vmp->hash_bits));
+}
+
+static void
+hash_resize(vmem_t *vmp, unsigned bits)
+{
+	size_t nsize = (size_t)1 << bits;
+	size_t bytes = nsize * sizeof (vseg_t *);
+	size_t page = plat_pagesize();
+	vseg_t **old = vmp->hash, **table;
+	size_t osize = vmp->hash_size;
+
+	if (nsize == HASH_MIN) {
+		table = vmp->hash0;
+		memset(table, 0, sizeof (vmp->hash0));
+	} else {
+		bytes = (bytes + page - 1) & ~(page - 1);
+		table = plat_pages_alloc(bytes);
+		if (table == NULL)
+			return; /* keep the old table: slower, still correct */
+	}
+	vmp->hash = table;
+	vmp->hash_size = nsize;
+	vmp->hash_bits = bits;
+	for (size_t i = 0; i < osize; i++) {
+		vseg_t *s = old[i];
+		while (s != NULL) {
+			vseg_t *next = s->knext;
+			size_t h = hash_index(vmp, s->start);
+			s->knext = table[h];
+			table[h] = s;
+			s = next;
+		}
+	}
+	if (old != vmp->hash0) {
+		size_t obytes = osize * sizeof (vseg_t *);
+		obytes = (obytes + page - 1) & ~(page - 1);
+		plat_pages_free(old, obytes);
+	}
+}
+
+static void
+hash_insert(vmem_t *vmp, vseg_t *s)
+{
+	size_t h = hash_index(vmp, s->start);
+
+	s->type = SEG_ALLOC;
+	s->knext = vmp->hash[h];
+	vmp->hash[h] = s;
+	vmp->hash_count++;
+	vmp->nalloc++;
+	if (vmp->hash_count > vmp->hash_size && vmp->hash_bits < 40)
+		hash_resize(vmp, vmp->hash_bits + 2);
+}
+
+/* The hash link that points at the segment starting at addr, or NULL. */
+static vseg_t **
+hash_slot(vmem_t *vmp, uintptr_t addr)
+{
+	vseg_t **pp = &vmp->hash[hash_index(vmp, addr)];
+
+	for (vseg_t *s = *pp; s != NULL; pp = &s->knext, s = s->knext) {
+		vmp->st_lookup++;
+		if (s->start == addr)
+			return pp;
+	}
+	return NULL;
+}
+
+static vseg_t *
+hash_unlink(vmem_t *vmp, vseg_t **pp)
+{
+	vseg_t *s = *pp;
+
+	*pp = s->knext;
+	vmp->hash_count--;
+	vmp->nalloc--;
+	if (vmp->hash_size > HASH_MIN && vmp->hash_count < vmp->hash_size / 8)
+		hash_resize(vmp, vmp->hash_bits - 2);
+	return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* Fitting a request into a segment. */
+
+/* Lowest a >= x with a % align == phase; false if that would wrap. */
+static inline bool
+align_up(uintptr_t x, const req_t *r, uintptr_t *out)
+{
+	uintptr_t base = x - (x & (r->align - 1));
+	uintptr_t a = base + r->phase;
+
+	if (a < x) {
+		if (a + r->align < a)
+			return false;
+		a += r->align;
+	}
+	*out = a;
+	return true;
+}
+
+/* Highest a <= x with a % align == phase; false if none. */
+static inline bool
+align_down(uintptr_t x, const req_t *r, uintptr_t *out)
+{
+	uintptr_t base = x - (x & (r->align - 1));
+	uintptr_t a = base + r->phase;
+
+	if (a > x) {
+		if (base < r->align)
+			return false;
+		a -= r->align;
+	}
+	*out = a;
+	return true;
+}
+
+static inline bool
+crosses(uintptr_t a, size_t size, size_t nocross)
+{
+	return nocross != 0 &&
+	    ((a ^ (a + (size - 1))) & ~(uintptr_t)(nocross - 1)) != 0;
+}
+
+/* Lowest placement of r within [lo, hi] (inclusive bounds). */
+static bool
+place_low(uintptr_t lo, uintptr_t hi, const req_t *r, uintptr_t *out)
+{
+	uintptr_t a;
+
+	if (!align_up(lo, r, &a))
+		return false;
+	for (int tries = 0; tries < 3; tries++) {
+		if (a > hi || hi - a < r->size - 1)
+			return false;
+		if (!crosses(a, r->size, r->nocross)) {
+			*out = a;
+			return true;
+		}
+		/* Move to the next nocross boundary and align again. */
+		uintptr_t boundary = (a | (uintptr_t)(r->nocross - 1)) + 1;
+		if (boundary == 0 || !align_up(boundary, r, &a))
+			return false;
+	}
+	return false;
+}
+
+/* Highest placement of r within [lo, hi]. */
+static bool
+place_high(uintptr_t lo, uintptr_t hi, const req_t *r, uintptr_t *out)
+{
+	uintptr_t a;
+
+	if (hi - lo < r->size - 1)
+		return false;
+	if (!align_down(hi - (r->size - 1), r, &a))
+		return false;
+	for (int tries = 0; tries < 3; tries++) {
+		if (a < lo)
+			return false;
+		if (!crosses(a, r->size, r->nocross)) {
+			*out = a;
+			return true;
+		}
+		/* End below the boundary the request crossed. */
+		uintptr_t boundary = (a + (r->size - 1)) &
+		    ~(uintptr_t)(r->nocross - 1);
+		if (boundary < r->size || !align_down(boundary - r->size, r, &a))
+			return false;
+	}
+	return false;
+}
+
+/* Where r fits in [start, last]; false if it does not. */
+static bool
+fit_range(uintptr_t start, uintptr_t last, const req_t *r, uintptr_t *out)
+{
+	uintptr_t lo = start > r->lo ? start : r->lo;
+	uintptr_t hi = last < r->hi ? last : r->hi;
+
+	if (lo > hi || hi - lo < r->size - 1)
+		return false;
+	if (r->flags & VM_ENDALLOC)
+		return place_high(lo, hi, r, out);
+	return place_low(lo, hi, r, out);
+}
+
+static inline bool
+seg_fit(const vseg_t *s, const req_t *r, uintptr_t *out)
+{
+	if (s->size < r->size)
+		return false;
+	return fit_range(s->start, seg_last(s), r, out);
+}
+
+/* ------------------------------------------------------------------ */
+/* Searching the freelists. */
+
+/*
+ * Scan class c for a segment that fits. best: the smallest one, else the
+ * first. A scan that finds nothing tightens the class's size bound.
+ */
+static vseg_t *
+class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best,
+    uintptr_t *addrp)
+{
+	vseg_t *found = NULL;
+	uintptr_t found_addr = 0, a;
+	size_t seen_max = 0;
+
+	if (vmp->cmax[c] < r->size)
+		return NULL;
+	for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
+		vmp->st_search++;
+		if (s->size > seen_max)
+			seen_max = s->size;
+		if (!seg_fit(s, r, &a))
+			continue;
+		if (found == NULL || s->size < found->size ||
+		    (s->size == found->size && a < found_addr)) {
+			found = s;
+			found_addr = a;
+		}
+		if (!best || s->size == r->size)
+			break;
+	}
+	if (found == NULL)
+		vmp->cmax[c] = seen_max;
+	else
+		*addrp = found_addr;
+	return found;
+}
+
+static vseg_t *
+find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
+{
+	vseg_t *start = vmp->rotor != NULL ? vmp->rotor : vmp->seg0.anext;
+	vseg_t *s = start;
+
+	if (s == &vmp->seg0)
+		return NULL;
+	do {
+		if (s->type == SEG_FREE) {
+			vmp->st_search++;
+			if (seg_fit(s, r, addrp))
+				return s;
+		}
+		s = s->anext;
+		if (s == &vmp->seg0)
+			s = s->anext;
+	} while (s != start);
+	return NULL;
+}
+
+/* Find a free segment and placement for r (lock held). */
+static vseg_t *
+find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
+{
+	uint64_t n = r->size >> vmp->qshift;
+	int policy = r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT);
+	unsigned own = size_class(n), sure, c;
+	size_t need = r->size;
+	vseg_t *s;
+
+	if (policy == VM_NEXTFIT)
+		return find_nextfit(vmp, r, addrp);
+	if (policy != 0) {
+		/* Best and first fit: classes in size order from our own. */
+		for (c = class_next(vmp, own); c < NCLASS;
+		    c = class_next(vmp, c + 1)) {
+			s = class_scan(vmp, c, r, policy == VM_BESTFIT, addrp);
+			if (s != NULL)
+				return s;
+		}
+		return NULL;
+	}
+	/* Instant fit: a class whose members all fit, even with padding. */
+	if (r->align > vmp->quantum) {
+		need += r->align - vmp->quantum;
+		if (need < r->size)
+			need = SIZE_MAX;
+	}
+	sure = class_guaranteed(need >> vmp->qshift);
+	if (need == SIZE_MAX)
+		sure = NCLASS;
+	c = class_next(vmp, sure);
+	if (c < NCLASS && !req_constrained(vmp, r)) {
+		/* The hot path: every member of class c fits. */
+		s = vmp->freelist[c];
+		vmp->st_search++;
+		*addrp = (r->flags & VM_ENDALLOC) ?
+		    s->start + (s->size - r->size) : s->start;
+		return s;
+	}
+	for (; c < NCLASS; c = class_next(vmp, c + 1)) {
+		s = class_scan(vmp, c, r, false, addrp);
+		if (s != NULL)
+			return s;
+	}
+	/* The classes that might hold a fit. */
+	for (c = class_next(vmp, own); c < sure && c < NCLASS;
+	    c = class_next(vmp, c + 1)) {
+		s = class_scan(vmp, c, r, false, addrp);
+		if (s != NULL)
+			return s;
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Carving and freeing segments (lock held, tags reserved). */
+
+/* Allocate [addr, addr + size) out of free segment s; returns the ALLOC seg. */
+static vseg_t *
+seg_carve(vmem_t *vmp, vseg_t *s, uintptr_t addr, size_t size)
+{
+	uintptr_t end = addr + size;        /* may be 0 at the very top */
+	size_t tail = s->start + s->size - end;
+
+	freelist_remove(vmp, s);
+	if (addr != s->start) {
+		vseg_t *front = tag_get(vmp);
+		front->start = s->start;
+		front->size = addr - s->start;
+		seg_insert_after(s->aprev, front);
+		freelist_insert(vmp, front);
+	}
+	if (tail != 0) {
+		vseg_t *back = tag_get(vmp);
+		back->start = end;
+		back->size = tail;
+		seg_insert_after(s, back);
+		freelist_insert(vmp, back);
+	}
+	s->start = addr;
+	s->size = size;
+	hash_insert(vmp, s);
+	vmp->mem_inuse += size;
+	vmp->st_alloc++;
+	return s;
+}
+
+static void
+span_unlink(vmem_t *vmp, vseg_t *span)
+{
+	span->kprev->knext = span->knext;
+	span->knext->kprev = span->kprev;
+	seg_unlink(span);
+	vmp->nspans--;
+	vmp->mem_total -= span->size;
+	if (span->imported)
+		vmp->mem_import -= span->size;
+}
+
+/*
+ * Free allocated segment s (already out of the hash). Coalesces with free
+ * neighbours; if that frees a whole imported span, removes the span and
+ * returns true with its range in *span_addr and *span_size (and whether it came
+ * through the source's quantum cache) for release after unlocking.
+ */
+static bool
+seg_free(vmem_t *vmp, vseg_t *s, uintptr_t *span_addr, size_t *span_size,
+    bool *via_qcache)
+{
+	vseg_t *prev = s->aprev, *next = s->anext, *span;
+
+	vmp->mem_inuse -= s->size;
+	vmp->st_free++;
+	vmp->gen++;
+	if (prev->type == SEG_FREE) {
+		freelist_remove(vmp, prev);
+		seg_unlink(prev);
+		s->start = prev->start;
+		s->size += prev->size;
+		if (vmp->rotor == prev)
+			vmp->rotor = s;
+		tag_put(vmp, prev);
+	}
+	if (next->type == SEG_FREE) {
+		freelist_remove(vmp, next);
+		seg_unlink(next);
+		s->size += next->size;
+		if (vmp->rotor == next)
+			vmp->rotor = s;
+		tag_put(vmp, next);
+	}
+	span = s->aprev;
+	if (span->type == SEG_SPAN && span->imported &&
+	    span->start == s->start && span->size == s->size) {
+		*span_addr = span->start;
+		*span_size = span->size;
+		*via_qcache = span->via_qcache;
+		if (vmp->rotor == s || vmp->rotor == span)
+			vmp->rotor = NULL;
+		seg_unlink(s);
+		span_unlink(vmp, span);
+		tag_put(vmp, s);
+		tag_put(vmp, span);
+		vmp->st_release++;
+		return true;
+	}
+	s->type = SEG_FREE;
+	freelist_insert(vmp, s);
+	return false;
+}
+
+/* Add span [addr, addr + size) with one free segment; returns the free seg. */
+static vseg_t *
+span_add(vmem_t *vmp, uintptr_t addr, size_t size, bool imported,
+    bool via_qcache)
+{
+	vseg_t *span = tag_get(vmp), *s = tag_get(vmp);
+
+	span->type = SEG_SPAN;
+	span->start = addr;
+	span->size = size;
+	span->imported = imported;
+	span->via_qcache = via_qcache;
+	/* Spans go to the end of both lists, in arrival order. */
+	span->knext = &vmp->span0;
+	span->kprev = vmp->span0.kprev;
+	vmp->span0.kprev->knext = span;
+	vmp->span0.kprev = span;
+	seg_insert_after(vmp->seg0.aprev, span);
+	s->start = addr;
+	s->size = size;
+	seg_insert_after(span, s);
+	freelist_insert(vmp, s);
+	vmp->nspans++;
+	vmp->mem_total += size;
+	if (imported) {
+		vmp->mem_import += size;
+		vmp->st_import++;
+	}
+	vmp->gen++;
+	if (vmp->nwaiters > 0)
+		plat_cond_broadcast(&vmp->cv);
+	return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* Allocation: one arena, then the import chain. */
+
+static inline bool
+chain_internal(const vmem_t *vmp)
+{
+	return vmp->source != NULL && vmp->afunc == vmem_alloc &&
+	    vmp->ffunc == vmem_free;
+}
+
+/* Try to satisfy r from vmp's free segments. 0 if no room; sets *nometa. */
+static uintptr_t
+arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *nometa)
+{
+	uintptr_t addr = 0;
+	vseg_t *s;
+
+	plat_mutex_lock(&vmp->lock);
+	if (!tags_reserve(vmp, 2)) {
+		*nometa = true;
+	} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
+		s = seg_carve(vmp, s, addr, r->size);
+		if (r->flags & VM_NEXTFIT)
+			vmp->rotor = s;
+	} else {
+		addr = 0;
+	}
+	*genp = vmp->gen;
+	plat_mutex_unlock(&vmp->lock);
+	return addr;
+}
+
+/*
+ * Add an imported span to vmp and carve r out of it. On failure the span
+ * is released to the source again and 0 is returned.
+ */
+static uintptr_t
+arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
+    size_t span_size, bool via_qcache)
+{
+	uintptr_t addr = 0, raddr;
+	size_t rsize;
+	bool rq, released = false;
+	vseg_t *s;
+
+	plat_mutex_lock(&vmp->lock);
+	if (tags_reserve(vmp, 4)) {
+		s = span_add(vmp, span_addr, span_size, true, via_qcache);
+		if (seg_fit(s, r, &addr)) {
+			s = seg_carve(vmp, s, addr, r->size);
+			if (r->flags & VM_NEXTFIT)
+				vmp->rotor = s;
+		} else {
+			/* The span cannot hold the request: give it back. */
+			addr = 0;
+			freelist_remove(vmp, s);
+			s->type = SEG_ALLOC;
+			vmp->mem_inuse += s->size;
+			released = seg_free(vmp, s, &raddr, &rsize, &rq);
+			vmp->st_free--;
+		}
+	} else {
+		released = true;
+	}
+	plat_mutex_unlock(&vmp->lock);
+	if (released)
+		vmem_release_span(vmp, span_addr, span_size, via_qcache);
+	return addr;
+}
+
+/* Import request for vmp's source on behalf of r; false if it overflows. */
+static bool
+import_req(const vmem_t *vmp, const req_t *r, req_t *out)
+{
+	const vmem_t *src = vmp->source;
+	size_t srcq = src != NULL ? src->quantum : vmp->quantum;
+	size_t unit = srcq > vmp->quantum ? srcq : vmp->quantum;
+	size_t size = r->size, pad = 0;
+
+	if (r->align > vmp->quantum && !(vmp->cflags & VMC_XALIGN))
+		pad = r->align - vmp->quantum;
+	if (size + pad < size)
+		return false;
+	size += pad;
+	if (size < vmp->min_import)
+		size = vmp->min_import;
+	if (size + (unit - 1) < size)
+		return false;
+	size = (size + (unit - 1)) & ~(unit - 1);
+	memset(out, 0, sizeof (*out));
+	out->size = size;
+	out->align = unit;
+	out->phase = 0;
+	out->flags = r->flags & (VM_NOSLEEP | VM_ABORT);
+	/* The window: round inward to the source's quantum. */
+	out->lo = r->lo;
+	if (out->lo & (srcq - 1)) {
+		out->lo = (out->lo | (srcq - 1)) + 1;
+		if (out->lo == 0)
+			return false;
+	}
+	out->hi = r->hi;
+	if (out->hi != UINTPTR_MAX && ((out->hi + 1) & (srcq - 1)))
+		out->hi = ((out->hi + 1) & ~(uintptr_t)(srcq - 1)) - 1;
+	/* A whole span inside one nocross window keeps any part inside it. */
+	if (r->nocross >= srcq && size <= r->nocross)
+		out->nocross = r->nocross;
+	if (out->hi < out->lo || out->hi - out->lo < out->size - 1)
+		return false;
+	return true;
+}
+
+static void *qcache_alloc(vmem_t *vmp, size_t size, int vmflag);
+
+/* Call a user-supplied import function (lock not held). */
+static uintptr_t
+user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
+{
+	int flags = ir->flags & VM_NOSLEEP;
+	void *p;
+
+	*sizep = ir->size;
+	if (vmp->xafunc != NULL) {
+		size_t align = (vmp->cflags & VMC_XALIGN) ? r->align :
+		    vmp->quantum;
+		p = vmp->xafunc(vmp->source, sizep, align, flags);
+	} else {
+		p = vmp->afunc(vmp->source, ir->size, flags);
+	}
+	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
+	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
+		/* An import function that broke its contract. */
+		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
+		    (uintptr_t)p, *sizep, "import returned a misaligned or "
+		    "short span (asked for %lu)", (unsigned long)ir->size);
+		return 0;
+	}
+	return (uintptr_t)p;
+}
+
+typedef struct level {
+	vmem_t *vmp;
+	req_t req;
+} level_t;
+
+/*
+ * Allocate r from vmp, importing through the chain as needed, without
+ * waiting. On failure returns 0 and says which arena ran out (*failp), with
+ * the request it could not meet (*failreq) and its generation then (*genp).
+ */
+static uintptr_t
+chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
+    uint64_t *genp, bool *nometa)
+{
+	level_t inline_levels[CHAIN_INLINE], *lv = inline_levels;
+	size_t depth = 1, lv_bytes = 0, i, k;
+	uintptr_t addr = 0;
+	bool via_qcache = false;
+
+	for (vmem_t *a = vmp; chain_internal(a); a = a->source)
+		depth++;
+	if (depth > CHAIN_INLINE) {
+		size_t page = plat_pagesize();
+		lv_bytes = (depth * sizeof (level_t) + page - 1) & ~(page - 1);
+		lv = plat_pages_alloc(lv_bytes);
+		if (lv == NULL) {
+			*nometa = true;
+			return 0;
+		}
+	}
+	lv[0].vmp = vmp;
+	lv[0].req = *r;
+	*genp = 0;
+	for (i = 0;; i++) {
+		vmem_t *a = lv[i].vmp;
+		req_t ir;
+
+		*failp = a;
+		*failreq = lv[i].req;
+		addr = arena_try(a, &lv[i].req, genp, nometa);
+		if (addr != 0 || *nometa)
+			break;
+		if ((a->afunc == NULL && a->xafunc == NULL) ||
+		    !import_req(a, &lv[i].req, &ir))
+			break;
+		if (!chain_internal(a)) {
+			size_t got;
+			uintptr_t span = user_import(a, &lv[i].req, &ir, &got);
+			if (span != 0)
+				addr = arena_take_import(a, &lv[i].req, span,
+				    got, false);
+			break;
+		}
+		vmem_t *src = a->source;
+		lv[i + 1].vmp = src;
+		lv[i + 1].req = ir;
+		if (src->nqcache > 0 && ir.size <= src->qcache_max &&
+		    !req_constrained(src, &ir)) {
+			*failp = src;
+			*failreq = ir;
+			addr = (uintptr_t)qcache_alloc(src, ir.size, ir.flags);
+			if (addr != 0) {
+				i++;
+				via_qcache = true;
+			}
+			break;
+		}
+	}
+	/* Walk back up: each arena above gets the span below as an import. */
+	for (k = i; addr != 0 && k > 0; k--) {
+		level_t *up = &lv[k - 1];
+		addr = arena_take_import(up->vmp, &up->req, addr,
+		    lv[k].req.size, via_qcache && k == i);
+		if (addr == 0) {
+			*failp = up->vmp;
+			*failreq = up->req;
+			*genp = 0;
+		}
+	}
+	if (lv != inline_levels)
+		plat_pages_free(lv, lv_bytes);
+	return addr;
+}
+
+/* Could r ever be met by vmp's spans if all of them were free? */
+static bool
+could_ever_fit(vmem_t *vmp, const req_t *r)
+{
+	uintptr_t a;
+	bool ok = false;
+
+	if (vmp->afunc != NULL || vmp->xafunc != NULL)
+		return true;
+	plat_mutex_lock(&vmp->lock);
+	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
+		if (sp->size >= r->size &&
+		    fit_range(sp->start, seg_last(sp), r, &a)) {
+			ok = true;
+			break;
+		}
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return ok;
+}
+
+static void
+qcache_reap_arena(vmem_t *vmp)
+{
+	for (unsigned i = 0; i < vmp->nqcache; i++)
+		qcache_ops->reap(vmp->qcache[i]);
+}
+
+static void
+qcache_reap_all(void)
+{
+	/* Reap every arena's caches (VM_SLEEP is about to wait). */
+	plat_mutex_lock(&arena_list_lock);
+	vmem_t *list[64];
+	size_t n = 0;
+	for (vmem_t *v = arena_list_head; v != NULL && n < 64; v = v->list_next)
+		if (v->nqcache > 0)
+			list[n++] = v;
+	plat_mutex_unlock(&arena_list_lock);
+	/*
+	 * Arenas are not destroyed while their users still allocate, so the
+	 * pointers stay valid for the duration of this call.
+	 */
+	for (size_t i = 0; i < n; i++)
+		qcache_reap_arena(list[i]);
+}
+
+static void *
+alloc_fail(vmem_t *vmp, const req_t *r, const char *call)
+{
+	plat_mutex_lock(&vmp->lock);
+	vmp->st_fail++;
+	plat_mutex_unlock(&vmp->lock);
+	if (r->flags & VM_PANIC)
+		vmem_error_report(VMEM_E_PANIC, 0, call, vmp, NULL, 0, r->size,
+		    "allocation of %lu failed", (unsigned long)r->size);
+	return NULL;
+}
+
+static void *
+xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
+{
+	bool can_wait = !(r->flags & (VM_NOSLEEP | VM_ABORT));
+	bool reaped = false;
+
+	for (;;) {
+		vmem_t *failed = vmp;
+		req_t failreq = *r;
+		uint64_t gen = 0;
+		bool nometa = false;
+		uintptr_t addr = arena_try(vmp, r, &gen, &nometa);
+
+		if (addr == 0 && !nometa && (vmp->afunc != NULL ||
+		    vmp->xafunc != NULL))
+			addr = chain_alloc(vmp, r, &failed, &failreq, &gen,
+			    &nometa);
+
+		if (addr != 0)
+			return (void *)addr;
+		if (nometa || (r->flags & VM_ABORT))
+			return alloc_fail(vmp, r, call);
+		if (!reaped && failed->nqcache > 0) {
+			qcache_reap_arena(failed);
+			reaped = true;
+			continue;
+		}
+		if (!can_wait || !could_ever_fit(failed, &failreq))
+			return alloc_fail(vmp, r, call);
+		if (qcache_ops != NULL)
+			qcache_reap_all();
+		plat_mutex_lock(&failed->lock);
+		if (failed->gen == gen) {
+			failed->nwaiters++;
+			vmp->st_wait++;
+			plat_cond_timedwait(&failed->cv, &failed->lock, WAIT_MS);
+			failed->nwaiters--;
+		}
+		plat_mutex_unlock(&failed->lock);
+		reaped = false;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Freeing. */
+
+static void qcache_free(vmem_t *vmp, void *addr, size_t size);
+
+/*
+ * Release a span that became entirely free to the source of vmp, following
+ * the chain down without recursion.
+ */
+static void
+vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
+{
+	while (vmp->source != NULL) {
+		vmem_t *src = vmp->source;
+		vseg_t *s;
+		bool more, q = false;
+
+		if (!chain_internal(vmp)) {
+			vmp->ffunc(src, (void *)addr, size);
+			return;
+		}
+		if (via_qcache) {
+			qcache_free(src, (void *)addr, size);
+			return;
+		}
+		plat_mutex_lock(&src->lock);
+		vseg_t **slot = hash_slot(src, addr);
+		s = slot != NULL ? *slot : NULL;
+		if (s == NULL || s->size != size) {
+			/* Cannot happen unless the source was corrupted. */
+			plat_mutex_unlock(&src->lock);
+			vmem_error_report(VMEM_E_CORRUPT, 0, "vmem_free", src,
+			    NULL, addr, size, "imported span not allocated in "
+			    "its source");
+			return;
+		}
+		(void)hash_unlink(src, slot);
+		more = seg_free(src, s, &addr, &size, &q);
+		if (src->nwaiters > 0)
+			plat_cond_broadcast(&src->cv);
+		tags_trim(src);
+		plat_mutex_unlock(&src->lock);
+		if (!more)
+			return;
+		vmp = src;
+		via_qcache = q;
+	}
+}
+
+/* Classify a free that matched no allocated segment (lock held). */
+static int
+classify_bad_free(vmem_t *vmp, uintptr_t addr, size_t size, size_t *found)
+{
+	size_t slab = 0;
+
+	if (vmp->nqcache > 0) {
+		slab = 1;
+		while (slab <= 3 * vmp->qcache_max)
+			slab <<= 1;
+	}
+	*found = 0;
+	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
+		if (addr < sp->start || addr > seg_last(sp))
+			continue;
+		for (vseg_t *s = sp->anext; s->type == SEG_ALLOC ||
+		    s->type == SEG_FREE; s = s->anext) {
+			if (addr < s->start || addr > seg_last(s))
+				continue;
+			*found = s->size;
+			if (s->type == SEG_FREE)
+				return VMEM_E_DOUBLEFREE;
+			if (slab != 0 && s->size == slab &&
+			    size <= vmp->qcache_max)
+				return VMEM_E_XFREE_QCACHE;
+			return VMEM_E_BADFREE;
+		}
+	}
+	return VMEM_E_WRONGARENA;
+}
+
+static void
+xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
+{
+	uintptr_t addr = (uintptr_t)vaddr, span_addr = 0;
+	size_t rsize = (size + vmp->quantum - 1) & ~(vmp->quantum - 1);
+	size_t span_size = 0, found = 0;
+	vseg_t *s;
+	bool release, via_qcache = false;
+	int err = 0;
+
+	if (size == 0 || rsize < size) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, NULL, addr,
+		    size, "invalid size");
+		return;
+	}
+	plat_mutex_lock(&vmp->lock);
+	vseg_t **slot = hash_slot(vmp, addr);
+	s = slot != NULL ? *slot : NULL;
+	if (s == NULL) {
+		err = classify_bad_free(vmp, addr, rsize, &found);
+	} else if (s->size != rsize) {
+		size_t slab = 1;
+		while (vmp->nqcache > 0 && slab <= 3 * vmp->qcache_max)
+			slab <<= 1;
+		err = (vmp->nqcache > 0 && s->size == slab &&
+		    rsize <= vmp->qcache_max) ? VMEM_E_XFREE_QCACHE :
+		    VMEM_E_WRONGSIZE;
+		found = s->size;
+	}
+	if (err != 0) {
+		plat_mutex_unlock(&vmp->lock);
+		vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+		    "%s%s%lu", vmem_strerror(err),
+		    found ? " (segment size " : "", (unsigned long)found);
+		return;
+	}
+	(void)hash_unlink(vmp, slot);
+	release = seg_free(vmp, s, &span_addr, &span_size, &via_qcache);
+	if (vmp->nwaiters > 0)
+		plat_cond_broadcast(&vmp->cv);
+	tags_trim(vmp);
+	plat_mutex_unlock(&vmp->lock);
+	if (release)
+		vmem_release_span(vmp, span_addr, span_size, via_qcache);
+}
+
+/* ------------------------------------------------------------------ */
+/* Quantum caches. */
+
+static void *
+qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
+{
+	void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >> vmp->qshift],
+	    vmflag);
+
+	if (p != NULL) {
+		plat_mutex_lock(&vmp->lock);
+		vmp->st_qalloc++;
+		plat_mutex_unlock(&vmp->lock);
+	}
+	return p;
+}
+
+static void
+qcache_free(vmem_t *vmp, void *addr, size_t size)
+{
+	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
+	plat_mutex_lock(&vmp->lock);
+	vmp->st_qfree++;
+	plat_mutex_unlock(&vmp->lock);
+}
+
+static size_t
+qcache_slabsize(size_t qcache_max)
+{
+	size_t slab = 1;
+
+	while (slab <= 3 * qcache_max)
+		slab <<= 1;
+	return slab;
+}
+
+static bool
+qcache_setup(vmem_t *vmp, size_t qcache_max)
+{
+	unsigned n;
+	size_t slab;
+
+	if (qcache_max == 0)
+		return true;
+	n = (unsigned)(qcache_max >> vmp->qshift);
+	if (n > MAX_QCACHE)
+		n = MAX_QCACHE;
+	slab = qcache_slabsize((size_t)n << vmp->qshift);
+	if (vmp->cflags & VMC_NO_QCACHE || qcache_ops == NULL || n == 0) {
+		/* No caches: import what their slabs would have taken. */
+		if (vmp->cflags & VMC_NO_QCACHE && n > 0)
+			vmp->min_import = slab;
+		vmp->qcache_max = qcache_max;
+		return true;
+	}
+	vmp->qcache_max = (size_t)n << vmp->qshift;
+	for (unsigned i = 0; i < n; i++) {
+		char name[VMEM_NAMELEN + 24];
+		vmem_snprintf(name, sizeof (name), "%s_%lu", vmp->name,
+		    (unsigned long)((size_t)(i + 1) << vmp->qshift));
+		vmp->qcache[i] = qcache_ops->create(vmp, name,
+		    (size_t)(i + 1) << vmp->qshift, slab);
+		if (vmp->qcache[i] == NULL) {
+			while (i-- > 0)
+				qcache_ops->destroy(vmp->qcache[i]);
+			return false;
+		}
+	}
+	vmp->nqcache = n;
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Argument checking. */
+
+static bool
+is_pow2(size_t x)
+{
+	return x != 0 && (x & (x - 1)) == 0;
+}
+
+static bool
+check_policy(vmem_t *vmp, int vmflag, bool xalloc, const char *call)
+{
+	int policy = vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT);
+
+	if ((policy & (policy - 1)) != 0 || (xalloc && policy == VM_NEXTFIT)) {
+		vmem_error_report(VMEM_E_POLICY, 0, call, vmp, NULL, 0, 0,
+		    "%s (flags 0x%x)", xalloc && policy == VM_NEXTFIT ?
+		    "VM_NEXTFIT is not a vmem_xalloc policy" :
+		    "more than one allocation policy", (unsigned)vmflag);
+		return false;
+	}
+	return true;
+}
+
+/* Round a size up to the quantum; false (no report) if it overflows. */
+static bool
+round_size(const vmem_t *vmp, size_t size, size_t *out)
+{
+	size_t r = (size + vmp->quantum - 1) & ~(vmp->quantum - 1);
+
+	if (r < size)
+		return false;
+	*out = r;
+	return true;
+}
+
+static bool
+span_valid(vmem_t *vmp, uintptr_t base, size_t size, const char *call)
+{
+	if (size == 0 || (base & (vmp->quantum - 1)) ||
+	    (size & (vmp->quantum - 1))) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, NULL, base,
+		    size, "span not aligned to the quantum %lu",
+		    (unsigned long)vmp->quantum);
+		return false;
+	}
+	if (base == 0 || base + (size - 1) < base) {
+		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, NULL, base,
+		    size, "span would contain address 0");
+		return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Public entry points. */
+
+static void
+arena_list_add(vmem_t *vmp)
+{
+	plat_mutex_lock(&arena_list_lock);
+	vmp->list_prev = arena_list_tail;
+	vmp->list_next = NULL;
+	if (arena_list_tail != NULL)
+		arena_list_tail->list_next = vmp;
+	else
+		arena_list_head = vmp;
+	arena_list_tail = vmp;
+	plat_mutex_unlock(&arena_list_lock);
+}
+
+static void
+arena_list_remove(vmem_t *vmp)
+{
+	plat_mutex_lock(&arena_list_lock);
+	if (vmp->list_prev != NULL)
+		vmp->list_prev->list_next = vmp->list_next;
+	else
+		arena_list_head = vmp->list_next;
+	if (vmp->list_next != NULL)
+		vmp->list_next->list_prev = vmp->list_prev;
+	else
+		arena_list_tail = vmp->list_prev;
+	plat_mutex_unlock(&arena_list_lock);
+}
+
+static size_t
+arena_bytes(void)
+{
+	size_t page = plat_pagesize();
+
+	return (sizeof (vmem_t) + page - 1) & ~(page - 1);
+}
+
+static vmem_t *
+create_common(const char *name, void *base, size_t size, size_t quantum,
+    vmem_alloc_t *afunc, vmem_ximport_t *xafunc, vmem_free_t *ffunc,
+    vmem_t *source, size_t qcache_max, int vmflag, const char *call)
+{
+	vmem_t *vmp;
+
+	vmem_init();
+	if (!is_pow2(quantum) || ((afunc != NULL || xafunc != NULL) !=
+	    (ffunc != NULL)) || ((afunc != NULL || xafunc != NULL) &&
+	    source == NULL && afunc == vmem_alloc)) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, NULL,
+		    name != NULL ? name : "(null)", (uintptr_t)base, size,
+		    "invalid arguments (quantum %lu, import functions and "
+		    "source must come together)", (unsigned long)quantum);
+		return NULL;
+	}
+	vmp = plat_pages_alloc(arena_bytes());
+	if (vmp == NULL) {
+		vmem_error_report(VMEM_E_NOMEM, 1, call, NULL, name,
+		    (uintptr_t)base, size, "no memory for the arena");
+		return NULL;
+	}
+	vmem_snprintf(vmp->name, sizeof (vmp->name), "%s",
+	    name != NULL ? name : "(anon)");
+	vmp->quantum = quantum;
+	vmp->qshift = flog2(quantum);
+	vmp->cflags = vmflag & VMC_FLAGS;
+	vmp->afunc = afunc;
+	vmp->xafunc = xafunc;
+	vmp->ffunc = ffunc;
+	vmp->source = source;
+	plat_mutex_init(&vmp->lock);
+	plat_cond_init(&vmp->cv);
+	vmp->seg0.type = SEG_SENTINEL;
+	vmp->seg0.anext = vmp->seg0.aprev = &vmp->seg0;
+	vmp->span0.type = SEG_SENTINEL;
+	vmp->span0.knext = vmp->span0.kprev = &vmp->span0;
+	vmp->hash = vmp->hash0;
+	vmp->hash_size = HASH_MIN;
+	vmp->hash_bits = 4;
+	if (!qcache_setup(vmp, qcache_max)) {
+		plat_mutex_destroy(&vmp->lock);
+		plat_cond_destroy(&vmp->cv);
+		plat_pages_free(vmp, arena_bytes());
+		return NULL;
+	}
+	arena_list_add(vmp);
+	if (size != 0 && vmem_add(vmp, base, size, vmflag & ~VMC_FLAGS) ==
+	    NULL) {
+		vmem_destroy(vmp);
+		return NULL;
+	}
+	return vmp;
+}
+
+vmem_t *
+vmem_create(const char *name, void *base, size_t size, size_t quantum,
+    vmem_alloc_t *afunc, vmem_free_t *ffunc, vmem_t *source,
+    size_t qcache_max, int vmflag)
+{
+	return create_common(name, base, size, quantum, afunc, NULL, ffunc,
+	    source, qcache_max, vmflag & ~(VMC_XALLOC | VMC_XALIGN),
+	    "vmem_create");
+}
+
+vmem_t *
+vmem_xcreate(const char *name, void *base, size_t size, size_t quantum,
+    vmem_ximport_t *afunc, vmem_free_t *ffunc, vmem_t *source,
+    size_t qcache_max, int vmflag)
+{
+	return create_common(name, base, size, quantum, NULL, afunc, ffunc,
+	    source, qcache_max, vmflag | VMC_XALLOC, "vmem_xcreate");
+}
+
+void *
+vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
+{
+	uintptr_t base = (uintptr_t)vaddr;
+
+	(void)vmflag;
+	if (!span_valid(vmp, base, size, "vmem_add"))
+		return NULL;
+	plat_mutex_lock(&vmp->lock);
+	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
+		if (base <= seg_last(sp) && sp->start <= base + (size - 1)) {
+			uintptr_t s0 = sp->start;
+			size_t s1 = sp->size;
+			plat_mutex_unlock(&vmp->lock);
+			vmem_error_report(VMEM_E_OVERLAP, 0, "vmem_add", vmp,
+			    NULL, base, size, "overlaps span [0x%lx, +0x%lx)",
+			    (unsigned long)s0, (unsigned long)s1);
+			return NULL;
+		}
+	}
+	if (!tags_reserve(vmp, 2)) {
+		plat_mutex_unlock(&vmp->lock);
+		return NULL;
+	}
+	(void)span_add(vmp, base, size, false, false);
+	plat_mutex_unlock(&vmp->lock);
+	return vaddr;
+}
+
+void *
+vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
+    size_t nocross, void *minaddr, void *maxaddr, int vmflag)
+{
+	uintptr_t lo = (uintptr_t)minaddr, hi = (uintptr_t)maxaddr;
+	size_t q = vmp->quantum;
+	req_t r;
+
+	if (!check_policy(vmp, vmflag, true, "vmem_xalloc"))
+		return NULL;
+	if (align == 0)
+		align = q;
+	if (size == 0 || ((align | phase | nocross | lo | hi) & (q - 1)) ||
+	    !is_pow2(align) || (nocross != 0 && !is_pow2(nocross)) ||
+	    phase >= align || (hi != 0 && lo >= hi)) {
+		vmem_error_report(VMEM_E_XALLOC_ARGS, 0, "vmem_xalloc", vmp,
+		    NULL, lo, size, "invalid constraints: align 0x%lx phase "
+		    "0x%lx nocross 0x%lx min 0x%lx max 0x%lx",
+		    (unsigned long)align, (unsigned long)phase,
+		    (unsigned long)nocross, (unsigned long)lo,
+		    (unsigned long)hi);
+		return NULL;
+	}
+	memset(&r, 0, sizeof (r));
+	if (!round_size(vmp, size, &r.size))
+		return alloc_fail(vmp, &(req_t){ .size = size,
+		    .flags = vmflag }, "vmem_xalloc");
+	if (nocross != 0 && (r.size > nocross ||
+	    (phase & (nocross - 1)) > nocross - r.size)) {
+		vmem_error_report(VMEM_E_XALLOC_ARGS, 0, "vmem_xalloc", vmp,
+		    NULL, lo, size, "over-constrained: size 0x%lx with phase "
+		    "0x%lx cannot avoid crossing 0x%lx", (unsigned long)r.size,
+		    (unsigned long)phase, (unsigned long)nocross);
+		return NULL;
+	}
+	r.align = align;
+	r.phase = phase;
+	r.nocross = nocross;
+	r.lo = lo;
+	r.hi = hi != 0 ? hi - 1 : UINTPTR_MAX;
+	r.flags = vmflag;
+	if (r.hi < r.lo || r.hi - r.lo < r.size - 1)
+		return alloc_fail(vmp, &r, "vmem_xalloc");
+	return xalloc_impl(vmp, &r, "vmem_xalloc");
+}
+
+/*
+ * The common case of vmem_alloc: instant fit from a class whose members
+ * all fit. Returns 0 to send the caller down the general path.
+ */
+static inline uintptr_t
+alloc_instant(vmem_t *vmp, size_t size, int vmflag)
+{
+	uintptr_t addr = 0;
+	unsigned c;
+
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->tag_nfree >= 2 &&
+	    (c = class_next(vmp, class_guaranteed(size >> vmp->qshift))) <
+	    NCLASS) {
+		vseg_t *s = vmp->freelist[c];
+		vmp->st_search++;
+		addr = (vmflag & VM_ENDALLOC) ? s->start + (s->size - size) :
+		    s->start;
+		(void)seg_carve(vmp, s, addr, size);
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return addr;
+}
+
+void *
+vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
+{
+	req_t r;
+
+	if (vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) {
+		if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
+			return NULL;
+	}
+	if (size == 0) {
+		vmem_error_report(VMEM_E_BADARG, 0, "vmem_alloc", vmp, NULL, 0,
+		    size, "size 0");
+		return NULL;
+	}
+	r.flags = vmflag;
+	if (!round_size(vmp, size, &r.size)) {
+		r.size = size;
+		return alloc_fail(vmp, &r, "vmem_alloc");
+	}
+	if (!(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) &&
+	    (r.size > vmp->qcache_max || vmp->nqcache == 0)) {
+		uintptr_t addr = alloc_instant(vmp, r.size, vmflag);
+		if (addr != 0)
+			return (void *)addr;
+	}
+	r.phase = 0;
+	r.nocross = 0;
+	r.lo = 0;
+	if (r.size <= vmp->qcache_max && vmp->nqcache > 0) {
+		void *p = qcache_alloc(vmp, r.size, vmflag);
+		if (p == NULL)
+			return alloc_fail(vmp, &r, "vmem_alloc");
+		return p;
+	}
+	r.align = vmp->quantum;
+	r.hi = UINTPTR_MAX;
+	return xalloc_impl(vmp, &r, "vmem_alloc");
+}
+
+void
+vmem_free(vmem_t *vmp, void *vaddr, size_t size)
+{
+	if (size != 0 && size <= vmp->qcache_max && vmp->nqcache > 0) {
+		qcache_free(vmp, vaddr, (size + vmp->quantum - 1) &
+		    ~(vmp->quantum - 1));
+		return;
+	}
+	xfree_impl(vmp, vaddr, size, "vmem_free");
+}
+
+void
+vmem_xfree(vmem_t *vmp, void *vaddr, size_t size)
+{
+	xfree_impl(vmp, vaddr, size, "vmem_xfree");
+}
+
+void
+vmem_destroy(vmem_t *vmp)
+{
+	size_t leaked;
+
+	if (vmp == NULL)
+		return;
+	for (unsigned i = 0; i < vmp->nqcache; i++)
+		qcache_ops->destroy(vmp->qcache[i]);
+	vmp->nqcache = 0;
+	arena_list_remove(vmp);
+	plat_mutex_lock(&vmp->lock);
+	leaked = vmp->mem_inuse;
+	plat_mutex_unlock(&vmp->lock);
+	if (leaked != 0)
+		vmem_error_report(VMEM_E_LEAK, 1, "vmem_destroy", vmp, NULL, 0,
+		    leaked, "leaked %lu %s", (unsigned long)leaked,
+		    (vmp->cflags & VMC_IDENTIFIER) ? "identifiers" : "bytes");
+	/*
+	 * Give imported spans back, whatever is still allocated in them, and
+	 * every tag the arena owns back to the pool.
+	 */
+	vseg_t *list = vmp->tag_free;
+	long owned = (long)vmp->tags_owned;
+	for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; ) {
+		vseg_t *next = s->anext;
+		if (s->type == SEG_SPAN && s->imported)
+			vmem_release_span(vmp, s->start, s->size,
+			    s->via_qcache);
+		s->knext = list;
+		list = s;
+		s = next;
+	}
+	tagpool_give(list);
+	meta_charge(vmp, -owned);
+	if (vmp->hash != vmp->hash0) {
+		size_t page = plat_pagesize();
+		plat_pages_free(vmp->hash, (vmp->hash_size * sizeof (vseg_t *) +
+		    page - 1) & ~(page - 1));
+	}
+	plat_cond_destroy(&vmp->cv);
+	plat_mutex_destroy(&vmp->lock);
+	plat_pages_free(vmp, arena_bytes());
+}
+
+size_t
+vmem_size(vmem_t *vmp, int typemask)
+{
+	size_t idle = 0, size = 0;
+
+	for (unsigned i = 0; i < vmp->nqcache; i++)
+		if (qcache_ops->idle != NULL)
+			idle += qcache_ops->idle(vmp->qcache[i]);
+	plat_mutex_lock(&vmp->lock);
+	if (idle > vmp->mem_inuse)
+		idle = vmp->mem_inuse;
+	if (typemask & VMEM_ALLOC)
+		size += vmp->mem_inuse - idle;
+	if (typemask & VMEM_FREE)
+		size += vmp->mem_total - vmp->mem_inuse + idle;
+	if ((typemask & VMEM_SPAN) && !(typemask & (VMEM_ALLOC | VMEM_FREE)))
+		size = vmp->mem_total;
+	plat_mutex_unlock(&vmp->lock);
+	return size;
+}
+
+int
+vmem_contains(vmem_t *vmp, void *vaddr, size_t size)
+{
+	uintptr_t addr = (uintptr_t)vaddr;
+	int found = 0;
+
+	plat_mutex_lock(&vmp->lock);
+	vmp->st_contains++;
+	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
+		if (addr >= sp->start && addr <= seg_last(sp) &&
+		    (size == 0 || seg_last(sp) - addr >= size - 1)) {
+			found = 1;
+			break;
+		}
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return found;
+}
+
+static int
+seg_typebit(const vseg_t *s)
+{
+	switch (s->type) {
+	case SEG_SPAN: return VMEM_SPAN;
+	case SEG_ALLOC: return VMEM_ALLOC;
+	case SEG_FREE: return VMEM_FREE;
+	default: return 0;
+	}
+}
+
+void
+vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
+    void *arg)
+{
+	typedef struct { uintptr_t start; size_t size; } item_t;
+	item_t *items = NULL;
+	size_t n = 0, cap = 0, bytes = 0, page = plat_pagesize();
+
+	if (!((unsigned)typemask & VMEM_REENTRANT)) {
+		plat_mutex_lock(&vmp->lock);
+		for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; s = s->anext)
+			if (seg_typebit(s) & typemask)
+				func(arg, (void *)s->start, s->size);
+		plat_mutex_unlock(&vmp->lock);
+		return;
+	}
+	/*
+	 * Reentrant: snapshot the matching segments, then call func with the
+	 * lock dropped, so func may allocate and free in this arena.
+	 */
+	for (;;) {
+		plat_mutex_lock(&vmp->lock);
+		size_t need = 0;
+		for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; s = s->anext)
+			if (seg_typebit(s) & typemask)
+				need++;
+		if (need <= cap) {
+			n = 0;
+			for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0;
+			    s = s->anext)
+				if (seg_typebit(s) & typemask) {
+					items[n].start = s->start;
+					items[n].size = s->size;
+					n++;
+				}
+			plat_mutex_unlock(&vmp->lock);
+			break;
+		}
+		plat_mutex_unlock(&vmp->lock);
+		if (cap != 0)
+			plat_pages_free(items, bytes);
+		bytes = ((need + 16) * sizeof (item_t) + page - 1) & ~(page - 1);
+		items = plat_pages_alloc(bytes);
+		if (items == NULL)
+			return;
+		cap = bytes / sizeof (item_t);
+	}
+	for (size_t i = 0; i < n; i++)
+		func(arg, (void *)items[i].start, items[i].size);
+	if (cap != 0)
+		plat_pages_free(items, bytes);
+}
+
+const char *vmem_name(const vmem_t *vmp) { return vmp->name; }
+size_t vmem_quantum(const vmem_t *vmp) { return vmp->quantum; }
+vmem_t *vmem_source(const vmem_t *vmp) { return vmp->source; }
+void vmem_set_private(vmem_t *vmp, void *priv) { vmp->priv = priv; }
+void *vmem_get_private(const vmem_t *vmp) { return vmp->priv; }
+
+void
+vmem_set_meta_charge(vmem_t *vmp, void (*charge)(void *, long), void *arg)
+{
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->meta_charge != NULL)
+		vmp->meta_charge(vmp->meta_arg,
+		    -(long)(vmp->tags_owned * sizeof (vseg_t)));
+	vmp->meta_charge = charge;
+	vmp->meta_arg = arg;
+	if (charge != NULL)
+		charge(arg, (long)(vmp->tags_owned * sizeof (vseg_t)));
+	plat_mutex_unlock(&vmp->lock);
+}
+
+size_t
+vmem_meta_bytes(const vmem_t *vmp)
+{
+	return vmp->tags_owned * sizeof (vseg_t);
+}
+
+void
+vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
+{
+	memset(st, 0, sizeof (*st));
+	plat_mutex_lock(&vmp->lock);
+	memcpy(st->name, vmp->name, sizeof (st->name));
+	st->quantum = vmp->quantum;
+	st->qcache_max = vmp->qcache_max;
+	st->mem_inuse = vmp->mem_inuse;
+	st->mem_import = vmp->mem_import;
+	st->mem_total = vmp->mem_total;
+	st->alloc = vmp->st_alloc;
+	st->free = vmp->st_free;
+	st->wait = vmp->st_wait;
+	st->fail = vmp->st_fail;
+	st->lookup = vmp->st_lookup;
+	st->search = vmp->st_search;
+	st->populate_fail = vmp->st_populate_fail;
+	st->contains = vmp->st_contains;
+	st->import = vmp->st_import;
+	st->release = vmp->st_release;
+	st->qcache_alloc = vmp->st_qalloc;
+	st->qcache_free = vmp->st_qfree;
+	st->nspans = vmp->nspans;
+	st->nalloc_segs = vmp->nalloc;
+	st->nfree_segs = vmp->nfree;
+	st->hash_buckets = vmp->hash_size;
+	st->tags = vmp->tags_owned;
+	for (unsigned c = 0; c < NCLASS; c++)
+		for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
+			st->free_by_class[flog2(s->size)]++;
+			if (s->size > st->largest_free)
+				st->largest_free = s->size;
+		}
+	plat_mutex_unlock(&vmp->lock);
+}
+
+void
+vmem_foreach_arena(void (*func)(vmem_t *, void *), void *arg)
+{
+	vmem_init();
+	plat_mutex_lock(&arena_list_lock);
+	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next)
+		func(v, arg);
+	plat_mutex_unlock(&arena_list_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Consistency checking. */
+
+static int
+check_fail(vmem_t *vmp, const vseg_t *s, const char *what)
+{
+	char detail[160];
+
+	vmem_snprintf(detail, sizeof (detail), "%s", what);
+	plat_mutex_unlock(&vmp->lock);
+	vmem_error_report(VMEM_E_CORRUPT, 0, "vmem_check", vmp, NULL,
+	    s != NULL ? s->start : 0, s != NULL ? s->size : 0, "%s", detail);
+	return -1;
+}
+
+int
+vmem_check(vmem_t *vmp)
+{
+	size_t total = 0, import = 0, inuse = 0, nalloc = 0, nfree = 0;
+	size_t nspans = 0, nhash = 0, nlisted = 0;
+	uintptr_t *starts = NULL;
+	bool rotor_seen = false;
+
+	plat_mutex_lock(&vmp->lock);
+	/* Address list: spans tiled exactly by ALLOC/FREE segments. */
+	for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; ) {
+		vseg_t *span = s;
+		uintptr_t next = span->start;
+		bool all_free = true;
+
+		if (span->type != SEG_SPAN)
+			return check_fail(vmp, s, "segment outside a span");
+		if (span->size == 0 || span->start == 0 ||
+		    seg_last(span) < span->start)
+			return check_fail(vmp, s, "bad span bounds");
+		nspans++;
+		total += span->size;
+		if (span->imported)
+			import += span->size;
+		if (span == vmp->rotor)
+			rotor_seen = true;
+		for (s = span->anext; s->type == SEG_ALLOC ||
+		    s->type == SEG_FREE; s = s->anext) {
+			if (s->aprev->anext != s || s->anext->aprev != s)
+				return check_fail(vmp, s,
+				    "address list links broken");
+			if (s->start != next || s->size == 0 ||
+			    (s->start & (vmp->quantum - 1)) ||
+			    (s->size & (vmp->quantum - 1)))
+				return check_fail(vmp, s,
+				    "segments do not tile the span");
+			if (s == vmp->rotor)
+				rotor_seen = true;
+			next = s->start + s->size;
+			if (s->type == SEG_FREE) {
+				unsigned c = size_class(s->size >> vmp->qshift);
+				if (s->aprev->type == SEG_FREE)
+					return check_fail(vmp, s,
+					    "adjacent free segments not coalesced");
+				if (s->cls != c)
+					return check_fail(vmp, s,
+					    "free segment in the wrong class");
+				if (vmp->cmax[c] < s->size)
+					return check_fail(vmp, s,
+					    "class size bound too small");
+				nfree++;
+				continue;
+			}
+			vseg_t *h = vmp->hash[hash_index(vmp, s->start)];
+			while (h != NULL && h != s)
+				h = h->knext;
+			if (h == NULL)
+				return check_fail(vmp, s,
+				    "allocated segment not in the hash");
+			all_free = false;
+			nalloc++;
+			inuse += s->size;
+		}
+		if (next != span->start + span->size)
+			return check_fail(vmp, span, "span not fully tiled");
+		if (span->imported && all_free)
+			return check_fail(vmp, span,
+			    "free imported span not released");
+	}
+	/* Span list matches the spans on the address list. */
+	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
+		if (sp->type != SEG_SPAN)
+			return check_fail(vmp, sp, "span list holds a non-span");
+		nlisted++;
+	}
+	if (nlisted != nspans || nspans != vmp->nspans)
+		return check_fail(vmp, NULL, "span count mismatch");
+	/* Spans must not overlap (sorted copy). */
+	if (nspans > 1) {
+		size_t page = plat_pagesize(), i = 0;
+		size_t bytes = (nspans * 2 * sizeof (uintptr_t) + page - 1) &
+		    ~(page - 1);
+		starts = plat_pages_alloc(bytes);
+		if (starts != NULL) {
+			for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
+			    sp = sp->knext, i++) {
+				starts[2 * i] = sp->start;
+				starts[2 * i + 1] = seg_last(sp);
+			}
+			/* Insertion sort by start on pairs: checker, not hot. */
+			for (size_t a = 1; a < nspans; a++) {
+				uintptr_t k0 = starts[2 * a], k1 = starts[2 * a + 1];
+				size_t b = a;
+				while (b > 0 && starts[2 * (b - 1)] > k0) {
+					starts[2 * b] = starts[2 * (b - 1)];
+					starts[2 * b + 1] = starts[2 * (b - 1) + 1];
+					b--;
+				}
+				starts[2 * b] = k0;
+				starts[2 * b + 1] = k1;
+				if (nspans > 4096)
+					break; /* quadratic beyond this */
+			}
+			bool overlap = false;
+			if (nspans <= 4096)
+				for (size_t a = 1; a < nspans; a++)
+					if (starts[2 * a] <= starts[2 * a - 1])
+						overlap = true;
+			plat_pages_free(starts, bytes);
+			if (overlap)
+				return check_fail(vmp, NULL, "spans overlap");
+		}
+	}
+	/* Freelists and bitmap. */
+	for (unsigned c = 0; c < NCLASS; c++) {
+		bool bit = (vmp->freemap[c / 64] >> (c % 64)) & 1;
+		if (bit != (vmp->freelist[c] != NULL))
+			return check_fail(vmp, vmp->freelist[c],
+			    "bitmap disagrees with freelist");
+		for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
+			if (s->type != SEG_FREE || s->cls != c)
+				return check_fail(vmp, s,
+				    "freelist holds a segment of another kind");
+			if (s->knext != NULL && s->knext->kprev != s)
+				return check_fail(vmp, s, "freelist links broken");
+			nlisted++;
+		}
+	}
+	if (nlisted - nspans != nfree || nfree != vmp->nfree)
+		return check_fail(vmp, NULL, "free segment count mismatch");
+	/* Hash: exactly the allocated segments, each in its bucket. */
+	for (size_t h = 0; h < vmp->hash_size; h++)
+		for (vseg_t *s = vmp->hash[h]; s != NULL; s = s->knext) {
+			if (s->type != SEG_ALLOC || hash_index(vmp, s->start) != h)
+				return check_fail(vmp, s, "hash chain corrupt");
+			nhash++;
+		}
+	if (nhash != nalloc || nhash != vmp->hash_count || nalloc != vmp->nalloc)
+		return check_fail(vmp, NULL, "hash count mismatch");
+	/* Accounting. */
+	if (total != vmp->mem_total || import != vmp->mem_import ||
+	    inuse != vmp->mem_inuse)
+		return check_fail(vmp, NULL, "span or in-use accounting wrong");
+	if (vmp->st_alloc - vmp->st_free != nalloc)
+		return check_fail(vmp, NULL,
+		    "alloc - free statistics disagree with live segments");
+	if (vmp->rotor != NULL && !rotor_seen)
+		return check_fail(vmp, NULL, "rotor points to a dead segment");
+	if (vmp->tag_nfree > vmp->tags_owned ||
+	    vmp->tags_owned != vmp->tag_nfree + nspans + nalloc + nfree)
+		return check_fail(vmp, NULL, "boundary tag accounting wrong");
+	plat_mutex_unlock(&vmp->lock);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Fork: hold every lock across fork() so the child inherits a sane state. */
+
+static void
+fork_prepare(void)
+{
+	plat_mutex_lock(&arena_list_lock);
+	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next)
+		plat_mutex_lock(&v->lock);
+	plat_mutex_lock(&tagpool_lock);
+}
+
+static void
+fork_release(void)
+{
+	plat_mutex_unlock(&tagpool_lock);
+	for (vmem_t *v = arena_list_tail; v != NULL; v = v->list_prev)
+		plat_mutex_unlock(&v->lock);
+	plat_mutex_unlock(&arena_list_lock);
+}
+
+static void fork_parent(void) { fork_release(); }
+static void fork_child(void) { fork_release(); }
