@@ -159,6 +159,7 @@ typedef struct options {
 	int callgrind;          /* one run, in process, one impl */
 	enum impl impl;
 	const char *instr_file;
+	const char *json_out;    /* also write JSON here */
 	int selected[NWORKLOADS];
 } options_t;
 
@@ -1048,23 +1049,23 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 	    " ratio column compares 2 threads.\n", o->runs);
 }
 
-static void json_result(const row_t *row, enum impl i)
+static void json_result(FILE *out, const row_t *row, enum impl i)
 {
 	const result_t *r = &row->res[i];
-	printf("\"%s\": {\"ok\": %s", impl_name[i], r->ok ? "true" : "false");
+	fprintf(out, "\"%s\": {\"ok\": %s", impl_name[i], r->ok ? "true" : "false");
 	if (r->ok) {
-		printf(", \"ns_per_op\": %.2f, \"ns_runs\": [", row_ns(row, i));
+		fprintf(out, ", \"ns_per_op\": %.2f, \"ns_runs\": [", row_ns(row, i));
 		for (int k = 0; k < r->runs; k++)
-			printf("%s%.2f", k ? ", " : "", r->ns[k]);
-		printf("]");
+			fprintf(out, "%s%.2f", k ? ", " : "", r->ns[k]);
+		fprintf(out, "]");
 		if (row->w->kind == K_THREADS)
-			printf(", \"ns_per_op_2t\": %.2f, \"scaling_2t_1t\": %.3f",
+			fprintf(out, ", \"ns_per_op_2t\": %.2f, \"scaling_2t_1t\": %.3f",
 			    row_ns2(row, i), row_scaling(row, i));
 		if (row->w->kind == K_FREEALL)
-			printf(", \"alloc_ns_per_op\": %.2f, \"hash_buckets\": %llu",
+			fprintf(out, ", \"alloc_ns_per_op\": %.2f, \"hash_buckets\": %llu",
 			    median(r->alloc_ns, r->runs),
 			    (unsigned long long)r->hash_buckets);
-		printf(", \"ops_per_run\": %llu, \"fails\": %llu, "
+		fprintf(out, ", \"ops_per_run\": %llu, \"fails\": %llu, "
 		    "\"qcache_alloc\": %llu, \"baseline_rss_kb\": %ld, "
 		    "\"peak_rss_kb\": %ld", (unsigned long long)r->ops,
 		    (unsigned long long)r->fails,
@@ -1072,30 +1073,31 @@ static void json_result(const row_t *row, enum impl i)
 		    r->peak_rss_kb);
 	}
 	if (row->instr[i] >= 0)
-		printf(", \"instr_per_op\": %.1f", row->instr[i]);
+		fprintf(out, ", \"instr_per_op\": %.1f", row->instr[i]);
 	if (r->note[0])
-		printf(", \"note\": \"%s\"", r->note);
-	printf("}");
+		fprintf(out, ", \"note\": \"%s\"", r->note);
+	fprintf(out, "}");
 }
 
-static void print_json(const row_t *rows, size_t n, const options_t *o)
+static void print_json(FILE *out, const row_t *rows, size_t n,
+    const options_t *o)
 {
-	printf("{\"runs\": %d, \"workloads\": [\n", o->runs);
+	fprintf(out, "{\"runs\": %d, \"workloads\": [\n", o->runs);
 	for (size_t k = 0; k < n; k++) {
 		const row_t *row = &rows[k];
 		int met = row_met(rows, n, row);
-		printf("  {\"id\": \"%s\", \"what\": \"%s\", \"target\": \"%s\", "
+		fprintf(out, "  {\"id\": \"%s\", \"what\": \"%s\", \"target\": \"%s\", "
 		    "\"met\": %s", row->w->id, row->w->what, row->w->target_text,
 		    met < 0 ? "null" : met ? "true" : "false");
 		for (int i = 0; i < NIMPL; i++) {
 			if (!row->have[i])
 				continue;
-			printf(", ");
-			json_result(row, (enum impl)i);
+			fprintf(out, ", ");
+			json_result(out, row, (enum impl)i);
 		}
-		printf("}%s\n", k + 1 < n ? "," : "");
+		fprintf(out, "}%s\n", k + 1 < n ? "," : "");
 	}
-	printf("]}\n");
+	fprintf(out, "]}\n");
 }
 
 /* Lines "ID IMPL INSTR_PER_OP" written by scripts/bench.sh. */
@@ -1134,6 +1136,7 @@ static void usage(FILE *out)
 	    "                 requests; W7: live allocations = frees)\n"
 	    "  --runs N       runs per figure, median reported (default %d)\n"
 	    "  --json         JSON instead of a markdown table\n"
+	    "  --json-out F   also write the JSON to F\n"
 	    "  --ext          also jemalloc and mimalloc (dlopen, if installed)\n"
 	    "  --instr-file F instructions/op lines \"ID IMPL N\" for the table\n"
 	    "  --no-fork      run in this process (peak RSS is then shared)\n"
@@ -1167,6 +1170,9 @@ static int parse_args(int argc, char **argv, options_t *o)
 			}
 		} else if (strcmp(a, "--instr-file") == 0 && val) {
 			o->instr_file = val;
+			i++;
+		} else if (strcmp(a, "--json-out") == 0 && val) {
+			o->json_out = val;
 			i++;
 		} else if (strcmp(a, "--impl") == 0 && val) {
 			int found = 0;
@@ -1297,8 +1303,17 @@ int main(int argc, char **argv)
 	}
 	if (o.instr_file)
 		load_instr(rows, n, o.instr_file);
+	if (o.json_out != NULL) {
+		FILE *f = fopen(o.json_out, "w");
+		if (f == NULL) {
+			perror(o.json_out);
+			return 1;
+		}
+		print_json(f, rows, n, &o);
+		fclose(f);
+	}
 	if (o.json)
-		print_json(rows, n, &o);
+		print_json(stdout, rows, n, &o);
 	else
 		print_markdown(rows, n, &o);
 	return 0;
