@@ -17,7 +17,7 @@ run_build() { # dir, extra cmake args..., -- ctest args...
   [ $# -gt 0 ] && shift
   ctest_args=("$@")
   echo "=== build $dir ${cmake_args[*]}"
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cmake_args[@]}" >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMEM_BUILD_TESTS=ON "${cmake_args[@]}" >/dev/null
   cmake --build "$dir" -j "$jobs" >/dev/null
   echo "=== test $dir"
   (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]}")

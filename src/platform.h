@@ -41,6 +41,8 @@ void plat_cond_broadcast(plat_cond_t *c);
 /* The CPU the caller runs on (a hint: it may change at once), and how many. */
 unsigned plat_cpu_id(void);
 unsigned plat_ncpus(void);
+/* How plat_cpu_id() finds the CPU ("rseq", "sched_getcpu", ...). */
+const char *plat_cpu_id_method(void);
 
 /*
  * Memory for the library's own metadata (boundary tags, hash tables, arena

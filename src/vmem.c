@@ -155,7 +155,8 @@ struct vmem {
 	size_t nspans, nalloc, nfree;
 	uint64_t st_alloc, st_free, st_wait, st_fail, st_lookup, st_search;
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
-	uint64_t st_qalloc, st_qfree;
+	/* Counted outside the lock: the quantum-cache path never takes it. */
+	atomic_uint_fast64_t st_qalloc, st_qfree;
 
 	vmem_t *list_next, *list_prev;
 };
@@ -997,8 +998,13 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	size_t unit = srcq > vmp->quantum ? srcq : vmp->quantum;
 	size_t size = r->size, pad = 0;
 
-	if (r->align > vmp->quantum && !(vmp->cflags & VMC_XALIGN))
-		pad = r->align - vmp->quantum;
+	/*
+	 * Pad so that any placement of the span can hold the request. An
+	 * import function that aligns (VMC_XALIGN) needs only the phase.
+	 */
+	if (r->align > vmp->quantum)
+		pad = (vmp->cflags & VMC_XALIGN) ? r->phase :
+		    r->align - vmp->quantum;
 	if (size + pad < size)
 		return false;
 	size += pad;
@@ -1168,6 +1174,12 @@ qcache_reap_arena(vmem_t *vmp)
 {
 	for (unsigned i = 0; i < vmp->nqcache; i++)
 		qcache_ops->reap(vmp->qcache[i]);
+}
+
+void
+vmem_reap(vmem_t *vmp)
+{
+	qcache_reap_arena(vmp);
 }
 
 static void
@@ -1355,9 +1367,13 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 	}
 	if (err != 0) {
 		plat_mutex_unlock(&vmp->lock);
-		vmem_error_report(err, 0, call, vmp, NULL, addr, size,
-		    "%s%s%lu", vmem_strerror(err),
-		    found ? " (segment size " : "", (unsigned long)found);
+		if (found != 0)
+			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+			    "%s (segment size %lu)", vmem_strerror(err),
+			    (unsigned long)found);
+		else
+			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+			    "%s", vmem_strerror(err));
 		return;
 	}
 	(void)hash_unlink(vmp, slot);
@@ -1379,11 +1395,9 @@ qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
 	void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >> vmp->qshift],
 	    vmflag);
 
-	if (p != NULL) {
-		plat_mutex_lock(&vmp->lock);
-		vmp->st_qalloc++;
-		plat_mutex_unlock(&vmp->lock);
-	}
+	if (p != NULL)
+		atomic_fetch_add_explicit(&vmp->st_qalloc, 1,
+		    memory_order_relaxed);
 	return p;
 }
 
@@ -1391,9 +1405,7 @@ static void
 qcache_free(vmem_t *vmp, void *addr, size_t size)
 {
 	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
-	plat_mutex_lock(&vmp->lock);
-	vmp->st_qfree++;
-	plat_mutex_unlock(&vmp->lock);
+	atomic_fetch_add_explicit(&vmp->st_qfree, 1, memory_order_relaxed);
 }
 
 static size_t
@@ -1478,18 +1490,19 @@ round_size(const vmem_t *vmp, size_t size, size_t *out)
 	return true;
 }
 
+/* vmp is NULL when checking vmem_create's span before the arena exists. */
 static bool
-span_valid(vmem_t *vmp, uintptr_t base, size_t size, const char *call)
+span_valid(vmem_t *vmp, const char *name, size_t quantum, uintptr_t base,
+    size_t size, const char *call)
 {
-	if (size == 0 || (base & (vmp->quantum - 1)) ||
-	    (size & (vmp->quantum - 1))) {
-		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, NULL, base,
+	if (size == 0 || (base & (quantum - 1)) || (size & (quantum - 1))) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, name, base,
 		    size, "span not aligned to the quantum %lu",
-		    (unsigned long)vmp->quantum);
+		    (unsigned long)quantum);
 		return false;
 	}
 	if (base == 0 || base + (size - 1) < base) {
-		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, NULL, base,
+		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, name, base,
 		    size, "span would contain address 0");
 		return false;
 	}
@@ -1553,6 +1566,9 @@ create_common(const char *name, void *base, size_t size, size_t quantum,
 		    "source must come together)", (unsigned long)quantum);
 		return NULL;
 	}
+	if (size != 0 && !span_valid(NULL, name != NULL ? name : "(null)",
+	    quantum, (uintptr_t)base, size, call))
+		return NULL;
 	vmp = plat_pages_alloc(arena_bytes());
 	if (vmp == NULL) {
 		vmem_error_report(VMEM_E_NOMEM, 1, call, NULL, name,
@@ -1617,7 +1633,7 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 	uintptr_t base = (uintptr_t)vaddr;
 
 	(void)vmflag;
-	if (!span_valid(vmp, base, size, "vmem_add"))
+	if (!span_valid(vmp, NULL, vmp->quantum, base, size, "vmem_add"))
 		return NULL;
 	plat_mutex_lock(&vmp->lock);
 	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
@@ -1867,8 +1883,8 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
     void *arg)
 {
 	typedef struct { uintptr_t start; size_t size; } item_t;
-	item_t *items = NULL;
-	size_t n = 0, cap = 0, bytes = 0, page = plat_pagesize();
+	item_t local[64], *items = local;
+	size_t n = 0, cap = 64, bytes = 0, page = plat_pagesize();
 
 	if (!((unsigned)typemask & VMEM_REENTRANT)) {
 		plat_mutex_lock(&vmp->lock);
@@ -1901,7 +1917,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 			break;
 		}
 		plat_mutex_unlock(&vmp->lock);
-		if (cap != 0)
+		if (items != local)
 			plat_pages_free(items, bytes);
 		bytes = ((need + 16) * sizeof (item_t) + page - 1) & ~(page - 1);
 		items = plat_pages_alloc(bytes);
@@ -1911,7 +1927,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 	}
 	for (size_t i = 0; i < n; i++)
 		func(arg, (void *)items[i].start, items[i].size);
-	if (cap != 0)
+	if (items != local)
 		plat_pages_free(items, bytes);
 }
 
@@ -1962,8 +1978,10 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 	st->contains = vmp->st_contains;
 	st->import = vmp->st_import;
 	st->release = vmp->st_release;
-	st->qcache_alloc = vmp->st_qalloc;
-	st->qcache_free = vmp->st_qfree;
+	st->qcache_alloc = atomic_load_explicit(&vmp->st_qalloc,
+	    memory_order_relaxed);
+	st->qcache_free = atomic_load_explicit(&vmp->st_qfree,
+	    memory_order_relaxed);
 	st->nspans = vmp->nspans;
 	st->nalloc_segs = vmp->nalloc;
 	st->nfree_segs = vmp->nfree;
@@ -2008,7 +2026,7 @@ vmem_check(vmem_t *vmp)
 {
 	size_t total = 0, import = 0, inuse = 0, nalloc = 0, nfree = 0;
 	size_t nspans = 0, nhash = 0, nlisted = 0;
-	uintptr_t *starts = NULL;
+	uintptr_t local[2 * 32], *starts = NULL;
 	bool rotor_seen = false;
 
 	plat_mutex_lock(&vmp->lock);
@@ -2085,7 +2103,7 @@ vmem_check(vmem_t *vmp)
 		size_t page = plat_pagesize(), i = 0;
 		size_t bytes = (nspans * 2 * sizeof (uintptr_t) + page - 1) &
 		    ~(page - 1);
-		starts = plat_pages_alloc(bytes);
+		starts = nspans <= 32 ? local : plat_pages_alloc(bytes);
 		if (starts != NULL) {
 			for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
 			    sp = sp->knext, i++) {
@@ -2111,7 +2129,8 @@ vmem_check(vmem_t *vmp)
 				for (size_t a = 1; a < nspans; a++)
 					if (starts[2 * a] <= starts[2 * a - 1])
 						overlap = true;
-			plat_pages_free(starts, bytes);
+			if (starts != local)
+				plat_pages_free(starts, bytes);
 			if (overlap)
 				return check_fail(vmp, NULL, "spans overlap");
 		}

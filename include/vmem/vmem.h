@@ -241,6 +241,13 @@ typedef struct vmem_qcache_ops {
 } vmem_qcache_ops_t;
 void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
 
+/*
+ * Empty the arena's quantum caches back into it (what an allocation about
+ * to fail does by itself), so that imported spans can go back to the
+ * source. No effect on an arena without quantum caches.
+ */
+void vmem_reap(vmem_t *vmp);
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,12 +107,81 @@ plat_cond_timedwait(plat_cond_t *c, plat_mutex_t *m, unsigned timeout_ms)
 	plat_mutex_lock(m);
 }
 
-unsigned
-plat_cpu_id(void)
+/*
+ * The CPU id. glibc (2.35 and later) registers a restartable-sequences
+ * area for every thread and exports its offset from the thread pointer;
+ * the kernel keeps its cpu_id field current, so reading it costs one load
+ * instead of a vDSO call. When rseq is not registered (older glibc, the
+ * glibc.pthread.rseq=0 tunable, valgrind) cpu_id is negative and we fall
+ * back to sched_getcpu(). VMEM_NO_RSEQ=1 in the environment forces the
+ * fallback (to measure it).
+ */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+#include <sys/rseq.h>
+#define PLAT_HAVE_RSEQ 1
+#endif
+
+static int plat_rseq_mode; /* 0 unknown, 1 rseq, 2 sched_getcpu */
+
+static unsigned
+plat_cpu_id_getcpu(void)
 {
 	int cpu = sched_getcpu();
 
 	return cpu < 0 ? 0 : (unsigned)cpu;
+}
+
+#ifdef PLAT_HAVE_RSEQ
+static int
+plat_rseq_choose(void)
+{
+	const char *env = getenv("VMEM_NO_RSEQ");
+	int mode = 2;
+
+	if ((env == NULL || env[0] == '\0' || env[0] == '0') &&
+	    __rseq_size >= 8)
+		mode = 1;
+	__atomic_store_n(&plat_rseq_mode, mode, __ATOMIC_RELAXED);
+	return mode;
+}
+#endif
+
+unsigned
+plat_cpu_id(void)
+{
+#ifdef PLAT_HAVE_RSEQ
+	int mode = __atomic_load_n(&plat_rseq_mode, __ATOMIC_RELAXED);
+
+	if (mode == 0)
+		mode = plat_rseq_choose();
+	if (mode == 1) {
+		const struct rseq *rs = (const struct rseq *)(const void *)
+		    ((const char *)__builtin_thread_pointer() + __rseq_offset);
+		int32_t cpu = (int32_t)__atomic_load_n(&rs->cpu_id,
+		    __ATOMIC_RELAXED);
+		if (cpu >= 0)
+			return (unsigned)cpu;
+	}
+#endif
+	return plat_cpu_id_getcpu();
+}
+
+const char *
+plat_cpu_id_method(void)
+{
+#ifdef PLAT_HAVE_RSEQ
+	int mode = __atomic_load_n(&plat_rseq_mode, __ATOMIC_RELAXED);
+	const struct rseq *rs;
+
+	if (mode == 0)
+		mode = plat_rseq_choose();
+	rs = (const struct rseq *)(const void *)
+	    ((const char *)__builtin_thread_pointer() + __rseq_offset);
+	if (mode == 1 && (int32_t)__atomic_load_n(&rs->cpu_id,
+	    __ATOMIC_RELAXED) >= 0)
+		return "rseq";
+#endif
+	return "sched_getcpu";
 }
 
 unsigned

@@ -1,0 +1,1838 @@
+/*
+ * Object caches with magazines (Bonwick 1994; Bonwick & Adams 2001).
+ *
+ * Problem: hand out fixed-size buffers fast on many CPUs, keep constructed
+ * objects for reuse, and give memory back to the arena when it idles.
+ *
+ * Layers, top to bottom:
+ *  - CPU layer: per CPU slot a "loaded" and a "previous" magazine (arrays
+ *    of buffer pointers) and their round counts. Allocation pops from
+ *    loaded, else swaps with previous if that one is full; free pushes to
+ *    loaded, else swaps with previous if that one is empty. Only when both
+ *    fail does the slot go to the depot. Each slot has its own spin lock
+ *    (an atomic flag, one atomic exchange per operation): the CPU id is
+ *    only a hint (a thread may migrate at any time), the lock makes any
+ *    thread on any slot correct. A busy slot is skipped for the next one.
+ *  - Depot: lists of full and of empty magazines under one mutex, each with
+ *    working-set tracking: the lowest length seen during the current
+ *    interval; at the end of an interval (kmem_cache_update) that minimum
+ *    becomes the number of magazines that stayed idle, which is what
+ *    kmem_reap() frees. A busy depot lock is counted; an interval with
+ *    contention above a threshold grows the magazine size (all magazines
+ *    are purged and the size changed with every slot lock held).
+ *  - Slab layer: slabs of slabsize bytes from the cache's arena, cut into
+ *    chunks. All bookkeeping is outside the buffers: a slab record with a
+ *    bitmap of free chunks (and, when debugging, a bitmap of chunks held by
+ *    callers), found from a buffer address through a hash keyed by the
+ *    slab's first "block" (address >> blockshift, blocks no larger than a
+ *    slab, so a buffer's slab starts in its own block or up to maxback
+ *    blocks before). So KMC_NOTOUCH caches (quantum caches, simulated
+ *    address spaces) never dereference a buffer.
+ *
+ * Constructed state lives in the magazine layer (illumos semantics since
+ * 2001): the constructor runs when a buffer leaves the slab layer, the
+ * destructor when it returns to it. With KMF_DEADBEEF the magazines hold
+ * poisoned, unconstructed buffers instead and every alloc/free constructs
+ * and destroys.
+ *
+ * Every free checks that the buffer is a chunk of one of the cache's slabs
+ * (wrong-cache frees are reported, in release builds too); KMF_DOUBLEFREE
+ * also tracks which chunks callers hold.
+ *
+ * Locking order: slab_lock -> slot locks (ascending index) -> depot lock
+ * -> meta_lock -> kmeta's lock. The slab hash is changed only with
+ * slab_lock and every slot lock held, so holding either one slot lock or
+ * slab_lock is enough to read it. No cache lock is held across a call into
+ * vmem, a constructor, destructor or reclaim callback, or an error report.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#include "kmem_impl.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "qcache.h"
+
+#define KMEM_ALIGN_DEFAULT 8
+#define KMEM_REDZONE_BYTES 8
+#define KMEM_CONTENTION_LIMIT 3 /* depot contention per interval to grow */
+#define KMEM_DEADBEEF_WORD 0xdeadbeefdeadbeefULL
+#define KMEM_REDZONE_BYTE 0xfe
+#define KMEM_CACHELINE 64
+
+/* Magazine sizes a cache may use (rounds), grown in this order. */
+static const unsigned kmem_magsizes[] = { 1, 3, 7, 15, 31, 63, 127, 255 };
+#define KMEM_NMAGSIZES (sizeof (kmem_magsizes) / sizeof (kmem_magsizes[0]))
+
+typedef struct kmag {
+	struct kmag *next;
+	size_t cap;
+	void *round[];
+} kmag_t;
+
+typedef struct kmaglist {
+	kmag_t *head;
+	size_t count;
+	size_t min;       /* lowest count in the current interval */
+	size_t reaplimit; /* idle through the last interval: may be reaped */
+} kmaglist_t;
+
+typedef struct kcpu {
+	atomic_int lock;
+	unsigned magsize;   /* 0: no magazines */
+	unsigned rounds;    /* in loaded */
+	unsigned prounds;   /* in prev: 0 or magsize */
+	kmag_t *loaded;
+	kmag_t *prev;
+	uint64_t alloc;     /* served here */
+	uint64_t free;      /* taken here */
+} kcpu_t;
+
+typedef struct kslab {
+	struct kslab *next, *prevp; /* on partial, complete or no list */
+	struct kslab *hnext;        /* hash chain */
+	uintptr_t base;
+	uintptr_t block;            /* base >> blockshift */
+	uint32_t nfree;
+	uint32_t hint;              /* no free chunk in words below */
+	int list;
+	uint64_t *freemap;          /* 1 = chunk free in the slab */
+	_Atomic uint64_t *usermap;  /* KMF_DOUBLEFREE: 1 = held by a caller */
+	size_t recsize;
+} kslab_t;
+
+enum { SL_NONE, SL_PARTIAL, SL_COMPLETE };
+
+struct kmem_cache {
+	char name[KMEM_CACHE_NAMELEN];
+	size_t bufsize, chunk, align, slabsize;
+	uint32_t nbufs, nwords;
+	unsigned blockshift, maxback;
+	unsigned chunkshift;       /* log2(chunk) if a power of two, else 0 */
+	uint64_t chunkrecip;       /* for offset / chunk when not */
+	unsigned recipshift;
+	int cflags, debug;
+	int mag_constructed;       /* magazine rounds are constructed */
+	int use_xalloc;
+	int (*ctor)(void *, void *, int);
+	void (*dtor)(void *, void *);
+	void (*reclaim)(void *);
+	void *priv;
+	vmem_t *vmp;
+
+	/* CPU layer */
+	unsigned ncpu;
+	char *cpumem;              /* ncpu slots of KMEM_CACHELINE multiples */
+	size_t cpustride, cpumem_bytes;
+
+	/* Depot */
+	plat_mutex_t depot_lock;
+	atomic_int depot_busy;
+	kmaglist_t full, empty;
+	unsigned magsize;
+	unsigned magidx;
+	uint64_t contention, contention_mark;
+	uint64_t depot_alloc, depot_free, mag_resize;
+
+	/* Slab layer */
+	plat_mutex_t slab_lock;
+	kslab_t partial, complete; /* sentinels */
+	kslab_t *spare;            /* one empty slab kept */
+	size_t nslabs;
+	size_t out;                /* chunks out of the slab layer */
+	uint64_t slab_alloc, slab_free, slab_create, slab_destroy;
+	uint64_t direct_alloc, direct_free, alloc_fail, reaps;
+	kslab_t **hash;
+	size_t hashsize;           /* power of two */
+	unsigned hashshift;
+
+	/* Bookkeeping accounts */
+	plat_mutex_t meta_lock;
+	size_t meta_bytes;
+	void (*charge)(void *, long);
+	void *charge_arg;
+
+	atomic_uint_fast64_t construct, destruct;
+
+	kmem_cache_t *gnext, *gprevp;
+	size_t selfsize;
+};
+
+/* The list of all caches. */
+static plat_mutex_t kmem_list_lock;
+static kmem_cache_t *kmem_list_head, *kmem_list_tail;
+static atomic_int kmem_init_state;
+static int kmem_default_debug;
+
+static void
+kmem_global_init(void)
+{
+	int expected = 0;
+
+	if (atomic_load_explicit(&kmem_init_state, memory_order_acquire) == 2)
+		return;
+	if (atomic_compare_exchange_strong(&kmem_init_state, &expected, 1)) {
+		plat_mutex_init(&kmem_list_lock);
+		atomic_store_explicit(&kmem_init_state, 2,
+		    memory_order_release);
+		return;
+	}
+	while (atomic_load_explicit(&kmem_init_state,
+	    memory_order_acquire) != 2)
+		continue;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small helpers */
+
+static int
+is_pow2(size_t x)
+{
+	return x != 0 && (x & (x - 1)) == 0;
+}
+
+static unsigned
+log2_floor(size_t x)
+{
+	unsigned n = 0;
+
+	while (x > 1) {
+		x >>= 1;
+		n++;
+	}
+	return n;
+}
+
+static size_t
+pow2_ceil(size_t x)
+{
+	size_t p = 1;
+
+	while (p < x)
+		p <<= 1;
+	return p;
+}
+
+static unsigned
+first_set(uint64_t w)
+{
+#if defined(__GNUC__)
+	return (unsigned)__builtin_ctzll(w);
+#else
+	unsigned n = 0;
+
+	while (!(w & 1)) {
+		w >>= 1;
+		n++;
+	}
+	return n;
+#endif
+}
+
+/* Bookkeeping accounts; the charge hook runs with meta_lock held. */
+static void
+meta_account(kmem_cache_t *cp, long delta)
+{
+	plat_mutex_lock(&cp->meta_lock);
+	cp->meta_bytes = (size_t)((long)cp->meta_bytes + delta);
+	if (cp->charge != NULL)
+		cp->charge(cp->charge_arg, delta);
+	plat_mutex_unlock(&cp->meta_lock);
+}
+
+static void *
+meta_alloc(kmem_cache_t *cp, size_t size)
+{
+	void *p = kmeta_alloc(size);
+
+	if (p != NULL)
+		meta_account(cp, (long)kmeta_size(size));
+	return p;
+}
+
+static void
+meta_free(kmem_cache_t *cp, void *p, size_t size)
+{
+	if (p == NULL)
+		return;
+	kmeta_free(p, size);
+	meta_account(cp, -(long)kmeta_size(size));
+}
+
+/* ------------------------------------------------------------------ */
+/* Slot locks */
+
+static kcpu_t *
+cpu_slot(kmem_cache_t *cp, unsigned i)
+{
+	return (kcpu_t *)(void *)(cp->cpumem + (size_t)i * cp->cpustride);
+}
+
+static int
+slot_trylock(kcpu_t *c)
+{
+	return atomic_load_explicit(&c->lock, memory_order_relaxed) == 0 &&
+	    atomic_exchange_explicit(&c->lock, 1, memory_order_acquire) == 0;
+}
+
+static void
+slot_lock(kcpu_t *c)
+{
+	while (!slot_trylock(c))
+		continue;
+}
+
+static void
+slot_unlock(kcpu_t *c)
+{
+	atomic_store_explicit(&c->lock, 0, memory_order_release);
+}
+
+/* Lock the slot of the CPU we run on, or the next free one. */
+static kcpu_t *
+cpu_enter(kmem_cache_t *cp)
+{
+	unsigned i = plat_cpu_id();
+
+	if (i >= cp->ncpu)
+		i %= cp->ncpu;
+	for (;;) {
+		kcpu_t *c = cpu_slot(cp, i);
+		if (slot_trylock(c))
+			return c;
+		if (++i == cp->ncpu)
+			i = 0;
+	}
+}
+
+static void
+cpus_lock_all(kmem_cache_t *cp)
+{
+	unsigned i;
+
+	for (i = 0; i < cp->ncpu; i++)
+		slot_lock(cpu_slot(cp, i));
+}
+
+static void
+cpus_unlock_all(kmem_cache_t *cp)
+{
+	unsigned i;
+
+	for (i = 0; i < cp->ncpu; i++)
+		slot_unlock(cpu_slot(cp, i));
+}
+
+static void
+depot_enter(kmem_cache_t *cp)
+{
+	if (atomic_fetch_add_explicit(&cp->depot_busy, 1,
+	    memory_order_relaxed) != 0) {
+		plat_mutex_lock(&cp->depot_lock);
+		cp->contention++;
+		return;
+	}
+	plat_mutex_lock(&cp->depot_lock);
+}
+
+static void
+depot_exit(kmem_cache_t *cp)
+{
+	plat_mutex_unlock(&cp->depot_lock);
+	atomic_fetch_sub_explicit(&cp->depot_busy, 1, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------ */
+/* Slab hash (see the theory statement for who may read and write it) */
+
+static size_t
+hash_index(const kmem_cache_t *cp, uintptr_t block)
+{
+	return (size_t)(((uint64_t)block * 0x9e3779b97f4a7c15ULL) >>
+	    cp->hashshift) & (cp->hashsize - 1);
+}
+
+/* The chunk index of addr in s, or -1 if addr is not a chunk start. */
+static long
+slab_chunk_index(const kmem_cache_t *cp, const kslab_t *s, uintptr_t addr)
+{
+	uintptr_t off = addr - s->base;
+	uint64_t idx;
+
+	if (cp->chunkshift != 0 || cp->chunk == 1)
+		idx = off >> cp->chunkshift;
+	else if (cp->recipshift != 0)
+		idx = ((uint64_t)off * cp->chunkrecip) >> cp->recipshift;
+	else
+		idx = off / cp->chunk;
+	if (idx >= cp->nbufs || idx * cp->chunk != off)
+		return -1;
+	return (long)idx;
+}
+
+/* Find the slab holding addr as a chunk start; *idx gets the chunk. */
+static kslab_t *
+hash_lookup(const kmem_cache_t *cp, uintptr_t addr, long *idx)
+{
+	uintptr_t block = addr >> cp->blockshift;
+	unsigned k;
+
+	for (k = 0; k <= cp->maxback && k <= block; k++) {
+		uintptr_t key = block - k;
+		kslab_t *s;
+
+		for (s = cp->hash[hash_index(cp, key)]; s != NULL;
+		    s = s->hnext) {
+			if (s->block != key)
+				continue;
+			if (addr < s->base || addr - s->base >= cp->slabsize)
+				break; /* the slab starting here is not it */
+			*idx = slab_chunk_index(cp, s, addr);
+			return *idx < 0 ? NULL : s;
+		}
+	}
+	return NULL;
+}
+
+static void
+hash_insert_locked(kslab_t **table, size_t size, unsigned shift, kslab_t *s)
+{
+	size_t i = (size_t)(((uint64_t)s->block * 0x9e3779b97f4a7c15ULL) >>
+	    shift) & (size - 1);
+
+	s->hnext = table[i];
+	table[i] = s;
+}
+
+static void
+hash_remove_locked(kmem_cache_t *cp, kslab_t *s)
+{
+	kslab_t **pp = &cp->hash[hash_index(cp, s->block)];
+
+	while (*pp != s)
+		pp = &(*pp)->hnext;
+	*pp = s->hnext;
+}
+
+/*
+ * Called with slab_lock held: a bigger table when slabs outnumber buckets
+ * twice over. The table is built outside the slot locks and swapped in
+ * under them.
+ */
+static void
+hash_maybe_grow(kmem_cache_t *cp)
+{
+	size_t newsize = cp->hashsize * 4, i;
+	unsigned newshift = cp->hashshift - 2;
+	kslab_t **nt, **old = cp->hash;
+	size_t oldsize = cp->hashsize;
+
+	if (cp->nslabs + 1 <= cp->hashsize * 2)
+		return;
+	nt = meta_alloc(cp, newsize * sizeof (kslab_t *));
+	if (nt == NULL)
+		return; /* longer chains, still correct */
+	cpus_lock_all(cp);
+	for (i = 0; i < oldsize; i++) {
+		kslab_t *s = old[i];
+		while (s != NULL) {
+			kslab_t *next = s->hnext;
+			hash_insert_locked(nt, newsize, newshift, s);
+			s = next;
+		}
+	}
+	cp->hash = nt;
+	cp->hashsize = newsize;
+	cp->hashshift = newshift;
+	cpus_unlock_all(cp);
+	meta_free(cp, old, oldsize * sizeof (kslab_t *));
+}
+
+/* ------------------------------------------------------------------ */
+/* Slab layer */
+
+static void
+slist_init(kslab_t *head)
+{
+	head->next = head->prevp = head;
+}
+
+static void
+slist_remove(kslab_t *s)
+{
+	if (s->list == SL_NONE)
+		return;
+	s->prevp->next = s->next;
+	s->next->prevp = s->prevp;
+	s->list = SL_NONE;
+}
+
+static void
+slist_add(kmem_cache_t *cp, kslab_t *s, int list)
+{
+	kslab_t *head = list == SL_PARTIAL ? &cp->partial : &cp->complete;
+
+	slist_remove(s);
+	s->next = head->next;
+	s->prevp = head;
+	head->next->prevp = s;
+	head->next = s;
+	s->list = list;
+}
+
+static int
+kmflag_to_vmflag(int kmflag)
+{
+	return (kmflag & KM_VMFLAGS) & ~VM_PANIC;
+}
+
+static void
+fill_words(void *p, size_t len, uint64_t word)
+{
+	unsigned char *b = p;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8)
+		memcpy(b + i, &word, 8);
+	for (; i < len; i++)
+		b[i] = (unsigned char)(word >> (8 * (i % 8)));
+}
+
+static int
+check_words(const void *p, size_t len, uint64_t word)
+{
+	const unsigned char *b = p;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8)
+		if (memcmp(b + i, &word, 8) != 0)
+			return -1;
+	for (; i < len; i++)
+		if (b[i] != (unsigned char)(word >> (8 * (i % 8))))
+			return -1;
+	return 0;
+}
+
+/* Take a slab from the arena and build its record. No lock held. */
+static kslab_t *
+slab_create(kmem_cache_t *cp, int kmflag)
+{
+	int vmflag = kmflag_to_vmflag(kmflag);
+	size_t words = cp->nwords;
+	size_t rec = sizeof (kslab_t) + words * sizeof (uint64_t) *
+	    ((cp->debug & KMF_DOUBLEFREE) ? 2 : 1);
+	void *mem;
+	kslab_t *s;
+	uint32_t i;
+
+	if (cp->use_xalloc)
+		mem = vmem_xalloc(cp->vmp, cp->slabsize,
+		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, 0, 0,
+		    NULL, NULL, vmflag);
+	else
+		mem = vmem_alloc(cp->vmp, cp->slabsize, vmflag);
+	if (mem == NULL)
+		return NULL;
+	s = meta_alloc(cp, rec);
+	if (s == NULL) {
+		if (cp->use_xalloc)
+			vmem_xfree(cp->vmp, mem, cp->slabsize);
+		else
+			vmem_free(cp->vmp, mem, cp->slabsize);
+		return NULL;
+	}
+	s->recsize = rec;
+	s->base = (uintptr_t)mem;
+	s->block = s->base >> cp->blockshift;
+	s->nfree = cp->nbufs;
+	s->list = SL_NONE;
+	s->freemap = (uint64_t *)(void *)(s + 1);
+	if (cp->debug & KMF_DOUBLEFREE)
+		s->usermap = (_Atomic uint64_t *)(void *)(s->freemap + words);
+	for (i = 0; i < cp->nbufs; i++)
+		s->freemap[i / 64] |= 1ULL << (i % 64);
+	if (cp->debug & KMF_DEADBEEF)
+		fill_words(mem, cp->slabsize, KMEM_DEADBEEF_WORD);
+	return s;
+}
+
+static void
+slab_release(kmem_cache_t *cp, kslab_t *s)
+{
+	if (cp->use_xalloc)
+		vmem_xfree(cp->vmp, (void *)s->base, cp->slabsize);
+	else
+		vmem_free(cp->vmp, (void *)s->base, cp->slabsize);
+	meta_free(cp, s, s->recsize);
+}
+
+/* Called with slab_lock held: make a new slab visible. */
+static void
+slab_publish(kmem_cache_t *cp, kslab_t *s)
+{
+	hash_maybe_grow(cp);
+	cpus_lock_all(cp);
+	hash_insert_locked(cp->hash, cp->hashsize, cp->hashshift, s);
+	cpus_unlock_all(cp);
+	cp->nslabs++;
+	cp->slab_create++;
+	slist_add(cp, s, SL_PARTIAL);
+}
+
+/* Called with slab_lock held: hide a slab about to be released. */
+static void
+slab_unpublish(kmem_cache_t *cp, kslab_t *s)
+{
+	slist_remove(s);
+	cpus_lock_all(cp);
+	hash_remove_locked(cp, s);
+	cpus_unlock_all(cp);
+	cp->nslabs--;
+	cp->slab_destroy++;
+}
+
+/*
+ * Take one chunk from the slab layer (unconstructed). to_user: it goes
+ * straight to a caller (counted, and marked held when debugging).
+ */
+static void *
+slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
+{
+	kslab_t *s;
+	uint32_t w;
+	unsigned bit;
+	uintptr_t buf;
+
+	plat_mutex_lock(&cp->slab_lock);
+	for (;;) {
+		if (cp->partial.next != &cp->partial) {
+			s = cp->partial.next;
+			break;
+		}
+		if (cp->spare != NULL) {
+			s = cp->spare;
+			cp->spare = NULL;
+			slist_add(cp, s, SL_PARTIAL);
+			break;
+		}
+		plat_mutex_unlock(&cp->slab_lock);
+		s = slab_create(cp, kmflag);
+		plat_mutex_lock(&cp->slab_lock);
+		if (s == NULL) {
+			cp->alloc_fail++;
+			plat_mutex_unlock(&cp->slab_lock);
+			return NULL;
+		}
+		slab_publish(cp, s);
+	}
+	for (w = s->hint; s->freemap[w] == 0; w++)
+		continue;
+	s->hint = w;
+	bit = first_set(s->freemap[w]);
+	s->freemap[w] &= ~(1ULL << bit);
+	if (--s->nfree == 0)
+		slist_add(cp, s, SL_COMPLETE);
+	buf = s->base + ((size_t)w * 64 + bit) * cp->chunk;
+	cp->out++;
+	cp->slab_alloc++;
+	if (to_user) {
+		cp->direct_alloc++;
+		if (s->usermap != NULL)
+			atomic_fetch_or_explicit(&s->usermap[w], 1ULL << bit,
+			    memory_order_relaxed);
+	}
+	plat_mutex_unlock(&cp->slab_lock);
+	return (void *)buf;
+}
+
+/*
+ * Return one chunk to the slab layer. from_user: a caller's free (counted;
+ * the caller has already cleared the held bit). Returns 0, or an error code
+ * to report (nothing changed).
+ */
+static int
+slab_free(kmem_cache_t *cp, void *buf, int from_user)
+{
+	kslab_t *s, *victim = NULL;
+	long idx;
+	uint64_t mask;
+
+	plat_mutex_lock(&cp->slab_lock);
+	s = hash_lookup(cp, (uintptr_t)buf, &idx);
+	if (s == NULL) {
+		plat_mutex_unlock(&cp->slab_lock);
+		return KMEM_E_WRONGCACHE;
+	}
+	mask = 1ULL << (idx % 64);
+	if (s->freemap[idx / 64] & mask) {
+		plat_mutex_unlock(&cp->slab_lock);
+		return KMEM_E_DOUBLEFREE;
+	}
+	if (from_user)
+		cp->direct_free++;
+	s->freemap[idx / 64] |= mask;
+	if ((uint32_t)(idx / 64) < s->hint)
+		s->hint = (uint32_t)(idx / 64);
+	cp->out--;
+	cp->slab_free++;
+	if (++s->nfree == cp->nbufs) {
+		slist_remove(s);
+		if (cp->spare == NULL) {
+			cp->spare = s;
+		} else {
+			slab_unpublish(cp, s);
+			victim = s;
+		}
+	} else if (s->list == SL_COMPLETE) {
+		slist_add(cp, s, SL_PARTIAL);
+	}
+	plat_mutex_unlock(&cp->slab_lock);
+	if (victim != NULL)
+		slab_release(cp, victim);
+	return 0;
+}
+
+/* Free the spare empty slab (reaping). */
+static void
+slab_reap_spare(kmem_cache_t *cp)
+{
+	kslab_t *s;
+
+	plat_mutex_lock(&cp->slab_lock);
+	s = cp->spare;
+	cp->spare = NULL;
+	if (s != NULL)
+		slab_unpublish(cp, s);
+	plat_mutex_unlock(&cp->slab_lock);
+	if (s != NULL)
+		slab_release(cp, s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reporting */
+
+static void
+report(kmem_cache_t *cp, int code, const char *call, const void *buf,
+    const char *detail)
+{
+	vmem_error_report(code, code == KMEM_E_LEAK, call, NULL, cp->name,
+	    (uintptr_t)buf, cp->bufsize, "%s", detail);
+}
+
+static void
+report_free_error(kmem_cache_t *cp, int code, const char *call,
+    const void *buf)
+{
+	const char *what = "buffer freed to a cache it does not belong to";
+
+	if (code == KMEM_E_DOUBLEFREE)
+		what = "double free: buffer is already free";
+	report(cp, code, call, buf, what);
+}
+
+/* ------------------------------------------------------------------ */
+/* Constructing and destroying, debug checks */
+
+static int
+construct(kmem_cache_t *cp, void *buf, int kmflag)
+{
+	if (cp->ctor == NULL)
+		return 0;
+	atomic_fetch_add_explicit(&cp->construct, 1, memory_order_relaxed);
+	if (cp->ctor(buf, cp->priv, kmflag) != 0) {
+		atomic_fetch_add_explicit(&cp->destruct, 1,
+		    memory_order_relaxed);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+destruct(kmem_cache_t *cp, void *buf)
+{
+	if (cp->ctor == NULL && cp->dtor == NULL)
+		return;
+	atomic_fetch_add_explicit(&cp->destruct, 1, memory_order_relaxed);
+	if (cp->dtor != NULL)
+		cp->dtor(buf, cp->priv);
+}
+
+/* Debug work on a buffer going to a caller; it is unconstructed if
+ * !mag_constructed or fresh from a slab. */
+static void
+alloc_debug(kmem_cache_t *cp, void *buf)
+{
+	if (cp->debug & KMF_DEADBEEF) {
+		if (check_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD) != 0) {
+			report(cp, KMEM_E_MODIFIED, "kmem_cache_alloc", buf,
+			    "free buffer was modified (use after free)");
+			fill_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD);
+		}
+	}
+	if (cp->debug & KMF_REDZONE)
+		memset((char *)buf + cp->bufsize, KMEM_REDZONE_BYTE,
+		    cp->chunk - cp->bufsize);
+}
+
+/* The chunk's held bit (KMF_DOUBLEFREE), set or cleared. Needs a slot lock
+ * or slab_lock. Returns the old bit, or -1 if buf is not ours. */
+static int
+user_bit(kmem_cache_t *cp, const void *buf, int set)
+{
+	long idx;
+	kslab_t *s = hash_lookup(cp, (uintptr_t)buf, &idx);
+	uint64_t mask, old;
+
+	if (s == NULL)
+		return -1;
+	mask = 1ULL << (idx % 64);
+	if (set)
+		old = atomic_fetch_or_explicit(&s->usermap[idx / 64], mask,
+		    memory_order_relaxed);
+	else
+		old = atomic_fetch_and_explicit(&s->usermap[idx / 64], ~mask,
+		    memory_order_relaxed);
+	return (old & mask) != 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Depot */
+
+static kmag_t *
+maglist_take(kmaglist_t *l)
+{
+	kmag_t *m = l->head;
+
+	if (m == NULL)
+		return NULL;
+	l->head = m->next;
+	if (--l->count < l->min)
+		l->min = l->count;
+	return m;
+}
+
+static void
+maglist_put(kmaglist_t *l, kmag_t *m)
+{
+	m->next = l->head;
+	l->head = m;
+	l->count++;
+}
+
+static size_t
+mag_bytes(size_t cap)
+{
+	return sizeof (kmag_t) + cap * sizeof (void *);
+}
+
+/* Give a magazine's rounds back to the slab layer, then the magazine. */
+static void
+mag_destroy(kmem_cache_t *cp, kmag_t *m, unsigned rounds)
+{
+	unsigned i;
+
+	for (i = 0; i < rounds; i++) {
+		if (cp->mag_constructed)
+			destruct(cp, m->round[i]);
+		(void)slab_free(cp, m->round[i], 0);
+	}
+	meta_free(cp, m, mag_bytes(m->cap));
+}
+
+static void
+magchain_destroy(kmem_cache_t *cp, kmag_t *m, int full)
+{
+	while (m != NULL) {
+		kmag_t *next = m->next;
+		mag_destroy(cp, m, full ? (unsigned)m->cap : 0);
+		m = next;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* CPU layer */
+
+/* Pop a round, going to the depot if needed. Slot lock held. */
+static void *
+mag_pop(kmem_cache_t *cp, kcpu_t *c)
+{
+	kmag_t *full;
+
+	if (c->rounds > 0)
+		return c->loaded->round[--c->rounds];
+	if (c->prounds > 0) {
+		kmag_t *m = c->loaded;
+		c->loaded = c->prev;
+		c->prev = m;
+		c->rounds = c->prounds;
+		c->prounds = 0;
+		return c->loaded->round[--c->rounds];
+	}
+	if (c->magsize == 0)
+		return NULL;
+	depot_enter(cp);
+	full = maglist_take(&cp->full);
+	if (full != NULL) {
+		if (c->prev != NULL)
+			maglist_put(&cp->empty, c->prev);
+		c->prev = c->loaded;
+		c->prounds = 0;
+		c->loaded = full;
+		c->rounds = (unsigned)full->cap;
+		cp->depot_alloc++;
+	}
+	depot_exit(cp);
+	if (full == NULL)
+		return NULL;
+	return c->loaded->round[--c->rounds];
+}
+
+/* Push a round, exchanging with the depot if needed. Slot lock held.
+ * Returns 0 if there was no room and no empty magazine. */
+static int
+mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
+{
+	kmag_t *empty;
+
+	if (c->loaded != NULL && c->rounds < c->magsize) {
+		c->loaded->round[c->rounds++] = buf;
+		return 1;
+	}
+	if (c->prev != NULL && c->prounds == 0) {
+		kmag_t *m = c->loaded;
+		c->loaded = c->prev;
+		c->prev = m;
+		c->prounds = c->rounds;
+		c->rounds = 0;
+		c->loaded->round[c->rounds++] = buf;
+		return 1;
+	}
+	if (c->magsize == 0)
+		return 0;
+	depot_enter(cp);
+	empty = maglist_take(&cp->empty);
+	if (empty != NULL) {
+		if (c->prev != NULL) {
+			maglist_put(&cp->full, c->prev);
+			cp->depot_free++;
+		}
+		c->prev = c->loaded;
+		c->prounds = c->rounds;
+		c->loaded = empty;
+		c->rounds = 0;
+	}
+	depot_exit(cp);
+	if (empty == NULL)
+		return 0;
+	c->loaded->round[c->rounds++] = buf;
+	return 1;
+}
+
+/* Put a new empty magazine in the depot. 0 if magazines are off or there
+ * is no memory. No lock held. */
+static int
+depot_add_empty(kmem_cache_t *cp)
+{
+	unsigned size;
+	kmag_t *m;
+
+	depot_enter(cp);
+	size = cp->magsize;
+	depot_exit(cp);
+	if (size == 0)
+		return 0;
+	m = meta_alloc(cp, mag_bytes(size));
+	if (m == NULL)
+		return 0;
+	m->cap = size;
+	depot_enter(cp);
+	if (cp->magsize == size) {
+		maglist_put(&cp->empty, m);
+		m = NULL;
+	}
+	depot_exit(cp);
+	if (m != NULL)
+		meta_free(cp, m, mag_bytes(size));
+	return 1;
+}
+
+/* Detach a slot's magazines; slot lock held. */
+typedef struct kdetached {
+	kmag_t *loaded, *prev;
+	unsigned rounds, prounds;
+} kdetached_t;
+
+static void
+slot_detach(kcpu_t *c, kdetached_t *d)
+{
+	d->loaded = c->loaded;
+	d->prev = c->prev;
+	d->rounds = c->rounds;
+	d->prounds = c->prounds;
+	c->loaded = c->prev = NULL;
+	c->rounds = c->prounds = 0;
+}
+
+static void
+detached_destroy(kmem_cache_t *cp, kdetached_t *d)
+{
+	if (d->loaded != NULL)
+		mag_destroy(cp, d->loaded, d->rounds);
+	if (d->prev != NULL)
+		mag_destroy(cp, d->prev, d->prounds);
+}
+
+/* Empty every slot and the whole depot into the slab layer. */
+static void
+magazines_purge(kmem_cache_t *cp)
+{
+	kmag_t *full, *empty;
+	unsigned i;
+
+	for (i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		kdetached_t d;
+		slot_lock(c);
+		slot_detach(c, &d);
+		slot_unlock(c);
+		detached_destroy(cp, &d);
+	}
+	depot_enter(cp);
+	full = cp->full.head;
+	empty = cp->empty.head;
+	memset(&cp->full, 0, sizeof (cp->full));
+	memset(&cp->empty, 0, sizeof (cp->empty));
+	depot_exit(cp);
+	magchain_destroy(cp, full, 1);
+	magchain_destroy(cp, empty, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Allocation and free */
+
+static void *
+alloc_failed(kmem_cache_t *cp, int kmflag)
+{
+	if (kmflag & KM_PANIC)
+		report(cp, KMEM_E_PANIC, "kmem_cache_alloc", NULL,
+		    "allocation failed (KM_PANIC)");
+	return NULL;
+}
+
+static void *
+alloc_from_slab(kmem_cache_t *cp, int kmflag)
+{
+	void *buf = slab_alloc(cp, kmflag, 1);
+
+	if (buf == NULL)
+		return alloc_failed(cp, kmflag);
+	if (cp->debug)
+		alloc_debug(cp, buf);
+	if (construct(cp, buf, kmflag) != 0) {
+		if (cp->debug & KMF_DEADBEEF)
+			fill_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD);
+		plat_mutex_lock(&cp->slab_lock);
+		if (cp->debug & KMF_DOUBLEFREE)
+			(void)user_bit(cp, buf, 0);
+		cp->direct_alloc--;
+		cp->alloc_fail++;
+		plat_mutex_unlock(&cp->slab_lock);
+		(void)slab_free(cp, buf, 0);
+		return alloc_failed(cp, kmflag);
+	}
+	return buf;
+}
+
+void *
+kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+{
+	kcpu_t *c;
+	void *buf;
+
+	if (cp->cflags & KMC_NOMAGAZINE)
+		return alloc_from_slab(cp, kmflag);
+	c = cpu_enter(cp);
+	buf = mag_pop(cp, c);
+	if (buf == NULL) {
+		slot_unlock(c);
+		return alloc_from_slab(cp, kmflag);
+	}
+	c->alloc++;
+	if (cp->debug & KMF_DOUBLEFREE)
+		(void)user_bit(cp, buf, 1);
+	slot_unlock(c);
+	if (cp->debug)
+		alloc_debug(cp, buf);
+	if (!cp->mag_constructed && construct(cp, buf, kmflag) != 0) {
+		/* Undo: the buffer goes back unconstructed, poisoned. */
+		if (cp->debug & KMF_DEADBEEF)
+			fill_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD);
+		c = cpu_enter(cp);
+		c->alloc--;
+		if (cp->debug & KMF_DOUBLEFREE)
+			(void)user_bit(cp, buf, 0);
+		slot_unlock(c);
+		(void)slab_free(cp, buf, 0);
+		return alloc_failed(cp, kmflag);
+	}
+	return buf;
+}
+
+/* Debug work on a buffer a caller frees: redzone, destructor, poison.
+ * Returns 0, or -1 after reporting (the buffer stays the caller's). */
+static int
+free_debug(kmem_cache_t *cp, void *buf, const char *call)
+{
+	if (cp->debug & KMF_REDZONE) {
+		const unsigned char *rz = (const unsigned char *)buf +
+		    cp->bufsize;
+		size_t i;
+		for (i = 0; i < cp->chunk - cp->bufsize; i++) {
+			if (rz[i] != KMEM_REDZONE_BYTE) {
+				report(cp, KMEM_E_REDZONE, call, buf,
+				    "redzone overwritten: write past the end"
+				    " of the buffer");
+				return -1;
+			}
+		}
+	}
+	if (!cp->mag_constructed) {
+		destruct(cp, buf);
+		if (cp->debug & KMF_DEADBEEF)
+			fill_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD);
+	}
+	return 0;
+}
+
+/* Undo the held-bit clearing after a failed debug check. */
+static void
+rehold(kmem_cache_t *cp, void *buf)
+{
+	kcpu_t *c;
+
+	if (!(cp->debug & KMF_DOUBLEFREE))
+		return;
+	if (cp->cflags & KMC_NOMAGAZINE) {
+		plat_mutex_lock(&cp->slab_lock);
+		(void)user_bit(cp, buf, 1);
+		plat_mutex_unlock(&cp->slab_lock);
+		return;
+	}
+	c = cpu_enter(cp);
+	(void)user_bit(cp, buf, 1);
+	slot_unlock(c);
+}
+
+static int
+free_nomagazine(kmem_cache_t *cp, void *buf, const char *call)
+{
+	kslab_t *s;
+	long idx;
+	int code = 0;
+
+	plat_mutex_lock(&cp->slab_lock);
+	s = hash_lookup(cp, (uintptr_t)buf, &idx);
+	if (s == NULL) {
+		plat_mutex_unlock(&cp->slab_lock);
+		return -1;
+	}
+	if (s->freemap[idx / 64] & (1ULL << (idx % 64)))
+		code = KMEM_E_DOUBLEFREE;
+	else if ((cp->debug & KMF_DOUBLEFREE) && user_bit(cp, buf, 0) == 0)
+		code = KMEM_E_DOUBLEFREE;
+	plat_mutex_unlock(&cp->slab_lock);
+	if (code != 0) {
+		report_free_error(cp, code, call, buf);
+		return 0;
+	}
+	if (free_debug(cp, buf, call) != 0) {
+		rehold(cp, buf);
+		return 0;
+	}
+	if (cp->mag_constructed)
+		destruct(cp, buf);
+	code = slab_free(cp, buf, 1);
+	if (code != 0)
+		report_free_error(cp, code, call, buf);
+	return 0;
+}
+
+int
+kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
+{
+	kcpu_t *c;
+	long idx;
+	int err;
+
+	if (cp->cflags & KMC_NOMAGAZINE)
+		return free_nomagazine(cp, buf, call);
+	c = cpu_enter(cp);
+	if (hash_lookup(cp, (uintptr_t)buf, &idx) == NULL) {
+		slot_unlock(c);
+		return -1;
+	}
+	if ((cp->debug & KMF_DOUBLEFREE) && user_bit(cp, buf, 0) == 0) {
+		slot_unlock(c);
+		report_free_error(cp, KMEM_E_DOUBLEFREE, call, buf);
+		return 0;
+	}
+	if (cp->debug & (KMF_REDZONE | KMF_DEADBEEF)) {
+		slot_unlock(c);
+		if (free_debug(cp, buf, call) != 0) {
+			rehold(cp, buf);
+			return 0;
+		}
+		c = cpu_enter(cp);
+	}
+	for (;;) {
+		if (mag_push(cp, c, buf)) {
+			c->free++;
+			slot_unlock(c);
+			return 0;
+		}
+		slot_unlock(c);
+		if (!depot_add_empty(cp))
+			break;
+		c = cpu_enter(cp);
+	}
+	/* No magazine room: back to the slab layer. */
+	if (cp->mag_constructed)
+		destruct(cp, buf);
+	err = slab_free(cp, buf, 1);
+	if (err != 0)
+		report_free_error(cp, err, call, buf);
+	return 0;
+}
+
+void
+kmem_cache_free(kmem_cache_t *cp, void *buf)
+{
+	if (kmem_cache_free_quiet(cp, buf, "kmem_cache_free") != 0)
+		report_free_error(cp, KMEM_E_WRONGCACHE, "kmem_cache_free",
+		    buf);
+}
+
+int
+kmem_cache_owns(kmem_cache_t *cp, const void *buf)
+{
+	long idx;
+	int found;
+
+	plat_mutex_lock(&cp->slab_lock);
+	found = hash_lookup(cp, (uintptr_t)buf, &idx) != NULL;
+	plat_mutex_unlock(&cp->slab_lock);
+	return found;
+}
+
+/* ------------------------------------------------------------------ */
+/* Creation and destruction */
+
+static void
+cache_choose_geometry(kmem_cache_t *cp, size_t slabsize)
+{
+	size_t quantum = vmem_quantum(cp->vmp);
+	size_t chunk = cp->bufsize;
+
+	if (cp->debug & KMF_REDZONE)
+		chunk += KMEM_REDZONE_BYTES;
+	chunk = (chunk + cp->align - 1) / cp->align * cp->align;
+	cp->chunk = chunk;
+	if (slabsize == 0) {
+		size_t want = chunk <= 512 ? chunk * 64 : chunk * 8;
+		if (!(cp->cflags & KMC_NOTOUCH) && want < 4 * plat_pagesize())
+			want = 4 * plat_pagesize();
+		slabsize = pow2_ceil(want);
+		if (quantum > 0 && slabsize % quantum != 0)
+			slabsize = (slabsize + quantum - 1) / quantum * quantum;
+	}
+	cp->slabsize = slabsize;
+	cp->nbufs = (uint32_t)(slabsize / chunk);
+	cp->nwords = (cp->nbufs + 63) / 64;
+	cp->blockshift = log2_floor(slabsize);
+	cp->maxback = (unsigned)((slabsize + ((size_t)1 << cp->blockshift) -
+	    1) >> cp->blockshift);
+	cp->chunkshift = is_pow2(chunk) ? log2_floor(chunk) : 0;
+	cp->recipshift = 0;
+	if (!is_pow2(chunk) && slabsize < ((size_t)1 << 31)) {
+		/* idx = off * ceil(2^s / chunk) >> s is exact for
+		 * off < 2^n when s = n + ceil(log2 chunk) (n = 31). */
+		unsigned l = log2_floor(chunk) + 1;
+		cp->recipshift = 31 + l;
+		cp->chunkrecip = (((uint64_t)1 << cp->recipshift) + chunk - 1) /
+		    chunk;
+	}
+}
+
+static unsigned
+initial_magidx(const kmem_cache_t *cp)
+{
+	if (cp->chunk <= 64)
+		return 3;  /* 15 rounds */
+	if (cp->chunk <= 1024)
+		return 2;  /* 7 */
+	if (cp->chunk <= 8192)
+		return 1;  /* 3 */
+	return 0;
+}
+
+static int
+cache_check_args(const char *name, size_t bufsize, size_t align,
+    vmem_t *vmp)
+{
+	const char *why = NULL;
+
+	if (name == NULL)
+		why = "no name";
+	else if (bufsize == 0)
+		why = "bufsize is 0";
+	else if (align != 0 && !is_pow2(align))
+		why = "align is not a power of two";
+	else if (vmp == NULL)
+		why = "no arena";
+	if (why == NULL)
+		return 0;
+	vmem_error_report(KMEM_E_BADARG, 0, "kmem_cache_create", vmp,
+	    name, 0, bufsize, "%s", why);
+	return -1;
+}
+
+kmem_cache_t *
+kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
+    int (*constructor)(void *, void *, int), void (*destructor)(void *, void *),
+    void (*reclaim)(void *), void *priv, vmem_t *vmp, int cflags,
+    size_t slabsize)
+{
+	kmem_cache_t *cp;
+	size_t hashbytes;
+	unsigned i;
+
+	if (cache_check_args(name, bufsize, align, vmp) != 0)
+		return NULL;
+	kmem_global_init();
+	cp = kmeta_alloc(sizeof (*cp));
+	if (cp == NULL)
+		return NULL;
+	cp->selfsize = sizeof (*cp);
+	plat_mutex_init(&cp->meta_lock);
+	plat_mutex_init(&cp->depot_lock);
+	plat_mutex_init(&cp->slab_lock);
+	cp->meta_bytes = kmeta_size(sizeof (*cp));
+	(void)vmem_snprintf(cp->name, sizeof (cp->name), "%s", name);
+	cp->bufsize = bufsize;
+	cp->align = align != 0 ? align : KMEM_ALIGN_DEFAULT;
+	/* Quantum caches hand out whole quanta; other caches pack objects. */
+	if ((cflags & KMC_QCACHE) && cp->align < vmem_quantum(vmp))
+		cp->align = vmem_quantum(vmp);
+	cp->ctor = constructor;
+	cp->dtor = destructor;
+	cp->reclaim = reclaim;
+	cp->priv = priv;
+	cp->vmp = vmp;
+	cp->cflags = cflags;
+	if (!(cflags & KMC_NODEBUG))
+		cp->debug = kmem_default_debug;
+	if (cflags & KMC_NOTOUCH)
+		cp->debug &= ~(KMF_DEADBEEF | KMF_REDZONE);
+	cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
+	cp->use_xalloc = (cflags & KMC_QCACHE) ||
+	    cp->align > vmem_quantum(vmp);
+	cache_choose_geometry(cp, slabsize);
+	slist_init(&cp->partial);
+	slist_init(&cp->complete);
+	atomic_init(&cp->depot_busy, 0);
+	atomic_init(&cp->construct, 0);
+	atomic_init(&cp->destruct, 0);
+
+	cp->ncpu = plat_ncpus();
+	cp->cpustride = (sizeof (kcpu_t) + KMEM_CACHELINE - 1) /
+	    KMEM_CACHELINE * KMEM_CACHELINE;
+	cp->cpumem_bytes = cp->cpustride * cp->ncpu;
+	cp->hashsize = 16;
+	cp->hashshift = 64 - 4;
+	hashbytes = cp->hashsize * sizeof (kslab_t *);
+	cp->cpumem = meta_alloc(cp, cp->cpumem_bytes);
+	cp->hash = meta_alloc(cp, hashbytes);
+	if (cp->cpumem == NULL || cp->hash == NULL) {
+		kmeta_free(cp->cpumem, cp->cpumem_bytes);
+		kmeta_free(cp->hash, hashbytes);
+		kmeta_free(cp, sizeof (*cp));
+		return NULL;
+	}
+	cp->magidx = initial_magidx(cp);
+	cp->magsize = (cflags & KMC_NOMAGAZINE) ? 0 :
+	    kmem_magsizes[cp->magidx];
+	for (i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		atomic_init(&c->lock, 0);
+		c->magsize = cp->magsize;
+	}
+
+	plat_mutex_lock(&kmem_list_lock);
+	cp->gprevp = kmem_list_tail;
+	if (kmem_list_tail != NULL)
+		kmem_list_tail->gnext = cp;
+	else
+		kmem_list_head = cp;
+	kmem_list_tail = cp;
+	plat_mutex_unlock(&kmem_list_lock);
+	return cp;
+}
+
+kmem_cache_t *
+kmem_cache_create(const char *name, size_t bufsize, size_t align,
+    int (*constructor)(void *, void *, int), void (*destructor)(void *, void *),
+    void (*reclaim)(void *), void *priv, vmem_t *vmp, int cflags)
+{
+	return kmem_cache_create_slab(name, bufsize, align, constructor,
+	    destructor, reclaim, priv, vmp, cflags & ~KMC_QCACHE, 0);
+}
+
+static void
+slabchain_release(kmem_cache_t *cp, kslab_t *head)
+{
+	while (head->next != head) {
+		kslab_t *s = head->next;
+		slist_remove(s);
+		slab_release(cp, s);
+	}
+}
+
+void
+kmem_cache_destroy(kmem_cache_t *cp)
+{
+	size_t out;
+
+	if (cp == NULL)
+		return;
+	plat_mutex_lock(&kmem_list_lock);
+	if (cp->gprevp != NULL)
+		cp->gprevp->gnext = cp->gnext;
+	else
+		kmem_list_head = cp->gnext;
+	if (cp->gnext != NULL)
+		cp->gnext->gprevp = cp->gprevp;
+	else
+		kmem_list_tail = cp->gprevp;
+	plat_mutex_unlock(&kmem_list_lock);
+
+	magazines_purge(cp);
+	slab_reap_spare(cp);
+	plat_mutex_lock(&cp->slab_lock);
+	out = cp->out;
+	plat_mutex_unlock(&cp->slab_lock);
+	if (out != 0)
+		vmem_error_report(KMEM_E_LEAK, 1, "kmem_cache_destroy",
+		    NULL, cp->name, 0, cp->bufsize,
+		    "cache destroyed with %zu buffers allocated", out);
+	slabchain_release(cp, &cp->partial);
+	slabchain_release(cp, &cp->complete);
+	meta_free(cp, cp->hash, cp->hashsize * sizeof (kslab_t *));
+	meta_free(cp, cp->cpumem, cp->cpumem_bytes);
+	meta_account(cp, -(long)kmeta_size(sizeof (*cp)));
+	plat_mutex_destroy(&cp->meta_lock);
+	plat_mutex_destroy(&cp->depot_lock);
+	plat_mutex_destroy(&cp->slab_lock);
+	kmeta_free(cp, sizeof (*cp));
+}
+
+/* ------------------------------------------------------------------ */
+/* Reaping, working set, magazine resizing */
+
+void
+kmem_cache_reap_now(kmem_cache_t *cp)
+{
+	magazines_purge(cp);
+	slab_reap_spare(cp);
+	depot_enter(cp);
+	cp->reaps++;
+	depot_exit(cp);
+}
+
+/* Free the depot magazines that stayed idle over the last interval. */
+static void
+depot_ws_reap(kmem_cache_t *cp)
+{
+	kmag_t *full = NULL, *empty = NULL, *m;
+	size_t n;
+
+	depot_enter(cp);
+	for (n = cp->full.reaplimit; n > 0; n--) {
+		if ((m = maglist_take(&cp->full)) == NULL)
+			break;
+		m->next = full;
+		full = m;
+	}
+	for (n = cp->empty.reaplimit; n > 0; n--) {
+		if ((m = maglist_take(&cp->empty)) == NULL)
+			break;
+		m->next = empty;
+		empty = m;
+	}
+	cp->full.reaplimit = cp->empty.reaplimit = 0;
+	cp->reaps++;
+	depot_exit(cp);
+	magchain_destroy(cp, full, 1);
+	magchain_destroy(cp, empty, 0);
+}
+
+static void
+cache_reap_idle(kmem_cache_t *cp)
+{
+	if (cp->reclaim != NULL)
+		cp->reclaim(cp->priv);
+	depot_ws_reap(cp);
+	slab_reap_spare(cp);
+}
+
+/* Grow the magazine size: purge everything with every slot locked. */
+static void
+magazine_resize(kmem_cache_t *cp)
+{
+	kdetached_t *det = NULL;
+	size_t detbytes = cp->ncpu * sizeof (kdetached_t);
+	kmag_t *full, *empty;
+	unsigned i, newsize;
+
+	det = kmeta_alloc(detbytes);
+	if (det == NULL)
+		return;
+	cpus_lock_all(cp);
+	depot_enter(cp);
+	if (cp->magidx + 1 >= KMEM_NMAGSIZES || cp->magsize == 0) {
+		depot_exit(cp);
+		cpus_unlock_all(cp);
+		kmeta_free(det, detbytes);
+		return;
+	}
+	cp->magidx++;
+	newsize = kmem_magsizes[cp->magidx];
+	cp->magsize = newsize;
+	cp->mag_resize++;
+	full = cp->full.head;
+	empty = cp->empty.head;
+	memset(&cp->full, 0, sizeof (cp->full));
+	memset(&cp->empty, 0, sizeof (cp->empty));
+	for (i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		slot_detach(c, &det[i]);
+		c->magsize = newsize;
+	}
+	depot_exit(cp);
+	cpus_unlock_all(cp);
+	for (i = 0; i < cp->ncpu; i++)
+		detached_destroy(cp, &det[i]);
+	magchain_destroy(cp, full, 1);
+	magchain_destroy(cp, empty, 0);
+	kmeta_free(det, detbytes);
+}
+
+void
+kmem_cache_update(kmem_cache_t *cp)
+{
+	int grow;
+
+	depot_enter(cp);
+	cp->full.reaplimit = cp->full.min;
+	cp->full.min = cp->full.count;
+	cp->empty.reaplimit = cp->empty.min;
+	cp->empty.min = cp->empty.count;
+	grow = cp->contention - cp->contention_mark > KMEM_CONTENTION_LIMIT;
+	cp->contention_mark = cp->contention;
+	depot_exit(cp);
+	if (grow)
+		magazine_resize(cp);
+}
+
+void
+kmem_cache_test_contend(kmem_cache_t *cp, unsigned n)
+{
+	depot_enter(cp);
+	cp->contention += n;
+	depot_exit(cp);
+}
+
+static void
+reap_one(kmem_cache_t *cp, void *arg)
+{
+	(void)arg;
+	cache_reap_idle(cp);
+}
+
+static void
+update_one(kmem_cache_t *cp, void *arg)
+{
+	(void)arg;
+	kmem_cache_update(cp);
+}
+
+void
+kmem_foreach_cache(void (*func)(kmem_cache_t *, void *), void *arg)
+{
+	kmem_cache_t *cp;
+
+	kmem_global_init();
+	plat_mutex_lock(&kmem_list_lock);
+	for (cp = kmem_list_head; cp != NULL; cp = cp->gnext)
+		func(cp, arg);
+	plat_mutex_unlock(&kmem_list_lock);
+}
+
+void
+kmem_reap(void)
+{
+	kmem_foreach_cache(reap_one, NULL);
+}
+
+void
+kmem_update(void)
+{
+	kmem_foreach_cache(update_one, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Settings, statistics, printing */
+
+int
+kmem_set_debug_flags(int kmflags)
+{
+	int old;
+
+	kmem_global_init();
+	plat_mutex_lock(&kmem_list_lock);
+	old = kmem_default_debug;
+	kmem_default_debug = kmflags & KMF_DEBUG;
+	plat_mutex_unlock(&kmem_list_lock);
+	return old;
+}
+
+int
+kmem_cache_set_debug(kmem_cache_t *cp, int kmflags)
+{
+	int busy;
+
+	kmem_cache_reap_now(cp);
+	plat_mutex_lock(&cp->slab_lock);
+	busy = cp->nslabs != 0;
+	plat_mutex_unlock(&cp->slab_lock);
+	if (busy) {
+		report(cp, KMEM_E_BUSY, "kmem_cache_set_debug", NULL,
+		    "cache still holds slabs (buffers allocated)");
+		return -1;
+	}
+	if (cp->cflags & KMC_NODEBUG)
+		kmflags = 0;
+	if (cp->cflags & KMC_NOTOUCH)
+		kmflags &= ~(KMF_DEADBEEF | KMF_REDZONE);
+	/* No slabs and no magazines: nobody else may look at geometry. */
+	cpus_lock_all(cp);
+	plat_mutex_lock(&cp->slab_lock);
+	cp->debug = kmflags & KMF_DEBUG;
+	cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
+	cache_choose_geometry(cp, (cp->cflags & KMC_QCACHE) ? cp->slabsize :
+	    0);
+	plat_mutex_unlock(&cp->slab_lock);
+	cpus_unlock_all(cp);
+	return 0;
+}
+
+void
+kmem_cache_set_meta_charge(kmem_cache_t *cp,
+    void (*charge)(void *arg, long delta), void *arg)
+{
+	plat_mutex_lock(&cp->meta_lock);
+	if (cp->charge != NULL)
+		cp->charge(cp->charge_arg, -(long)cp->meta_bytes);
+	cp->charge = charge;
+	cp->charge_arg = arg;
+	if (charge != NULL)
+		charge(arg, (long)cp->meta_bytes);
+	plat_mutex_unlock(&cp->meta_lock);
+}
+
+const char *
+kmem_cache_name(const kmem_cache_t *cp)
+{
+	return cp->name;
+}
+
+size_t
+kmem_cache_bufsize(const kmem_cache_t *cp)
+{
+	return cp->bufsize;
+}
+
+void
+kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
+{
+	uint64_t alloc = 0, frees = 0;
+	size_t cached = 0;
+	unsigned i;
+
+	memset(st, 0, sizeof (*st));
+	for (i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		slot_lock(c);
+		alloc += c->alloc;
+		frees += c->free;
+		cached += c->rounds + c->prounds;
+		slot_unlock(c);
+	}
+	depot_enter(cp);
+	cached += cp->full.count * cp->magsize;
+	st->magsize = cp->magsize;
+	st->depot_full = cp->full.count;
+	st->depot_empty = cp->empty.count;
+	st->depot_alloc = cp->depot_alloc;
+	st->depot_free = cp->depot_free;
+	st->depot_contention = cp->contention;
+	st->mag_resize = cp->mag_resize;
+	st->reap = cp->reaps;
+	depot_exit(cp);
+	plat_mutex_lock(&cp->slab_lock);
+	(void)vmem_snprintf(st->name, sizeof (st->name), "%s", cp->name);
+	st->bufsize = cp->bufsize;
+	st->chunksize = cp->chunk;
+	st->align = cp->align;
+	st->slabsize = cp->slabsize;
+	st->bufs_per_slab = cp->nbufs;
+	st->cflags = cp->cflags;
+	st->debug = cp->debug;
+	st->slabs = cp->nslabs;
+	st->buf_total = cp->nslabs * cp->nbufs;
+	st->mem_total = cp->nslabs * cp->slabsize;
+	st->alloc = alloc + cp->direct_alloc;
+	st->free = frees + cp->direct_free;
+	st->alloc_fail = cp->alloc_fail;
+	st->slab_alloc = cp->slab_alloc;
+	st->slab_free = cp->slab_free;
+	st->slab_create = cp->slab_create;
+	st->slab_destroy = cp->slab_destroy;
+	st->buf_cached = cached;
+	st->buf_inuse = cp->out >= cached ? cp->out - cached : 0;
+	plat_mutex_unlock(&cp->slab_lock);
+	plat_mutex_lock(&cp->meta_lock);
+	st->meta_bytes = cp->meta_bytes;
+	plat_mutex_unlock(&cp->meta_lock);
+	st->construct = atomic_load(&cp->construct);
+	st->destruct = atomic_load(&cp->destruct);
+}
+
+size_t
+kmem_cache_idle_bytes(kmem_cache_t *cp)
+{
+	kmem_cache_stats_t st;
+
+	kmem_cache_get_stats(cp, &st);
+	return st.mem_total - st.buf_inuse * st.bufsize;
+}
+
+typedef struct kmem_dump_ctx {
+	void (*out)(void *, const char *);
+	void *arg;
+	size_t mem_total, meta_total;
+} kmem_dump_ctx_t;
+
+static void
+dump_one(kmem_cache_t *cp, void *arg)
+{
+	kmem_dump_ctx_t *ctx = arg;
+	kmem_cache_stats_t st;
+	char line[200];
+
+	kmem_cache_get_stats(cp, &st);
+	ctx->mem_total += st.mem_total;
+	ctx->meta_total += st.meta_bytes;
+	(void)vmem_snprintf(line, sizeof (line),
+	    "%-26s %6zu %7zu %7zu %9zu %10llu %5llu %4zu %8zu\n",
+	    st.name, st.bufsize, st.buf_inuse, st.buf_total, st.mem_total,
+	    (unsigned long long)st.alloc,
+	    (unsigned long long)st.alloc_fail, st.magsize, st.meta_bytes);
+	ctx->out(ctx->arg, line);
+}
+
+void
+kmem_dump_caches(void (*out)(void *arg, const char *line), void *arg)
+{
+	kmem_dump_ctx_t ctx = { out, arg, 0, 0 };
+	char line[200];
+
+	out(arg, "cache                         buf     buf     buf    memory"
+	    "      alloc alloc  mag     meta\n");
+	out(arg, "name                         size  in use   total    in use"
+	    "    succeed  fail size    bytes\n");
+	out(arg, "-------------------------- ------ ------- ------- ---------"
+	    " ---------- ----- ---- --------\n");
+	kmem_foreach_cache(dump_one, &ctx);
+	out(arg, "-------------------------- ------ ------- ------- ---------"
+	    " ---------- ----- ---- --------\n");
+	(void)vmem_snprintf(line, sizeof (line),
+	    "%-26s %6s %7s %7s %9zu %10s %5s %4s %8zu\n", "Total", "", "", "",
+	    ctx.mem_total, "", "", "", ctx.meta_total);
+	out(arg, line);
+}
+
+static void
+print_line(void *arg, const char *line)
+{
+	fputs(line, arg != NULL ? (FILE *)arg : stdout);
+}
+
+void
+kmem_print_caches(void *stdio_file)
+{
+	kmem_dump_caches(print_line, stdio_file);
+}
+
+/* ------------------------------------------------------------------ */
+/* The quantum-cache provider for vmem */
+
+static void *
+qc_create(vmem_t *vmp, const char *name, size_t size, size_t slabsize)
+{
+	return kmem_cache_create_slab(name, size, vmem_quantum(vmp), NULL,
+	    NULL, NULL, NULL, vmp, KMC_QCACHE | KMC_NOTOUCH | KMC_NODEBUG,
+	    slabsize);
+}
+
+static void *
+qc_alloc(void *cache, int vmflag)
+{
+	return kmem_cache_alloc(cache, vmflag & KM_VMFLAGS);
+}
+
+static void
+qc_free(void *cache, void *addr)
+{
+	kmem_cache_t *cp = cache;
+
+	if (kmem_cache_free_quiet(cp, addr, "vmem_free") != 0)
+		vmem_error_report(VMEM_E_BADFREE, 0, "vmem_free", cp->vmp,
+		    NULL, (uintptr_t)addr, cp->bufsize,
+		    "free of an address not allocated from quantum cache %s",
+		    cp->name);
+}
+
+static void
+qc_reap(void *cache)
+{
+	kmem_cache_reap_now(cache);
+}
+
+static void
+qc_destroy(void *cache)
+{
+	kmem_cache_destroy(cache);
+}
+
+static size_t
+qc_idle(void *cache)
+{
+	return kmem_cache_idle_bytes(cache);
+}
+
+const vmem_qcache_ops_t vmem_kmem_qcache_ops = {
+	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle
+};

@@ -1,0 +1,42 @@
+/*
+ * kmem internals shared by kmem.c (object caches), kmem_heap.c (the
+ * size-class heap) and kmem_meta.c (the bookkeeping allocator). Not
+ * installed.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#ifndef VMEM_KMEM_IMPL_H
+#define VMEM_KMEM_IMPL_H
+
+#include <vmem/kmem.h>
+
+#include "platform.h"
+
+/* Bookkeeping memory (kmem_meta.c): zeroed; free needs the size. */
+void *kmeta_alloc(size_t size);
+void kmeta_free(void *p, size_t size);
+/* Bytes actually held by kmeta_alloc(size). */
+size_t kmeta_size(size_t size);
+
+/* Create a cache with a given slab size (0: chosen by kmem). */
+kmem_cache_t *kmem_cache_create_slab(const char *name, size_t bufsize,
+    size_t align, int (*constructor)(void *, void *, int),
+    void (*destructor)(void *, void *), void (*reclaim)(void *), void *priv,
+    vmem_t *vmp, int cflags, size_t slabsize);
+
+/*
+ * Free with the caller's name for error reports; returns 0 if freed, -1 if
+ * buf does not belong to cp (nothing reported: the caller reports).
+ * Other errors (double free, redzone) are reported here.
+ */
+int kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call);
+/* Nonzero if buf is a buffer (allocated or not) of one of cp's slabs. */
+int kmem_cache_owns(kmem_cache_t *cp, const void *buf);
+/* Bytes held by the cache but not allocated to callers. */
+size_t kmem_cache_idle_bytes(kmem_cache_t *cp);
+
+/* Test hooks (tests include this header). */
+/* Pretend the depot lock was found busy n times in this interval. */
+void kmem_cache_test_contend(kmem_cache_t *cp, unsigned n);
+
+#endif

@@ -1,0 +1,584 @@
+/*
+ * Object caches: each layer (CPU magazines, depot working set, slabs),
+ * constructor/destructor accounting, reaping back to an empty arena,
+ * KMC_NOTOUCH over integers that are not memory, KMC_NOMAGAZINE, debug
+ * flags, bookkeeping charges, magazine resizing, quantum caches, and bad
+ * input through the recording error handler.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#include <string.h>
+
+#include <vmem/kmem.h>
+
+#include "kmem_impl.h"
+#include "testutil.h"
+
+#define PAGE 4096
+/* Never mapped: any dereference by kmem would crash the test. */
+#define FAKE_BASE ((void *)(uintptr_t)0x100000000000ULL)
+
+static vmem_t *
+page_arena(const char *name)
+{
+	/* A memory arena: page-backed by the platform through kmem's heap
+	 * would couple tests; a static region is simplest. */
+	static char region[6][1 << 22] __attribute__((aligned(4096)));
+	static int next;
+
+	REQUIRE(next < 6);
+	return vmem_create(name, region[next++], sizeof (region[0]), PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+}
+
+typedef struct obj {
+	uint64_t magic;
+	char pad[56];
+} obj_t;
+
+static int ctor_calls, dtor_calls, ctor_fail_next, reclaim_calls;
+
+static int
+obj_ctor(void *buf, void *priv, int kmflag)
+{
+	(void)kmflag;
+	CHECK(priv == (void *)&ctor_calls);
+	if (ctor_fail_next) {
+		ctor_fail_next = 0;
+		ctor_calls++;
+		return -1;
+	}
+	((obj_t *)buf)->magic = 0x600dULL;
+	ctor_calls++;
+	return 0;
+}
+
+static void
+obj_dtor(void *buf, void *priv)
+{
+	(void)priv;
+	CHECK(((obj_t *)buf)->magic == 0x600dULL);
+	((obj_t *)buf)->magic = 0;
+	dtor_calls++;
+}
+
+static void
+obj_reclaim(void *priv)
+{
+	(void)priv;
+	reclaim_calls++;
+}
+
+static void
+test_alloc_free_and_reap_to_empty(void)
+{
+	vmem_t *a = page_arena("kc_basic");
+	kmem_cache_t *cp = kmem_cache_create("obj", sizeof (obj_t), 64,
+	    obj_ctor, obj_dtor, obj_reclaim, &ctor_calls, a, 0);
+	enum { N = 3000 };
+	static obj_t *v[N];
+	kmem_cache_stats_t st;
+	int i, j;
+
+	REQUIRE(cp != NULL);
+	ctor_calls = dtor_calls = 0;
+	for (i = 0; i < N; i++) {
+		v[i] = kmem_cache_alloc(cp, KM_SLEEP);
+		REQUIRE(v[i] != NULL);
+		CHECK(((uintptr_t)v[i] & 63) == 0);
+		CHECK(v[i]->magic == 0x600dULL);
+		CHECK(vmem_contains(a, v[i], sizeof (obj_t)));
+	}
+	for (i = 1; i < N; i += 97)
+		for (j = 0; j < i; j += 101)
+			CHECK(v[i] != v[j]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.buf_inuse, N);
+	CHECK_EQ(st.alloc, N);
+	CHECK(st.buf_total >= N);
+	CHECK_EQ(ctor_calls, N);
+	for (i = 0; i < N; i++)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.buf_inuse, 0);
+	CHECK_EQ(st.free, N);
+	/* Constructed objects are kept: reuse does not construct again. */
+	v[0] = kmem_cache_alloc(cp, KM_SLEEP);
+	CHECK_EQ(ctor_calls, N);
+	kmem_cache_free(cp, v[0]);
+	CHECK(dtor_calls < N);
+	kmem_cache_reap_now(cp);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.slabs, 0);
+	CHECK_EQ(st.buf_cached, 0);
+	CHECK_EQ(st.construct, st.destruct);
+	CHECK_EQ(dtor_calls, ctor_calls);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	CHECK_ARENA(a);
+	vmem_destroy(a);
+}
+
+static void
+test_constructor_failure(void)
+{
+	vmem_t *a = page_arena("kc_ctorfail");
+	kmem_cache_t *cp = kmem_cache_create("obj_fail", sizeof (obj_t), 0,
+	    obj_ctor, obj_dtor, NULL, &ctor_calls, a, 0);
+	kmem_cache_stats_t st;
+	void *p;
+
+	ctor_calls = dtor_calls = 0;
+	ctor_fail_next = 1;
+	CHECK(kmem_cache_alloc(cp, KM_NOSLEEP) == NULL);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.alloc_fail, 1);
+	CHECK_EQ(st.buf_inuse, 0);
+	p = kmem_cache_alloc(cp, KM_NOSLEEP);
+	CHECK(p != NULL);
+	kmem_cache_free(cp, p);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
+static void
+test_nomagazine_constructs_every_time(void)
+{
+	vmem_t *a = page_arena("kc_nomag");
+	kmem_cache_t *cp = kmem_cache_create("obj_nomag", sizeof (obj_t), 0,
+	    obj_ctor, obj_dtor, NULL, &ctor_calls, a, KMC_NOMAGAZINE);
+	kmem_cache_stats_t st;
+	int i;
+
+	ctor_calls = dtor_calls = 0;
+	for (i = 0; i < 100; i++) {
+		void *p = kmem_cache_alloc(cp, KM_SLEEP);
+		REQUIRE(p != NULL);
+		kmem_cache_free(cp, p);
+	}
+	CHECK_EQ(ctor_calls, 100);
+	CHECK_EQ(dtor_calls, 100);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.magsize, 0);
+	CHECK_EQ(st.slab_alloc, 100);
+	/* Double free is caught at the slab layer even without debug. */
+	tu_record_errors();
+	{
+		void *p = kmem_cache_alloc(cp, KM_SLEEP);
+		void *q = kmem_cache_alloc(cp, KM_SLEEP);
+		kmem_cache_free(cp, p);
+		kmem_cache_free(cp, p);
+		CHECK_EQ(tu_err.count, 1);
+		CHECK_EQ(tu_err.code, KMEM_E_DOUBLEFREE);
+		kmem_cache_free(cp, q);
+	}
+	tu_default_errors();
+	CHECK_EQ(dtor_calls, ctor_calls);
+	kmem_cache_destroy(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	vmem_destroy(a);
+}
+
+/* Buffers are integers in a range that is not mapped. */
+static void
+test_notouch_over_integers(void)
+{
+	vmem_t *a = vmem_create("kc_ints", FAKE_BASE, (size_t)1 << 30, PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create("ints_3p", 3 * PAGE, 0, NULL,
+	    NULL, NULL, NULL, a, KMC_NOTOUCH);
+	enum { N = 500 };
+	static void *v[N];
+	kmem_cache_stats_t st;
+	int i;
+
+	REQUIRE(a != NULL && cp != NULL);
+	for (i = 0; i < N; i++) {
+		uintptr_t x;
+		v[i] = kmem_cache_alloc(cp, KM_NOSLEEP);
+		REQUIRE(v[i] != NULL);
+		x = (uintptr_t)v[i];
+		CHECK(x >= (uintptr_t)FAKE_BASE);
+		CHECK(x + 3 * PAGE <= (uintptr_t)FAKE_BASE + ((size_t)1 << 30));
+		CHECK(x % PAGE == 0);
+	}
+	for (i = 1; i < N; i++)
+		CHECK(v[i] != v[i - 1]);
+	for (i = 0; i < N; i += 2)
+		kmem_cache_free(cp, v[i]);
+	for (i = 1; i < N; i += 2)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.buf_inuse, 0);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	/* An interior address is not a buffer of the cache. */
+	tu_record_errors();
+	v[0] = kmem_cache_alloc(cp, KM_NOSLEEP);
+	kmem_cache_free(cp, (char *)v[0] + PAGE);
+	CHECK_EQ(tu_err.code, KMEM_E_WRONGCACHE);
+	CHECK_EQ(tu_err.addr, (uintptr_t)v[0] + PAGE);
+	tu_default_errors();
+	kmem_cache_free(cp, v[0]);
+	kmem_cache_destroy(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	vmem_destroy(a);
+}
+
+/* Depot working set: only magazines idle over a whole interval go. */
+static void
+test_depot_working_set(void)
+{
+	vmem_t *a = vmem_create("kc_ws", FAKE_BASE, (size_t)1 << 30, PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create("ws", PAGE, 0, NULL, NULL, NULL,
+	    NULL, a, KMC_NOTOUCH);
+	enum { N = 400 };
+	static void *v[N];
+	kmem_cache_stats_t st;
+	size_t m, full0;
+	int i;
+
+	kmem_cache_get_stats(cp, &st);
+	m = st.magsize;
+	REQUIRE(m >= 1);
+	for (i = 0; i < N; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
+	for (i = 0; i < N; i++)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	full0 = st.depot_full;
+	CHECK(full0 >= 10);
+	/* Interval 1 ends: the full list grew from 0, nothing was idle. */
+	kmem_cache_update(cp);
+	kmem_reap();
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.depot_full, full0);
+	/* Interval 2: use 2 full magazines' worth, then give it back. */
+	for (i = 0; i < (int)(2 * m + 2 * m); i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
+	for (i = 0; i < (int)(2 * m + 2 * m); i++)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.depot_full, full0);
+	kmem_cache_update(cp);
+	kmem_reap();
+	kmem_cache_get_stats(cp, &st);
+	/* The CPU layer absorbs 2 magazines (loaded and previous); the
+	 * depot handed out the rest and those stayed in the working set. */
+	CHECK(st.depot_full >= 1);
+	CHECK(st.depot_full <= 4);
+	CHECK(st.depot_full < full0);
+	/* Interval 3 idle: everything in the depot goes. */
+	kmem_cache_update(cp);
+	kmem_reap();
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.depot_full, 0);
+	CHECK(st.buf_cached <= 2 * m);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
+static void
+test_magazine_resize(void)
+{
+	vmem_t *a = vmem_create("kc_resize", FAKE_BASE, (size_t)1 << 30, PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create("resize", PAGE, 0, NULL, NULL,
+	    NULL, NULL, a, KMC_NOTOUCH);
+	static void *v[300];
+	kmem_cache_stats_t st;
+	size_t m0;
+	int i;
+
+	kmem_cache_get_stats(cp, &st);
+	m0 = st.magsize;
+	for (i = 0; i < 300; i++)
+		v[i] = kmem_cache_alloc(cp, KM_NOSLEEP);
+	for (i = 0; i < 300; i++)
+		kmem_cache_free(cp, v[i]);
+	/* Little contention: no change. */
+	kmem_cache_test_contend(cp, 2);
+	kmem_cache_update(cp);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.magsize, m0);
+	CHECK_EQ(st.mag_resize, 0);
+	kmem_cache_test_contend(cp, 10);
+	kmem_cache_update(cp);
+	kmem_cache_get_stats(cp, &st);
+	CHECK(st.magsize > m0);
+	CHECK_EQ(st.mag_resize, 1);
+	CHECK_EQ(st.depot_full, 0); /* old magazines were purged */
+	CHECK_EQ(st.buf_cached, 0);
+	for (i = 0; i < 300; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
+	for (i = 0; i < 300; i++)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.buf_inuse, 0);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
+static void
+test_wrong_cache_and_debug_errors(void)
+{
+	vmem_t *a = page_arena("kc_errors");
+	kmem_cache_t *c1 = kmem_cache_create("err_a", 40, 0, NULL, NULL, NULL,
+	    NULL, a, 0);
+	kmem_cache_t *c2 = kmem_cache_create("err_b", 40, 0, NULL, NULL, NULL,
+	    NULL, a, 0);
+	kmem_cache_t *cd;
+	kmem_cache_stats_t st;
+	int old;
+	char *p, *q;
+
+	tu_record_errors();
+	p = kmem_cache_alloc(c1, KM_SLEEP);
+	kmem_cache_free(c2, p);
+	CHECK_EQ(tu_err.count, 1);
+	CHECK_EQ(tu_err.code, KMEM_E_WRONGCACHE);
+	CHECK(strcmp(tu_err.name, "err_b") == 0);
+	CHECK(strcmp(tu_err.call, "kmem_cache_free") == 0);
+	CHECK_EQ(tu_err.addr, (uintptr_t)p);
+	kmem_cache_get_stats(c1, &st);
+	CHECK_EQ(st.buf_inuse, 1); /* nothing changed */
+	kmem_cache_free(c1, p);
+	CHECK_EQ(tu_err.count, 1);
+
+	/* Debug on: double free, redzone, modify after free. */
+	old = kmem_set_debug_flags(KMF_DEBUG);
+	cd = kmem_cache_create("err_debug", 40, 0, NULL, NULL, NULL, NULL, a,
+	    0);
+	kmem_set_debug_flags(old);
+	kmem_cache_get_stats(cd, &st);
+	CHECK_EQ(st.debug, KMF_DEBUG);
+	CHECK(st.chunksize >= 48);
+	tu_reset_errors();
+	p = kmem_cache_alloc(cd, KM_SLEEP);
+	q = kmem_cache_alloc(cd, KM_SLEEP);
+	kmem_cache_free(cd, p);
+	CHECK_EQ(tu_err.count, 0);
+	kmem_cache_free(cd, p);
+	CHECK_EQ(tu_err.count, 1);
+	CHECK_EQ(tu_err.code, KMEM_E_DOUBLEFREE);
+	q[40] = 'x'; /* one past the end */
+	kmem_cache_free(cd, q);
+	CHECK_EQ(tu_err.count, 2);
+	CHECK_EQ(tu_err.code, KMEM_E_REDZONE);
+	q[40] = (char)0xfe;
+	kmem_cache_free(cd, q); /* repaired: the buffer was still ours */
+	CHECK_EQ(tu_err.count, 2);
+	/* Use after free: write into a freed buffer, get it back. */
+	p = kmem_cache_alloc(cd, KM_SLEEP);
+	kmem_cache_free(cd, p);
+	p[3] = 1;
+	q = kmem_cache_alloc(cd, KM_SLEEP);
+	CHECK(q == p); /* LIFO magazine */
+	CHECK_EQ(tu_err.count, 3);
+	CHECK_EQ(tu_err.code, KMEM_E_MODIFIED);
+	kmem_cache_free(cd, q);
+	CHECK_EQ(tu_err.count, 3);
+
+	/* Changing debug flags needs an empty cache. */
+	p = kmem_cache_alloc(c1, KM_SLEEP);
+	CHECK_EQ(kmem_cache_set_debug(c1, KMF_DOUBLEFREE), -1);
+	CHECK_EQ(tu_err.code, KMEM_E_BUSY);
+	kmem_cache_free(c1, p);
+	CHECK_EQ(kmem_cache_set_debug(c1, KMF_DOUBLEFREE), 0);
+	p = kmem_cache_alloc(c1, KM_SLEEP);
+	kmem_cache_free(c1, p);
+	kmem_cache_free(c1, p);
+	CHECK_EQ(tu_err.code, KMEM_E_DOUBLEFREE);
+
+	/* Bad arguments. */
+	tu_reset_errors();
+	CHECK(kmem_cache_create("bad", 0, 0, NULL, NULL, NULL, NULL, a, 0) ==
+	    NULL);
+	CHECK_EQ(tu_err.code, KMEM_E_BADARG);
+	CHECK(kmem_cache_create("bad", 8, 3, NULL, NULL, NULL, NULL, a, 0) ==
+	    NULL);
+	CHECK_EQ(tu_err.count, 2);
+
+	/* Destroy with a buffer out: a leak warning, arena gets it all. */
+	tu_reset_errors();
+	p = kmem_cache_alloc(c2, KM_SLEEP);
+	kmem_cache_destroy(c2);
+	CHECK_EQ(tu_err.count, 1);
+	CHECK_EQ(tu_err.code, KMEM_E_LEAK);
+	CHECK(tu_err.warning);
+	tu_default_errors();
+	kmem_cache_destroy(c1);
+	kmem_cache_destroy(cd);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	CHECK_ARENA(a);
+	vmem_destroy(a);
+}
+
+static long charged;
+
+static void
+charge(void *arg, long delta)
+{
+	CHECK(arg == &charged);
+	charged += delta;
+}
+
+static void
+test_meta_charge(void)
+{
+	vmem_t *a = vmem_create("kc_meta", FAKE_BASE, (size_t)1 << 30, PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create("meta", 64, 0, NULL, NULL, NULL,
+	    NULL, a, KMC_NOTOUCH);
+	kmem_cache_stats_t st;
+	static void *v[5000];
+	int i;
+
+	charged = 0;
+	kmem_cache_set_meta_charge(cp, charge, &charged);
+	kmem_cache_get_stats(cp, &st);
+	CHECK(charged > 0);
+	CHECK_EQ(charged, st.meta_bytes);
+	for (i = 0; i < 5000; i++)
+		v[i] = kmem_cache_alloc(cp, KM_NOSLEEP);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(charged, st.meta_bytes);
+	CHECK(st.slabs > 1);
+	/* Slab records are outside the buffers and are accounted. */
+	CHECK(st.meta_bytes > st.slabs * 64);
+	for (i = 0; i < 5000; i++)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_reap_now(cp);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(charged, st.meta_bytes);
+	kmem_cache_destroy(cp);
+	CHECK_EQ(charged, 0);
+	vmem_destroy(a);
+}
+
+static void
+collect(void *arg, const char *line)
+{
+	char *buf = arg;
+
+	if (strlen(buf) + strlen(line) < 8192)
+		strcat(buf, line);
+}
+
+static void
+test_kmastat(void)
+{
+	vmem_t *a = page_arena("kc_stat");
+	kmem_cache_t *cp = kmem_cache_create("kmastat_probe", 100, 0, NULL,
+	    NULL, NULL, NULL, a, 0);
+	static char out[8192];
+	void *p = kmem_cache_alloc(cp, KM_SLEEP);
+
+	out[0] = '\0';
+	kmem_dump_caches(collect, out);
+	CHECK(strstr(out, "kmastat_probe") != NULL);
+	CHECK(strstr(out, "buf") != NULL);
+	CHECK(strstr(out, "Total") != NULL);
+	kmem_cache_free(cp, p);
+	kmem_cache_destroy(cp);
+	out[0] = '\0';
+	kmem_dump_caches(collect, out);
+	CHECK(strstr(out, "kmastat_probe") == NULL);
+	vmem_destroy(a);
+}
+
+typedef struct find_ctx {
+	const char *name;
+	kmem_cache_t *cp;
+} find_ctx_t;
+
+static void
+find_cache(kmem_cache_t *cp, void *arg)
+{
+	find_ctx_t *f = arg;
+
+	if (strcmp(kmem_cache_name(cp), f->name) == 0)
+		f->cp = cp;
+}
+
+/* vmem quantum caches are kmem caches (wired by VMEM_WITH_KMEM). */
+static void
+test_quantum_caches(void)
+{
+	vmem_t *a = vmem_create("qc", FAKE_BASE, (size_t)1 << 30, PAGE, NULL,
+	    NULL, NULL, 4 * PAGE, VM_SLEEP);
+	static void *v[2000];
+	static size_t sz[2000];
+	find_ctx_t f = { "qc_12288", NULL };
+	kmem_cache_stats_t st;
+	vmem_stats_t vs;
+	tu_rng_t r;
+	int i;
+
+	REQUIRE(a != NULL);
+	kmem_foreach_cache(find_cache, &f);
+	REQUIRE(f.cp != NULL);
+	kmem_cache_get_stats(f.cp, &st);
+	CHECK(st.cflags & KMC_QCACHE);
+	CHECK(st.cflags & KMC_NOTOUCH);
+	CHECK_EQ(st.slabsize, 64 * 1024);
+	CHECK_EQ(st.bufs_per_slab, 5);
+	tu_seed(&r, 42);
+	for (i = 0; i < 2000; i++) {
+		sz[i] = tu_range(&r, 1, 4) * PAGE;
+		v[i] = vmem_alloc(a, sz[i], VM_NOSLEEP);
+		REQUIRE(v[i] != NULL);
+	}
+	{
+		size_t total = 0;
+		for (i = 0; i < 2000; i++)
+			total += sz[i];
+		/* Allocated = given out; idle cache slab space counts free. */
+		CHECK_EQ(vmem_size(a, VMEM_ALLOC), total);
+	}
+	vmem_get_stats(a, &vs);
+	CHECK(vs.qcache_alloc == 2000);
+	for (i = 0; i < 2000; i++)
+		vmem_free(a, v[i], sz[i]);
+	/* Reap: every cache of the arena gives everything back. */
+	for (i = 1; i <= 4; i++) {
+		char name[32];
+		snprintf(name, sizeof (name), "qc_%d", i * PAGE);
+		f.name = name;
+		f.cp = NULL;
+		kmem_foreach_cache(find_cache, &f);
+		REQUIRE(f.cp != NULL);
+		kmem_cache_reap_now(f.cp);
+	}
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	CHECK_ARENA(a);
+	vmem_destroy(a);
+	f.name = "qc_4096";
+	f.cp = NULL;
+	kmem_foreach_cache(find_cache, &f);
+	CHECK(f.cp == NULL);
+}
+
+int
+main(void)
+{
+	RUN(test_alloc_free_and_reap_to_empty);
+	RUN(test_constructor_failure);
+	RUN(test_nomagazine_constructs_every_time);
+	RUN(test_notouch_over_integers);
+	RUN(test_depot_working_set);
+	RUN(test_magazine_resize);
+	RUN(test_wrong_cache_and_debug_errors);
+	RUN(test_meta_charge);
+	RUN(test_kmastat);
+	RUN(test_quantum_caches);
+	return tu_finish();
+}

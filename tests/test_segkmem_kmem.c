@@ -1,0 +1,87 @@
+/*
+ * The kmem heap of a kernel address space, on both backings: buffers come
+ * from kmem_default inside the kas, simulated heaps never touch their
+ * (integer) buffers, kmem bookkeeping is charged to the simulated heap,
+ * and after freeing and reaping the kas holds only its metadata.
+ * Built without kmem (no <vmem/kmem.h>), a kas has no heap.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#include <string.h>
+
+#include <vmem/segkmem.h>
+#include <vmem/kmem.h>
+
+#include "testutil.h"
+
+#define MIB ((size_t)1 << 20)
+
+static kas_t *
+make_kas(kas_backing_t backing)
+{
+	kas_config_t cfg;
+
+	kas_config_init(&cfg);
+	cfg.backing = backing;
+	cfg.size = 64 * MIB;
+	return kas_create(&cfg);
+}
+
+static void
+test_kas_heap(void)
+{
+	kas_backing_t b;
+	int n = tu_slow_build() ? 200 : 2000;
+
+	for (b = KAS_REAL; b <= KAS_SIM; b++) {
+		kas_t *kas = make_kas(b);
+		kmem_heap_t *heap;
+		void **v = calloc((size_t)n, sizeof (void *));
+		kas_stats_t st;
+		char buf[160];
+		int i;
+
+		REQUIRE(kas != NULL && v != NULL);
+		heap = kas_heap(kas);
+		REQUIRE(heap != NULL);
+		CHECK(kmem_heap_arena(heap) == kas_kmem_default(kas));
+		for (i = 0; i < n; i++) {
+			size_t sz = (size_t)(16 + (i % 50) * 40);
+
+			v[i] = kmem_heap_alloc(heap, sz, KM_SLEEP);
+			REQUIRE(v[i] != NULL);
+			CHECK((uintptr_t)v[i] >= kas_base(kas));
+			CHECK((uintptr_t)v[i] < kas_base(kas) + kas_size(kas));
+			if (b == KAS_REAL)
+				memset(v[i], 0x5A, sz);
+		}
+		CHECK_EQ(kas_classify(kas, (uintptr_t)v[n / 2], buf,
+		    sizeof (buf)), KAS_FAULT_VALID);
+		CHECK(strstr(buf, "kmem_default") != NULL);
+		kas_get_stats(kas, &st);
+		CHECK(st.pages_committed > 0);
+		CHECK(st.meta_bytes[KAS_META_KMEM] > 0);
+		CHECK_EQ(st.meta_pages[KAS_META_KMEM] != 0, b == KAS_SIM);
+		for (i = 0; i < n; i++)
+			kmem_heap_free(heap, v[i],
+			    (size_t)(16 + (i % 50) * 40));
+		kmem_heap_reap(heap);
+		vmem_t *va = kas_kmem_va(kas);
+		kas_settle_metadata(kas);
+		kas_get_stats(kas, &st);
+		/* Only charged metadata holds pages now. */
+		CHECK_EQ(vmem_size(kas_kmem_default(kas), VMEM_ALLOC), 0);
+		CHECK_EQ(st.pages_committed, st.meta_pages_total);
+		CHECK_EQ(st.heap_inuse, st.meta_pages_total * st.pagesize +
+		    vmem_size(va, VMEM_ALLOC | VMEM_FREE));
+		free(v);
+		kas_destroy(kas);
+	}
+}
+
+int
+main(void)
+{
+	RUN(test_kas_heap);
+	return tu_finish();
+}
