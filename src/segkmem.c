@@ -731,6 +731,9 @@ settle(kas_t *kas)
 {
 	if (kas == NULL || !kas->charge_metadata || kas->kmem_metadata == NULL)
 		return;
+	/* The common case: every byte charged is already paid for. */
+	if (meta_balanced(kas))
+		return;
 	for (;;) {
 		int stuck = 0, k;
 
