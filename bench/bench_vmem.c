@@ -718,13 +718,18 @@ typedef struct worker {
 	plan_t p;
 	pthread_barrier_t *start;
 	uint64_t fails;
+	double t_start, t_end;  /* this thread's timed loop */
 } worker_t;
 
+/* Each worker times its own loop: the main thread may be descheduled
+ * after the barrier, so its own clock would miss the start. */
 static void *worker_main(void *arg)
 {
 	worker_t *wk = arg;
 	pthread_barrier_wait(wk->start);
+	wk->t_start = now_ns();
 	wk->fails += replace_once(wk->w, wk->impl, wk->a, &wk->lv, &wk->p);
+	wk->t_end = now_ns();
 	return NULL;
 }
 
@@ -754,11 +759,17 @@ static double threads_once(const workload_t *w, enum impl impl,
 		}
 	}
 	pthread_barrier_wait(&start);
-	double t0 = now_ns();
 	for (int t = 0; t < nthreads; t++)
 		pthread_join(tid[t], NULL);
-	double t1 = now_ns();
 	pthread_barrier_destroy(&start);
+	/* Wall time from the first thread's start to the last one's end. */
+	double t0 = wk[0].t_start, t1 = wk[0].t_end;
+	for (int t = 1; t < nthreads; t++) {
+		if (wk[t].t_start < t0)
+			t0 = wk[t].t_start;
+		if (wk[t].t_end > t1)
+			t1 = wk[t].t_end;
+	}
 	rss_sample();
 	if (impl == IMPL_VMEM)
 		r->qcache_alloc = qcache_allocs(a.vmp);
