@@ -174,7 +174,8 @@ typedef struct result {
 	uint64_t ops;           /* timed operations per run (threads: total) */
 	double ns[MAX_RUNS];    /* ns per op of each run (threads: 1 thread) */
 	double ns2[MAX_RUNS];   /* threads: 2 threads */
-	double cpu_ns[MAX_RUNS]; /* CPU ns per op (single-threaded kinds) */
+	double cpu_ns[MAX_RUNS]; /* CPU ns per op (threads: 1 thread) */
+	double cpu_ns2[MAX_RUNS]; /* threads: CPU ns per op of 2 threads */
 	double alloc_ns[MAX_RUNS]; /* K_FREEALL: the (untimed) alloc phase */
 	uint64_t fails;         /* unexpected failures (or K_FAIL successes) */
 	uint64_t qcache_alloc;  /* allocations served by quantum caches */
@@ -719,6 +720,7 @@ typedef struct worker {
 	pthread_barrier_t *start;
 	uint64_t fails;
 	double t_start, t_end;  /* this thread's timed loop */
+	double cpu;             /* its CPU time */
 } worker_t;
 
 /* Each worker times its own loop: the main thread may be descheduled
@@ -727,15 +729,21 @@ static void *worker_main(void *arg)
 {
 	worker_t *wk = arg;
 	pthread_barrier_wait(wk->start);
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 	wk->t_start = now_ns();
 	wk->fails += replace_once(wk->w, wk->impl, wk->a, &wk->lv, &wk->p);
 	wk->t_end = now_ns();
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+	wk->cpu = (double)(c1.tv_sec - c0.tv_sec) * 1e9 +
+	    (double)(c1.tv_nsec - c0.tv_nsec);
 	return NULL;
 }
 
-/* One timed pass of w by nthreads threads; returns wall ns per op. */
+/* One timed pass of w by nthreads threads; returns wall ns per op and
+ * stores the threads' CPU ns per op in *cpu_per_op. */
 static double threads_once(const workload_t *w, enum impl impl,
-    worker_t *wk, int nthreads, result_t *r)
+    worker_t *wk, int nthreads, result_t *r, double *cpu_per_op)
 {
 	arenas_t a = { NULL, NULL };
 	pthread_barrier_t start;
@@ -763,7 +771,9 @@ static double threads_once(const workload_t *w, enum impl impl,
 		pthread_join(tid[t], NULL);
 	pthread_barrier_destroy(&start);
 	/* Wall time from the first thread's start to the last one's end. */
-	double t0 = wk[0].t_start, t1 = wk[0].t_end;
+	double t0 = wk[0].t_start, t1 = wk[0].t_end, cpu = 0;
+	for (int t = 0; t < nthreads; t++)
+		cpu += wk[t].cpu;
 	for (int t = 1; t < nthreads; t++) {
 		if (wk[t].t_start < t0)
 			t0 = wk[t].t_start;
@@ -780,6 +790,7 @@ static double threads_once(const workload_t *w, enum impl impl,
 	}
 	if (impl == IMPL_VMEM)
 		arenas_destroy(&a);
+	*cpu_per_op = total ? cpu / (double)total : 0;
 	return total ? (t1 - t0) / (double)total : 0;
 }
 
@@ -817,8 +828,10 @@ static void run_threads(const workload_t *w, enum impl impl, uint64_t ops,
 	r->baseline_rss_kb = maxrss_kb();
 	/* Alternate 1 and 2 threads so that drift hits both alike. */
 	for (int run = 0; run < runs; run++) {
-		r->ns[run] = threads_once(base, impl, one, 1, r);
-		r->ns2[run] = threads_once(base, impl, two, 2, r);
+		r->ns[run] = threads_once(base, impl, one, 1, r,
+		    &r->cpu_ns[run]);
+		r->ns2[run] = threads_once(base, impl, two, 2, r,
+		    &r->cpu_ns2[run]);
 	}
 	workers_free(one, 1);
 	workers_free(two, 2);
@@ -1003,8 +1016,9 @@ static void fmt_cell(char *buf, size_t len, const row_t *row, enum impl i)
 	} else if (!r->ok) {
 		snprintf(buf, len, "n/a (%s)", r->note);
 	} else if (row->w->kind == K_THREADS) {
-		snprintf(buf, len, "1t %.1f, 2t %.1f (%.2fx)", row_ns(row, i),
-		    row_ns2(row, i), row_scaling(row, i));
+		snprintf(buf, len, "1t %.1f, 2t %.1f (%.2fx); CPU %.1f, %.1f",
+		    row_ns(row, i), row_ns2(row, i), row_scaling(row, i),
+		    median(r->cpu_ns, r->runs), median(r->cpu_ns2, r->runs));
 	} else {
 		/* wall clock (the figure), then CPU time in parentheses */
 		snprintf(buf, len, "%.1f (%.1f)", row_ns(row, i),
@@ -1029,7 +1043,7 @@ static double rss_added_mib(const result_t *r)
 
 static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 {
-	char cell[NIMPL][96], ratio[32], instr[32], rss[64];
+	char cell[NIMPL][128], ratio[32], instr[32], rss[64];
 	printf("| workload | vmem ns/op | glibc ns/op | vmem/glibc |%s"
 	    " instr/op vmem / glibc | peak RSS MiB vmem / glibc | target | met? |\n",
 	    o->ext ? " jemalloc ns/op | mimalloc ns/op |" : "");
@@ -1057,7 +1071,7 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 		else
 			snprintf(rss, sizeof(rss), "%.1f / -", rss_added_mib(rv));
 		int met = row_met(rows, n, row);
-		char extra[200] = "";
+		char extra[2 * sizeof(cell[0]) + 16] = "";
 		if (o->ext)
 			snprintf(extra, sizeof(extra), " %s | %s |",
 			    cell[IMPL_JEMALLOC], cell[IMPL_MIMALLOC]);
@@ -1108,9 +1122,11 @@ static void json_result(FILE *out, const row_t *row, enum impl i)
 		for (int k = 0; k < r->runs; k++)
 			fprintf(out, "%s%.2f", k ? ", " : "", r->ns[k]);
 		fprintf(out, "], \"ns_min\": %.2f", min_of(r->ns, r->runs));
-		if (row->w->kind != K_THREADS)
-			fprintf(out, ", \"cpu_ns_per_op\": %.2f",
-			    median(r->cpu_ns, r->runs));
+		fprintf(out, ", \"cpu_ns_per_op\": %.2f",
+		    median(r->cpu_ns, r->runs));
+		if (row->w->kind == K_THREADS)
+			fprintf(out, ", \"cpu_ns_per_op_2t\": %.2f",
+			    median(r->cpu_ns2, r->runs));
 		if (row->w->kind == K_THREADS)
 			fprintf(out, ", \"ns_per_op_2t\": %.2f, \"scaling_2t_1t\": %.3f",
 			    row_ns2(row, i), row_scaling(row, i));
