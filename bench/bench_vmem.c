@@ -946,7 +946,23 @@ typedef struct row {
 	result_t res[NIMPL];
 	int have[NIMPL];
 	double instr[NIMPL];    /* from --instr-file; < 0 unknown */
+	double load;            /* 1-minute load average before the row ran */
 } row_t;
+
+/* Above this load average (2 cores) two threads cannot both run. */
+#define THREADS_MAX_LOAD 1.5
+
+static double load_average(void)
+{
+	double load = -1;
+	FILE *f = fopen("/proc/loadavg", "r");
+	if (f != NULL) {
+		if (fscanf(f, "%lf", &load) != 1)
+			load = -1;
+		fclose(f);
+	}
+	return load;
+}
 
 static double row_ns(const row_t *row, enum impl i)
 {
@@ -983,7 +999,8 @@ static int row_met(const row_t *rows, size_t n, const row_t *row)
 	if (row->res[IMPL_VMEM].fails != 0)
 		return 0;
 	if (w->kind == K_THREADS)
-		return row_scaling(row, IMPL_VMEM) >= w->target;
+		return row->load > THREADS_MAX_LOAD ? -1 :
+		    row_scaling(row, IMPL_VMEM) >= w->target;
 	double ns = row_ns(row, IMPL_VMEM);
 	if (!(ns <= w->target))
 		return 0;
@@ -1079,7 +1096,9 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 		    w->id, w->what, cell[IMPL_VMEM], cell[IMPL_GLIBC], ratio,
 		    extra, instr, rss, w->target_text,
 		    met < 0 ? "?" : met ? "yes" : "**no**",
-		    rv->fails ? " (unexpected failures)" : "");
+		    rv->fails ? " (unexpected failures)" :
+		    w->kind == K_THREADS && row->load > THREADS_MAX_LOAD ?
+		    " (machine busy)" : "");
 	}
 	/* Notes a reader needs to trust the figures. */
 	for (size_t k = 0; k < n; k++) {
@@ -1107,6 +1126,10 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 			    (unsigned long long)rv->hash_buckets);
 		if (row->w->kind == K_FAIL && rv->ok)
 			printf("\n- %s: %s", row->w->id, rv->note);
+		if (row->w->kind == K_THREADS && row->load > THREADS_MAX_LOAD)
+			printf("\n- %s: load average %.1f before the run: two"
+			    " threads could not both run, the ratio means"
+			    " little", row->w->id, row->load);
 	}
 	printf("\n\nns/op: median of %d runs; ops/run as in docs/BENCH_VMEM.md."
 	    " Threads rows: wall ns per op of the total throughput;"
@@ -1156,8 +1179,9 @@ static void print_json(FILE *out, const row_t *rows, size_t n,
 		const row_t *row = &rows[k];
 		int met = row_met(rows, n, row);
 		fprintf(out, "  {\"id\": \"%s\", \"what\": \"%s\", \"target\": \"%s\", "
-		    "\"met\": %s", row->w->id, row->w->what, row->w->target_text,
-		    met < 0 ? "null" : met ? "true" : "false");
+		    "\"met\": %s, \"load\": %.2f", row->w->id, row->w->what,
+		    row->w->target_text, met < 0 ? "null" : met ? "true" : "false",
+		    row->load);
 		for (int i = 0; i < NIMPL; i++) {
 			if (!row->have[i])
 				continue;
@@ -1356,6 +1380,7 @@ int main(int argc, char **argv)
 		row_t *row = &rows[n++];
 		memset(row, 0, sizeof(*row));
 		row->w = &workloads[k];
+		row->load = load_average();
 		for (int i = 0; i < NIMPL; i++)
 			row->instr[i] = -1;
 		for (int i = 0; i < NIMPL; i++) {
