@@ -50,8 +50,8 @@
 #include "kmem_impl.h"
 
 #include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
+
+#include "vmem_string.h"
 
 #include "error.h"
 #include "qcache.h"
@@ -1772,18 +1772,6 @@ kmem_dump_caches(void (*out)(void *arg, const char *line), void *arg)
 	    "%-26s %6s %7s %7s %9zu %10s %5s %4s %8zu\n", "Total", "", "", "",
 	    ctx.mem_total, "", "", "", ctx.meta_total);
 	out(arg, line);
-}
-
-static void
-print_line(void *arg, const char *line)
-{
-	fputs(line, arg != NULL ? (FILE *)arg : stdout);
-}
-
-void
-kmem_print_caches(void *stdio_file)
-{
-	kmem_dump_caches(print_line, stdio_file);
 }
 
 /* ------------------------------------------------------------------ */

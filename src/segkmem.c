@@ -99,6 +99,9 @@ struct kas {
 	uint64_t resv_fail, resv_wait;
 
 	atomic_long meta_bytes[KAS_META_NKINDS];
+	/* Bumped by every charge; settle() skips work when it has not moved. */
+	atomic_ulong meta_version;
+	unsigned long meta_settled_version;
 	pthread_mutex_t settle_lock;
 	kas_meta_pages_t meta[KAS_META_NKINDS];
 	atomic_size_t meta_pages_now[KAS_META_NKINDS];
@@ -643,7 +646,14 @@ kas_charge_metadata(kas_t *kas, kas_meta_kind_t kind, long delta_bytes)
 {
 	if (kas == NULL || (unsigned)kind >= KAS_META_NKINDS)
 		return;
-	atomic_fetch_add(&kas->meta_bytes[kind], delta_bytes);
+	long old = atomic_fetch_add(&kas->meta_bytes[kind], delta_bytes);
+	long now = old + delta_bytes;
+	long page = (long)kas->pagesize;
+
+	/* Only a change in whole pages needed gives settle() work. */
+	if ((old + page - 1) / page != (now + page - 1) / page)
+		atomic_fetch_add_explicit(&kas->meta_version, 1,
+		    memory_order_release);
 }
 
 void
@@ -731,17 +741,24 @@ settle(kas_t *kas)
 {
 	if (kas == NULL || !kas->charge_metadata || kas->kmem_metadata == NULL)
 		return;
-	/* The common case: every byte charged is already paid for. */
-	if (meta_balanced(kas))
+	/* The common case: nothing was charged since the last settle. */
+	if (atomic_load_explicit(&kas->meta_version, memory_order_acquire) ==
+	    __atomic_load_n(&kas->meta_settled_version, __ATOMIC_RELAXED))
 		return;
 	for (;;) {
 		int stuck = 0, k;
+		unsigned long version;
 
 		if (pthread_mutex_trylock(&kas->settle_lock) != 0)
 			return;
+		version = atomic_load_explicit(&kas->meta_version,
+		    memory_order_acquire);
 		for (k = 0; k < KAS_META_NKINDS; k++)
 			if (settle_kind(kas, k) != 0)
 				stuck = 1;
+		if (!stuck)
+			__atomic_store_n(&kas->meta_settled_version, version,
+			    __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&kas->settle_lock);
 		if (stuck || meta_balanced(kas))
 			return;

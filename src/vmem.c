@@ -77,7 +77,7 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <string.h>
+#include "vmem_string.h"
 
 #include <vmem/vmem.h>
 
@@ -140,6 +140,7 @@ struct vmem {
 	size_t hash_count;
 	vseg_t *hash0[HASH_MIN];
 	vseg_t *rotor;
+	uintptr_t rotor_addr;   /* end of the last next-fit allocation */
 
 	vseg_t *tag_free;       /* the arena's private tag reserve */
 	size_t tag_nfree;
@@ -717,9 +718,28 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 {
 	vseg_t *start = vmp->rotor != NULL ? vmp->rotor : vmp->seg0.anext;
 	vseg_t *s = start;
+	bool resume;
 
 	if (s == &vmp->seg0)
 		return NULL;
+	/*
+	 * The last next-fit segment may have been freed and coalesced with
+	 * what lies below it: resume after it, so freed ids are not reused
+	 * at once, and come back to the part below only at the end.
+	 */
+	resume = start->type == SEG_FREE && vmp->rotor_addr > start->start &&
+	    vmp->rotor_addr <= seg_last(start);
+	if (resume) {
+		req_t after = *r;
+		if (after.lo < vmp->rotor_addr)
+			after.lo = vmp->rotor_addr;
+		vmp->st_search++;
+		if (seg_fit(start, &after, addrp))
+			return start;
+		s = start->anext;
+		if (s == &vmp->seg0)
+			s = s->anext;
+	}
 	do {
 		if (s->type == SEG_FREE) {
 			vmp->st_search++;
@@ -730,6 +750,8 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		if (s == &vmp->seg0)
 			s = s->anext;
 	} while (s != start);
+	if (resume && seg_fit(start, r, addrp))
+		return start;
 	return NULL;
 }
 
@@ -941,8 +963,10 @@ arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *nometa)
 		*nometa = true;
 	} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
 		s = seg_carve(vmp, s, addr, r->size);
-		if (r->flags & VM_NEXTFIT)
+		if (r->flags & VM_NEXTFIT) {
 			vmp->rotor = s;
+			vmp->rotor_addr = s->start + s->size;
+		}
 	} else {
 		addr = 0;
 	}
@@ -969,8 +993,10 @@ arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
 		s = span_add(vmp, span_addr, span_size, true, via_qcache);
 		if (seg_fit(s, r, &addr)) {
 			s = seg_carve(vmp, s, addr, r->size);
-			if (r->flags & VM_NEXTFIT)
+			if (r->flags & VM_NEXTFIT) {
 				vmp->rotor = s;
+				vmp->rotor_addr = s->start + s->size;
+			}
 		} else {
 			/* The span cannot hold the request: give it back. */
 			addr = 0;
