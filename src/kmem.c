@@ -54,6 +54,7 @@
 #include "vmem_string.h"
 
 #include "error.h"
+#include "fault.h"
 #include "qcache.h"
 
 #define KMEM_ALIGN_DEFAULT 8
@@ -528,6 +529,8 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	kslab_t *s;
 	uint32_t i;
 
+	if (fault_point(FAULT_SLAB))
+		return NULL;
 	if (cp->use_xalloc)
 		mem = vmem_xalloc(cp->vmp, cp->slabsize,
 		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, 0, 0,
@@ -1821,6 +1824,16 @@ qc_idle(void *cache)
 	return kmem_cache_idle_bytes(cache);
 }
 
+static void
+qc_counts(void *cache, uint64_t *allocs, uint64_t *frees)
+{
+	kmem_cache_stats_t st;
+
+	kmem_cache_get_stats(cache, &st);
+	*allocs = st.alloc;
+	*frees = st.free;
+}
+
 const vmem_qcache_ops_t vmem_kmem_qcache_ops = {
-	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle
+	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle, qc_counts
 };

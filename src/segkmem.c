@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fault.h"
 
 #include <vmem/kmem.h>
 
@@ -414,7 +415,7 @@ undo_new_locks(kas_t *kas, size_t first, size_t n, const uint64_t *was)
 
 		while (i + run < n && !bit_get(was, i + run))
 			run++;
-		if (run > 0)
+		if (run > 0 && kas->backing == KAS_REAL)
 			(void)munlock((void *)(kas->base +
 			    ((first + i) << kas->pageshift)),
 			    run << kas->pageshift);
@@ -453,12 +454,12 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL) {
-		if (host_commit(addr, size) != 0)
-			return commit_failed(kas, first, n, 0);
-		if ((flags & KAS_COMMIT_LOCK) && mlock(addr, size) != 0)
-			return commit_failed(kas, first, n, 1);
-	}
+	if (fault_point(FAULT_COMMIT) ||
+	    (kas->backing == KAS_REAL && host_commit(addr, size) != 0))
+		return commit_failed(kas, first, n, 0);
+	if ((flags & KAS_COMMIT_LOCK) && (fault_point(FAULT_MLOCK) ||
+	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)))
+		return commit_failed(kas, first, n, 1);
 	pthread_mutex_lock(&kas->page_lock);
 	kas->ncommitted += bits_set(kas->committed_map, first, n, 1);
 	if (flags & KAS_COMMIT_LOCK)
@@ -502,7 +503,8 @@ kas_pages_lock(kas_t *kas, void *addr, size_t size)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL && mlock(addr, size) != 0) {
+	if (fault_point(FAULT_MLOCK) ||
+	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)) {
 		uint64_t *was = snapshot_bits(kas, kas->locked_map, first, n);
 
 		if (was != NULL)
@@ -565,15 +567,16 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 int
 kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 {
-	int ok = 1;
+	int ok = 1, injected;
 
 	if (kas == NULL) {
 		vmem_error_report(SEGKMEM_E_NOTKAS, 0, "kas_page_resv", NULL,
 		    "?", 0, npages, "no address space");
 		return 0;
 	}
+	injected = fault_point(FAULT_RESV);
 	pthread_mutex_lock(&kas->resv_lock);
-	if (npages > kas->physmem) {
+	if (npages > kas->physmem || injected) {
 		ok = 0;
 	} else {
 		while (kas->availrmem < npages) {
