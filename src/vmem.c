@@ -137,8 +137,12 @@ struct vmem {
 	vmem_t *source;
 	void *priv;
 
-	plat_mutex_t lock;
-	plat_cond_t cv;
+	/*
+	 * The lock has a cache line of its own: waiting threads spin on it
+	 * while the owner writes the arena's state.
+	 */
+	_Alignas(64) plat_mutex_t lock;
+	_Alignas(64) plat_cond_t cv;
 	unsigned nwaiters;
 	uint64_t gen;           /* bumped by every free, add and import */
 
