@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets in fuzz/ with clang (ASan + UBSan) and run
 # each for FUZZ_SECONDS (default 60). Usage: scripts/fuzz.sh [target...]
-# (targets: vmem kmem trace; default all). New inputs go to
+# (targets: vmem kmem trace segkp; default all). New inputs go to
 # build-fuzz/corpus/<target> (the committed seeds in fuzz/corpus/<target>
 # are read, never written); crashes are written to build-fuzz/ and make the
 # script fail. Replay them with the fuzz_replay_* CTest tests after copying
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 OUT=build-fuzz
-TARGETS=${*:-vmem kmem trace}
+TARGETS=${*:-vmem kmem trace segkp}
 
 if ! command -v clang >/dev/null; then
 	apt-get update -qq && apt-get install -y -qq clang >/dev/null
