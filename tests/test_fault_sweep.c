@@ -36,6 +36,7 @@
 
 #include <vmem/kmem.h>
 #include <vmem/segkmem.h>
+#include <vmem/segkp.h>
 
 #include "testutil.h"
 
@@ -557,6 +558,110 @@ kas_part(run_t *r, kas_backing_t backing)
 	kas_destroy(kas);
 }
 
+/*
+ * The segkp part: a segment of each placement on one kas. Locked stacks
+ * with redzones (resv, commit, mlock), plain gets, a stack cache whose
+ * stacks are released back, reaped (pages given back) and taken again
+ * (pages recommitted), segkp_cache_free. KPD_NOWAIT everywhere: a failure
+ * point must fail the call, never make it wait.
+ */
+#define NKP 6
+
+static void
+segkp_stacks(run_t *r, segkp_t *seg)
+{
+	const int locked = KPD_LOCKED | KPD_NOWAIT | KPD_HASREDZONE;
+	void *st[NKP], *cs[4], *cookie;
+	segkp_stats_t sst;
+	int i;
+
+	memset(st, 0, sizeof (st));
+	memset(cs, 0, sizeof (cs));
+	for (i = 0; i < NKP; i++) {
+		int flags = i % 2 ? locked | KPD_REDZONE_PAGES(2) :
+		    KPD_NOWAIT | KPD_ZERO | KPD_HASREDZONE;
+		st[i] = segkp_get(seg, (size_t)(1 + i % 3) * PAGE, flags);
+		if (st[i] == NULL)
+			FAILED(r, "segkp_get");
+		else
+			CHECK(segkp_classify(seg, (char *)st[i] - 1, NULL) ==
+			    SEGKP_FAULT_REDZONE);
+	}
+	cookie = segkp_cache_init(seg, 3, 2 * PAGE, locked | KPD_NOWAIT);
+	CHECK(cookie != NULL); /* no resource: cannot fail */
+	for (int round = 0; round < 2 && cookie != NULL; round++) {
+		for (i = 0; i < 4; i++) {
+			cs[i] = segkp_cache_get(cookie);
+			if (cs[i] == NULL)
+				FAILED(r, "segkp_cache_get");
+		}
+		for (i = 0; i < 4; i++)
+			if (cs[i] != NULL)
+				segkp_release(seg, cs[i]);
+		CHECK(segkp_check(seg) == 0);
+		/* Round 0: pages of idle stacks go back; round 1 gets them. */
+		(void)segkp_cache_reap(seg, SEGKP_REAP_ALL);
+	}
+	for (i = 0; i < NKP; i += 2)
+		if (st[i] != NULL)
+			segkp_release(seg, st[i]);
+	for (i = 1; i < NKP; i += 2)
+		if (st[i] != NULL)
+			segkp_release(seg, st[i]);
+	CHECK(segkp_check(seg) == 0);
+	segkp_cache_free(seg);
+	if (cookie != NULL)
+		segkp_cache_destroy(cookie);
+	segkp_get_stats(seg, &sst);
+	CHECK_EQ(sst.inuse, 0);
+	CHECK_EQ(sst.cached, 0);
+	CHECK_EQ(sst.pages_committed, 0);
+	CHECK_EQ(sst.pages_locked, 0);
+	CHECK_EQ(sst.va_allocated, 0);
+	CHECK(segkp_check(seg) == 0);
+	CHECK_ARENA(segkp_arena(seg));
+	if (segkp_placement(seg) == SEGKP_FROMHEAP)
+		CHECK_EQ(vmem_size(segkp_arena(seg), VMEM_SPAN), 0);
+}
+
+static void
+segkp_part(run_t *r, kas_backing_t backing)
+{
+	kas_config_t cfg;
+	kas_t *kas;
+	kas_base_t kb;
+	segkp_t *seg;
+
+	kas_config_init(&cfg);
+	cfg.backing = backing;
+	cfg.name = backing == KAS_SIM ? "fs_kp_simkas" : "fs_kp_realkas";
+	cfg.size = (size_t)16 << 20;
+	cfg.physmem_pages = 2048;
+	kas = kas_create(&cfg);
+	if (kas == NULL) {
+		FAILED(r, "kas_create");
+		return;
+	}
+	kbase_take(kas, &kb);
+	seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+	if (seg == NULL) {
+		FAILED(r, "segkp_create");
+	} else {
+		segkp_stacks(r, seg);
+		segkp_destroy(seg);
+	}
+	/* Fixed, its range taken from heap_arena. */
+	seg = segkp_create(kas, SEGKP_FIXED, NULL, (size_t)2 << 20);
+	if (seg == NULL) {
+		FAILED(r, "segkp_create");
+	} else {
+		segkp_stacks(r, seg);
+		segkp_destroy(seg);
+	}
+	kbase_check(kas, &kb);
+	kas_destroy(kas);
+}
+
 static void
 workload(run_t *r)
 {
@@ -566,6 +671,8 @@ workload(run_t *r)
 	vmem_part(r);
 	kas_part(r, KAS_SIM);
 	kas_part(r, KAS_REAL);
+	segkp_part(r, KAS_SIM);
+	segkp_part(r, KAS_REAL);
 	CHECK_EQ(live_arenas(), r->arenas0);
 	CHECK_EQ(live_caches(), r->caches0);
 	CHECK_EQ(ctor_calls, 0);
