@@ -169,21 +169,15 @@ static atomic_int kmem_init_state;
 static int kmem_default_debug;
 
 static void
+kmem_global_init_once(void)
+{
+	plat_mutex_init(&kmem_list_lock);
+}
+
+static void
 kmem_global_init(void)
 {
-	int expected = 0;
-
-	if (atomic_load_explicit(&kmem_init_state, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&kmem_init_state, &expected, 1)) {
-		plat_mutex_init(&kmem_list_lock);
-		atomic_store_explicit(&kmem_init_state, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&kmem_init_state,
-	    memory_order_acquire) != 2)
-		continue;
+	plat_once(&kmem_init_state, kmem_global_init_once);
 }
 
 /* ------------------------------------------------------------------ */

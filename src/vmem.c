@@ -215,27 +215,21 @@ static void fork_parent(void);
 static void fork_child(void);
 
 static void
+vmem_init_once(void)
+{
+	plat_mutex_init(&arena_list_lock);
+	plat_mutex_init(&tagpool_lock);
+#ifdef VMEM_WITH_KMEM
+	if (qcache_ops == NULL)
+		qcache_ops = &vmem_kmem_qcache_ops;
+#endif
+	plat_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void
 vmem_init(void)
 {
-	int expected = 0;
-
-	if (atomic_load_explicit(&vmem_initialized, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&vmem_initialized, &expected, 1)) {
-		plat_mutex_init(&arena_list_lock);
-		plat_mutex_init(&tagpool_lock);
-#ifdef VMEM_WITH_KMEM
-		if (qcache_ops == NULL)
-			qcache_ops = &vmem_kmem_qcache_ops;
-#endif
-		plat_atfork(fork_prepare, fork_parent, fork_child);
-		atomic_store_explicit(&vmem_initialized, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&vmem_initialized,
-	    memory_order_acquire) != 2)
-		;
+	plat_once(&vmem_initialized, vmem_init_once);
 }
 
 void
@@ -1306,6 +1300,25 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 static void qcache_free(vmem_t *vmp, void *addr, size_t size);
 
 /*
+ * Free the allocated segment *slot points to (lock held), wake waiters,
+ * trim the tag reserve and drop the lock. Returns seg_free()'s answer: true
+ * if a whole imported span, now in *span_addr and *span_size, must go.
+ */
+static bool
+free_and_unlock(vmem_t *vmp, vseg_t **slot, uintptr_t *span_addr,
+    size_t *span_size, bool *via_qcache)
+{
+	vseg_t *s = hash_unlink(vmp, slot);
+	bool release = seg_free(vmp, s, span_addr, span_size, via_qcache);
+
+	if (vmp->nwaiters > 0)
+		plat_cond_broadcast(&vmp->cv);
+	tags_trim(vmp);
+	plat_mutex_unlock(&vmp->lock);
+	return release;
+}
+
+/*
  * Release a span that became entirely free to the source of vmp, following
  * the chain down without recursion.
  */
@@ -1336,12 +1349,7 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 			    "its source");
 			return;
 		}
-		(void)hash_unlink(src, slot);
-		more = seg_free(src, s, &addr, &size, &q);
-		if (src->nwaiters > 0)
-			plat_cond_broadcast(&src->cv);
-		tags_trim(src);
-		plat_mutex_unlock(&src->lock);
+		more = free_and_unlock(src, slot, &addr, &size, &q);
 		if (!more)
 			return;
 		vmp = src;
@@ -1420,12 +1428,8 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 			    "%s", vmem_strerror(err));
 		return;
 	}
-	(void)hash_unlink(vmp, slot);
-	release = seg_free(vmp, s, &span_addr, &span_size, &via_qcache);
-	if (vmp->nwaiters > 0)
-		plat_cond_broadcast(&vmp->cv);
-	tags_trim(vmp);
-	plat_mutex_unlock(&vmp->lock);
+	release = free_and_unlock(vmp, slot, &span_addr, &span_size,
+	    &via_qcache);
 	if (release)
 		vmem_release_span(vmp, span_addr, span_size, via_qcache);
 }
