@@ -1792,8 +1792,7 @@ static void *
 qc_create(vmem_t *vmp, const char *name, size_t size, size_t slabsize)
 {
 	return kmem_cache_create_slab(name, size, vmem_quantum(vmp), NULL,
-	    NULL, NULL, NULL, vmp, KMC_QCACHE | KMC_NOTOUCH | KMC_NODEBUG,
-	    slabsize);
+	    NULL, NULL, NULL, vmp, KMC_QCACHE | KMC_NOTOUCH, slabsize);
 }
 
 static void *

@@ -1050,9 +1050,17 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
 	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/* An import function that broke its contract. */
+		/*
+		 * An import function that broke its contract. The span is
+		 * unusable here but is the source's: hand it back as it was
+		 * given, so the source does not leak it.
+		 */
+		uintptr_t bad = (uintptr_t)p;
+		size_t bad_size = *sizep;
+
+		vmp->ffunc(vmp->source, p, bad_size);
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    (uintptr_t)p, *sizep, "import returned a misaligned or "
+		    bad, bad_size, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
 		return 0;
 	}
@@ -1362,9 +1370,13 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 	}
 	if (err != 0) {
 		plat_mutex_unlock(&vmp->lock);
-		vmem_error_report(err, 0, call, vmp, NULL, addr, size,
-		    "%s%s%lu", vmem_strerror(err),
-		    found ? " (segment size " : "", (unsigned long)found);
+		if (found != 0)
+			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+			    "%s (segment size %lu)", vmem_strerror(err),
+			    (unsigned long)found);
+		else
+			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+			    "%s", vmem_strerror(err));
 		return;
 	}
 	(void)hash_unlink(vmp, slot);
