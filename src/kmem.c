@@ -1323,7 +1323,8 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	(void)vmem_snprintf(cp->name, sizeof (cp->name), "%s", name);
 	cp->bufsize = bufsize;
 	cp->align = align != 0 ? align : KMEM_ALIGN_DEFAULT;
-	if ((cflags & KMC_NOTOUCH) && cp->align < vmem_quantum(vmp))
+	/* Quantum caches hand out whole quanta; other caches pack objects. */
+	if ((cflags & KMC_QCACHE) && cp->align < vmem_quantum(vmp))
 		cp->align = vmem_quantum(vmp);
 	cp->ctor = constructor;
 	cp->dtor = destructor;

@@ -998,8 +998,13 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	size_t unit = srcq > vmp->quantum ? srcq : vmp->quantum;
 	size_t size = r->size, pad = 0;
 
-	if (r->align > vmp->quantum && !(vmp->cflags & VMC_XALIGN))
-		pad = r->align - vmp->quantum;
+	/*
+	 * Pad so that any placement of the span can hold the request. An
+	 * import function that aligns (VMC_XALIGN) needs only the phase.
+	 */
+	if (r->align > vmp->quantum)
+		pad = (vmp->cflags & VMC_XALIGN) ? r->phase :
+		    r->align - vmp->quantum;
 	if (size + pad < size)
 		return false;
 	size += pad;
@@ -1493,18 +1498,19 @@ round_size(const vmem_t *vmp, size_t size, size_t *out)
 	return true;
 }
 
+/* vmp is NULL when checking vmem_create's span before the arena exists. */
 static bool
-span_valid(vmem_t *vmp, uintptr_t base, size_t size, const char *call)
+span_valid(vmem_t *vmp, const char *name, size_t quantum, uintptr_t base,
+    size_t size, const char *call)
 {
-	if (size == 0 || (base & (vmp->quantum - 1)) ||
-	    (size & (vmp->quantum - 1))) {
-		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, NULL, base,
+	if (size == 0 || (base & (quantum - 1)) || (size & (quantum - 1))) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, name, base,
 		    size, "span not aligned to the quantum %lu",
-		    (unsigned long)vmp->quantum);
+		    (unsigned long)quantum);
 		return false;
 	}
 	if (base == 0 || base + (size - 1) < base) {
-		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, NULL, base,
+		vmem_error_report(VMEM_E_ZEROADDR, 0, call, vmp, name, base,
 		    size, "span would contain address 0");
 		return false;
 	}
@@ -1568,6 +1574,9 @@ create_common(const char *name, void *base, size_t size, size_t quantum,
 		    "source must come together)", (unsigned long)quantum);
 		return NULL;
 	}
+	if (size != 0 && !span_valid(NULL, name != NULL ? name : "(null)",
+	    quantum, (uintptr_t)base, size, call))
+		return NULL;
 	vmp = plat_pages_alloc(arena_bytes());
 	if (vmp == NULL) {
 		vmem_error_report(VMEM_E_NOMEM, 1, call, NULL, name,
@@ -1632,7 +1641,7 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 	uintptr_t base = (uintptr_t)vaddr;
 
 	(void)vmflag;
-	if (!span_valid(vmp, base, size, "vmem_add"))
+	if (!span_valid(vmp, NULL, vmp->quantum, base, size, "vmem_add"))
 		return NULL;
 	plat_mutex_lock(&vmp->lock);
 	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
@@ -1882,8 +1891,8 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
     void *arg)
 {
 	typedef struct { uintptr_t start; size_t size; } item_t;
-	item_t *items = NULL;
-	size_t n = 0, cap = 0, bytes = 0, page = plat_pagesize();
+	item_t local[64], *items = local;
+	size_t n = 0, cap = 64, bytes = 0, page = plat_pagesize();
 
 	if (!((unsigned)typemask & VMEM_REENTRANT)) {
 		plat_mutex_lock(&vmp->lock);
@@ -1916,7 +1925,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 			break;
 		}
 		plat_mutex_unlock(&vmp->lock);
-		if (cap != 0)
+		if (items != local)
 			plat_pages_free(items, bytes);
 		bytes = ((need + 16) * sizeof (item_t) + page - 1) & ~(page - 1);
 		items = plat_pages_alloc(bytes);
@@ -1926,7 +1935,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 	}
 	for (size_t i = 0; i < n; i++)
 		func(arg, (void *)items[i].start, items[i].size);
-	if (cap != 0)
+	if (items != local)
 		plat_pages_free(items, bytes);
 }
 
@@ -2025,7 +2034,7 @@ vmem_check(vmem_t *vmp)
 {
 	size_t total = 0, import = 0, inuse = 0, nalloc = 0, nfree = 0;
 	size_t nspans = 0, nhash = 0, nlisted = 0;
-	uintptr_t *starts = NULL;
+	uintptr_t local[2 * 32], *starts = NULL;
 	bool rotor_seen = false;
 
 	plat_mutex_lock(&vmp->lock);
@@ -2102,7 +2111,7 @@ vmem_check(vmem_t *vmp)
 		size_t page = plat_pagesize(), i = 0;
 		size_t bytes = (nspans * 2 * sizeof (uintptr_t) + page - 1) &
 		    ~(page - 1);
-		starts = plat_pages_alloc(bytes);
+		starts = nspans <= 32 ? local : plat_pages_alloc(bytes);
 		if (starts != NULL) {
 			for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
 			    sp = sp->knext, i++) {
@@ -2128,7 +2137,8 @@ vmem_check(vmem_t *vmp)
 				for (size_t a = 1; a < nspans; a++)
 					if (starts[2 * a] <= starts[2 * a - 1])
 						overlap = true;
-			plat_pages_free(starts, bytes);
+			if (starts != local)
+				plat_pages_free(starts, bytes);
 			if (overlap)
 				return check_fail(vmp, NULL, "spans overlap");
 		}

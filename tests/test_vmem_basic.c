@@ -1,0 +1,1233 @@
+/*
+ * Unit tests for the vmem core: every public function, every allocation
+ * policy and flag, typemasks of vmem_size and vmem_walk, the statistics,
+ * imports (vmem_alloc chains, vmem_xcreate imports that grow, VMC_XALIGN,
+ * the minimum import of VMC_NO_QCACHE arenas), release of a span the moment
+ * it is free, 2,000-level import chains on a 256 KiB stack, 10,000 arenas,
+ * spans at the top of the address space and vmem_xalloc constraints.
+ *
+ * Placement tests build "holes" of known sizes by carving a fresh arena
+ * from its low end (a single free segment is always split from its start
+ * unless VM_ENDALLOC is given) and freeing chosen pieces; one quantum stays
+ * allocated between holes so they never coalesce. Size classes are powers
+ * of two of the size in arena units (bytes here), as the contract says.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "vmem_testlib.h"
+
+#define Q 4096UL
+#define BASE 0x100000UL
+
+static vmem_t *
+mk(const char *name, uintptr_t base, size_t size, size_t quantum)
+{
+	vmem_t *v = vmem_create(name, TL_PTR(base), size, quantum, NULL, NULL,
+	    NULL, 0, VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	return v;
+}
+
+/*
+ * Carve the arena from its low end into pieces of the given sizes (in
+ * quanta); pieces with hole[i] set are freed again. Returns the pieces'
+ * addresses in addr[].
+ */
+static void
+carve(vmem_t *v, const size_t *pages, const int *hole, int n, uintptr_t *addr)
+{
+	for (int i = 0; i < n; i++) {
+		addr[i] = TL_U(vmem_alloc(v, pages[i] * Q, VM_NOSLEEP));
+		REQUIRE(addr[i] != 0);
+		if (i > 0)
+			REQUIRE(addr[i] == addr[i - 1] + pages[i - 1] * Q);
+	}
+	for (int i = 0; i < n; i++)
+		if (hole[i])
+			vmem_free(v, TL_PTR(addr[i]), pages[i] * Q);
+	CHECK_ARENA(v);
+}
+
+static void
+uncarve(vmem_t *v, const size_t *pages, const int *hole, int n,
+    const uintptr_t *addr)
+{
+	for (int i = 0; i < n; i++)
+		if (!hole[i])
+			vmem_free(v, TL_PTR(addr[i]), pages[i] * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+}
+
+static int
+in_piece(uintptr_t a, size_t size, uintptr_t piece, size_t pages)
+{
+	return a >= piece && a + size <= piece + pages * Q;
+}
+
+static void
+test_create_and_accessors(void)
+{
+	vmem_t *v = mk("basic", BASE, 64 * Q, Q);
+	vmem_stats_t st = tl_stats(v);
+	size_t sum = 0;
+	int x;
+
+	CHECK(strcmp(vmem_name(v), "basic") == 0);
+	CHECK_EQ(vmem_quantum(v), Q);
+	CHECK(vmem_source(v) == NULL);
+	CHECK(vmem_get_private(v) == NULL);
+	vmem_set_private(v, &x);
+	CHECK(vmem_get_private(v) == &x);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_EQ(vmem_size(v, VMEM_FREE), 64 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC | VMEM_FREE), 64 * Q);
+	CHECK(strcmp(st.name, "basic") == 0);
+	CHECK_EQ(st.quantum, Q);
+	CHECK_EQ(st.mem_total, 64 * Q);
+	CHECK_EQ(st.mem_inuse, 0);
+	CHECK_EQ(st.mem_import, 0);
+	CHECK_EQ(st.nspans, 1);
+	CHECK_EQ(st.nfree_segs, 1);
+	CHECK_EQ(st.nalloc_segs, 0);
+	CHECK_EQ(st.largest_free, 64 * Q);
+	CHECK_EQ(st.free_by_class[18], 1); /* 64 * 4096 = 2^18 */
+	for (int i = 0; i < VMEM_NCLASS_POW2; i++)
+		sum += st.free_by_class[i];
+	CHECK_EQ(sum, 1);
+	CHECK(st.hash_buckets > 0);
+	CHECK(st.tags > 0);
+	CHECK(vmem_meta_bytes(v) > 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+
+	/* Names longer than VMEM_NAMELEN - 1 are cut, not overrun. */
+	v = mk("a-name-that-is-much-longer-than-thirty-one-chars", BASE, Q, Q);
+	CHECK(strlen(vmem_name(v)) <= VMEM_NAMELEN - 1);
+	CHECK(strncmp(vmem_name(v), "a-name-that-is", 14) == 0);
+	vmem_destroy(v);
+
+	/* An arena with no span: nothing to give until vmem_add. */
+	v = mk("empty", 0, 0, Q);
+	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+	CHECK(vmem_alloc(v, Q, VM_SLEEP) == NULL); /* no source: at once */
+	CHECK(vmem_add(v, TL_PTR(BASE), 4 * Q, VM_SLEEP) == TL_PTR(BASE));
+	CHECK_EQ(TL_U(vmem_alloc(v, 4 * Q, VM_SLEEP)), BASE);
+	CHECK_EQ(tl_stats(v).nspans, 1);
+	vmem_free(v, TL_PTR(BASE), 4 * Q);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+
+	/* Identifiers: quantum 1. */
+	v = vmem_create("ids", TL_PTR(1), 10, 1, NULL, NULL, NULL, 0,
+	    VMC_IDENTIFIER | VM_SLEEP);
+	REQUIRE(v != NULL);
+	for (uintptr_t i = 1; i <= 10; i++)
+		CHECK_EQ(TL_U(vmem_alloc(v, 1, VM_NOSLEEP)), i);
+	CHECK(vmem_alloc(v, 1, VM_NOSLEEP) == NULL);
+	for (uintptr_t i = 1; i <= 10; i++)
+		vmem_free(v, TL_PTR(i), 1);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_alloc_rounding_and_free(void)
+{
+	vmem_t *v = mk("round", BASE, 16 * Q, Q);
+	void *a = vmem_alloc(v, Q + 1, VM_NOSLEEP);
+	void *b;
+
+	CHECK_EQ(TL_U(a), BASE);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 2 * Q);
+	b = vmem_alloc(v, 1, VM_NOSLEEP);
+	CHECK_EQ(TL_U(b), BASE + 2 * Q);
+	vmem_free(v, a, 2 * Q - 7); /* same size after rounding */
+	vmem_free(v, b, Q);          /* rounded size itself */
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_EQ(tl_stats(v).nfree_segs, 1);
+	CHECK_ARENA(v);
+	/* The whole arena in one piece, then nothing more. */
+	a = vmem_alloc(v, 16 * Q, VM_NOSLEEP);
+	CHECK_EQ(TL_U(a), BASE);
+	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+	vmem_free(v, a, 16 * Q);
+	CHECK(vmem_alloc(v, 17 * Q, VM_NOSLEEP) == NULL);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+/* Holes of 4, 6, 12 and 20 pages, kept apart by one-page pieces. */
+static const size_t hp[] = { 4, 1, 6, 1, 12, 1, 20, 1, 18 };
+static const int hh[] = { 1, 0, 1, 0, 1, 0, 1, 0, 0 };
+#define HN 9
+
+static void
+test_instant_fit(void)
+{
+	vmem_t *v = mk("instant", BASE, 64 * Q, Q);
+	uintptr_t ad[HN], a;
+
+	carve(v, hp, hh, HN, ad);
+	/*
+	 * Which fitting hole instant fit picks depends on the size classes
+	 * (the implementation may split powers of two finer); it must pick
+	 * one that fits, and never miss one.
+	 */
+	for (size_t n = 1; n <= 20; n++) {
+		a = TL_U(vmem_alloc(v, n * Q, VM_NOSLEEP));
+		CHECK((n <= 4 && in_piece(a, n * Q, ad[0], 4)) ||
+		    (n <= 6 && in_piece(a, n * Q, ad[2], 6)) ||
+		    (n <= 12 && in_piece(a, n * Q, ad[4], 12)) ||
+		    in_piece(a, n * Q, ad[6], 20));
+		vmem_free(v, TL_PTR(a), n * Q);
+	}
+	/* 20 pages: only its own class can hold it ("might fit" scan). */
+	a = TL_U(vmem_alloc(v, 20 * Q, VM_NOSLEEP));
+	CHECK_EQ(a, ad[6]);
+	vmem_free(v, TL_PTR(a), 20 * Q);
+	CHECK(vmem_alloc(v, 21 * Q, VM_NOSLEEP) == NULL);
+	uncarve(v, hp, hh, HN, ad);
+	vmem_destroy(v);
+}
+
+static void
+test_first_fit(void)
+{
+	vmem_t *v = mk("firstfit", BASE, 64 * Q, Q);
+	uintptr_t ad[HN], a;
+
+	carve(v, hp, hh, HN, ad);
+	/* 5 pages: own class (4..7) has the 6-page hole that fits. */
+	a = TL_U(vmem_alloc(v, 5 * Q, VM_FIRSTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[2]);
+	vmem_free(v, TL_PTR(a), 5 * Q);
+	/* 7 pages: 4 and 6 do not fit; next class gives the 12. */
+	a = TL_U(vmem_alloc(v, 7 * Q, VM_FIRSTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[4]);
+	vmem_free(v, TL_PTR(a), 7 * Q);
+	/* 13 pages: the 12 in its own class does not fit; the 20 does. */
+	a = TL_U(vmem_alloc(v, 13 * Q, VM_FIRSTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[6]);
+	vmem_free(v, TL_PTR(a), 13 * Q);
+	a = TL_U(vmem_xalloc(v, 5 * Q, 0, 0, 0, NULL, NULL,
+	    VM_FIRSTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[2]);
+	vmem_xfree(v, TL_PTR(a), 5 * Q);
+	uncarve(v, hp, hh, HN, ad);
+	vmem_destroy(v);
+}
+
+static void
+test_best_fit(void)
+{
+	/* Holes 8, 5, 7, 6 pages. */
+	static const size_t p[] = { 8, 1, 5, 1, 7, 1, 6, 1, 34 };
+	static const int h[] = { 1, 0, 1, 0, 1, 0, 1, 0, 0 };
+	vmem_t *v = mk("bestfit", BASE, 64 * Q, Q);
+	uintptr_t ad[9], a;
+
+	carve(v, p, h, 9, ad);
+	a = TL_U(vmem_alloc(v, 6 * Q, VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[6]);
+	vmem_free(v, TL_PTR(a), 6 * Q);
+	a = TL_U(vmem_alloc(v, 7 * Q, VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[4]);
+	vmem_free(v, TL_PTR(a), 7 * Q);
+	a = TL_U(vmem_alloc(v, 8 * Q, VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[0]);
+	vmem_free(v, TL_PTR(a), 8 * Q);
+	/* 3 pages: own class empty; best of the next class is the 5. */
+	a = TL_U(vmem_alloc(v, 3 * Q, VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[2]);
+	vmem_free(v, TL_PTR(a), 3 * Q);
+	a = TL_U(vmem_alloc(v, 3 * Q, VM_BESTFIT | VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, ad[2] + 2 * Q);
+	vmem_free(v, TL_PTR(a), 3 * Q);
+	a = TL_U(vmem_xalloc(v, 6 * Q, 0, 0, 0, NULL, NULL,
+	    VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[6]);
+	vmem_xfree(v, TL_PTR(a), 6 * Q);
+	CHECK(tl_stats(v).search > 0);
+	uncarve(v, p, h, 9, ad);
+	vmem_destroy(v);
+}
+
+static void
+test_next_fit(void)
+{
+	vmem_t *v = vmem_create("pids", TL_PTR(1), 64, 1, NULL, NULL, NULL, 0,
+	    VMC_IDENTIFIER | VM_SLEEP);
+	uintptr_t a;
+
+	REQUIRE(v != NULL);
+	for (uintptr_t i = 1; i <= 10; i++)
+		CHECK_EQ(TL_U(vmem_alloc(v, 1, VM_NEXTFIT | VM_NOSLEEP)), i);
+	for (uintptr_t i = 2; i <= 5; i++)
+		vmem_free(v, TL_PTR(i), 1);
+	CHECK_ARENA(v);
+	/* Freed ids are not reused while later ones are free. */
+	CHECK_EQ(TL_U(vmem_alloc(v, 1, VM_NEXTFIT | VM_NOSLEEP)), 11);
+	CHECK_EQ(TL_U(vmem_alloc(v, 3, VM_NEXTFIT | VM_NOSLEEP)), 12);
+	for (uintptr_t i = 15; i <= 64; i++)
+		CHECK_EQ(TL_U(vmem_alloc(v, 1, VM_NEXTFIT | VM_NOSLEEP)), i);
+	CHECK_ARENA(v);
+	/* Wraps around to the lowest free id. */
+	CHECK_EQ(TL_U(vmem_alloc(v, 1, VM_NEXTFIT | VM_NOSLEEP)), 2);
+	CHECK_EQ(TL_U(vmem_alloc(v, 3, VM_NEXTFIT | VM_NOSLEEP)), 3);
+	CHECK(vmem_alloc(v, 1, VM_NEXTFIT | VM_NOSLEEP) == NULL);
+	for (uintptr_t i = 1; i <= 64; i++)
+		if (i != 3 && i != 4 && i != 5 && i != 12 && i != 13 &&
+		    i != 14)
+			vmem_free(v, TL_PTR(i), 1);
+	vmem_free(v, TL_PTR(3), 3);
+	vmem_free(v, TL_PTR(12), 3);
+	CHECK_ARENA(v);
+	/* The rotor does not keep the range from being one piece. */
+	a = TL_U(vmem_alloc(v, 64, VM_NOSLEEP));
+	CHECK_EQ(a, 1);
+	vmem_free(v, TL_PTR(a), 64);
+	a = TL_U(vmem_alloc(v, 64, VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, 1);
+	vmem_free(v, TL_PTR(a), 64);
+	a = TL_U(vmem_xalloc(v, 64, 0, 0, 0, NULL, NULL,
+	    VM_FIRSTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, 1);
+	vmem_xfree(v, TL_PTR(a), 64);
+	a = TL_U(vmem_alloc(v, 64, VM_NEXTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, 1);
+	vmem_free(v, TL_PTR(a), 64);
+	CHECK_EQ(tl_stats(v).nfree_segs, 1);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_endalloc(void)
+{
+	vmem_t *v = mk("endalloc", BASE, 16 * Q, Q);
+	uintptr_t a, b, c;
+
+	a = TL_U(vmem_alloc(v, Q, VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, BASE + 15 * Q);
+	b = TL_U(vmem_alloc(v, 2 * Q, VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(b, BASE + 13 * Q);
+	c = TL_U(vmem_alloc(v, Q, VM_NOSLEEP));
+	CHECK_EQ(c, BASE);
+	vmem_free(v, TL_PTR(c), Q);
+	c = TL_U(vmem_alloc(v, Q, VM_FIRSTFIT | VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(c, BASE + 12 * Q);
+	vmem_free(v, TL_PTR(a), Q);
+	vmem_free(v, TL_PTR(b), 2 * Q);
+	vmem_free(v, TL_PTR(c), Q);
+	CHECK_ARENA(v);
+	a = TL_U(vmem_xalloc(v, Q, 4 * Q, 0, 0, NULL, NULL,
+	    VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, BASE + 12 * Q);
+	vmem_xfree(v, TL_PTR(a), Q);
+	a = TL_U(vmem_xalloc(v, Q, 4 * Q, Q, 0, NULL, NULL,
+	    VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, BASE + 13 * Q);
+	vmem_xfree(v, TL_PTR(a), Q);
+	a = TL_U(vmem_xalloc(v, Q, 0, 0, 0, NULL, TL_PTR(BASE + 8 * Q),
+	    VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, BASE + 7 * Q);
+	vmem_xfree(v, TL_PTR(a), Q);
+	a = TL_U(vmem_xalloc(v, 2 * Q, 0, 0, 4 * Q, NULL, NULL,
+	    VM_BESTFIT | VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, BASE + 14 * Q);
+	vmem_xfree(v, TL_PTR(a), 2 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+/* Flags kept for illumos compatibility change nothing. */
+static void
+test_compat_flags(void)
+{
+	static const int flags[] = { VM_PUSHPAGE, VM_NORMALPRI, VM_NODEBUG,
+	    VM_MEMLOAD, VM_NORELOAD, VM_ABORT, VM_PANIC };
+	vmem_t *v = vmem_create("compat", TL_PTR(BASE), 16 * Q, Q, NULL,
+	    NULL, NULL, 0, VMC_POPULATOR | VMC_DUMPSAFE | VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	for (size_t i = 0; i < sizeof (flags) / sizeof (flags[0]); i++) {
+		void *a = vmem_alloc(v, Q, flags[i] | VM_NOSLEEP);
+		CHECK_EQ(TL_U(a), BASE);
+		vmem_free(v, a, Q);
+		a = vmem_xalloc(v, Q, 0, 0, 0, NULL, NULL,
+		    flags[i] | VM_NOSLEEP);
+		CHECK_EQ(TL_U(a), BASE);
+		vmem_xfree(v, a, Q);
+	}
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+/* Failures: VM_NOSLEEP when full; VM_SLEEP when nothing could ever fit. */
+static void
+test_failures_and_sleep(void)
+{
+	vmem_t *v = mk("fail", BASE, 16 * Q, Q);
+	vmem_stats_t st;
+	void *a;
+
+	a = vmem_alloc(v, 16 * Q, VM_SLEEP);
+	CHECK_EQ(TL_U(a), BASE);
+	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, NULL, NULL, VM_NOSLEEP) == NULL);
+	vmem_free(v, a, 16 * Q);
+	CHECK(vmem_alloc(v, 32 * Q, VM_SLEEP) == NULL);
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(BASE + 16 * Q), NULL,
+	    VM_SLEEP) == NULL);
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, NULL, TL_PTR(BASE), VM_SLEEP) ==
+	    NULL);
+	CHECK(vmem_xalloc(v, 4 * Q, 32 * Q, 20 * Q, 0, NULL, NULL, VM_SLEEP)
+	    == NULL); /* BASE is 32-page aligned: BASE+20P+4P is past end */
+	st = tl_stats(v);
+	CHECK_EQ(st.fail, 6);
+	CHECK_EQ(st.alloc, 1);
+	CHECK_EQ(st.free, 1);
+	CHECK_EQ(st.wait, 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_size_typemasks(void)
+{
+	vmem_t *v = mk("size", BASE, 16 * Q, Q);
+	void *a = vmem_alloc(v, 3 * Q, VM_NOSLEEP);
+	void *b = vmem_alloc(v, 2 * Q, VM_NOSLEEP);
+	size_t span;
+
+	CHECK(vmem_add(v, TL_PTR(BASE + 64 * Q), 8 * Q, VM_SLEEP) != NULL);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 5 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_FREE), 19 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC | VMEM_FREE), 24 * Q);
+	CHECK_EQ(vmem_size(v, 0), 0);
+	span = vmem_size(v, VMEM_SPAN);
+	CHECK(span == 0 || span == 24 * Q);
+	CHECK_EQ(tl_stats(v).mem_total, 24 * Q);
+	CHECK_EQ(tl_stats(v).mem_inuse, 5 * Q);
+	vmem_free(v, a, 3 * Q);
+	vmem_free(v, b, 2 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_EQ(vmem_size(v, VMEM_FREE), 24 * Q);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_contains(void)
+{
+	vmem_t *v = mk("contains", BASE, 16 * Q, Q);
+
+	CHECK(vmem_add(v, TL_PTR(BASE + 32 * Q), 16 * Q, VM_SLEEP) != NULL);
+	CHECK(vmem_contains(v, TL_PTR(BASE), Q));
+	CHECK(vmem_contains(v, TL_PTR(BASE + 15 * Q), Q));
+	CHECK(!vmem_contains(v, TL_PTR(BASE + 15 * Q), 2 * Q));
+	CHECK(!vmem_contains(v, TL_PTR(BASE + 16 * Q), Q));
+	CHECK(vmem_contains(v, TL_PTR(BASE + 32 * Q), 16 * Q));
+	CHECK(!vmem_contains(v, TL_PTR(BASE - Q), Q));
+	CHECK(!vmem_contains(v, TL_PTR(BASE), 48 * Q));
+	CHECK(vmem_contains(v, TL_PTR(BASE + 40 * Q + 5), 1));
+	CHECK_EQ(tl_stats(v).contains, 8);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static int
+segs_sorted(const tl_segs_t *s)
+{
+	for (size_t i = 1; i < s->n; i++)
+		if (s->v[i].start < s->v[i - 1].start + s->v[i - 1].size)
+			return 0;
+	return 1;
+}
+
+static void
+test_walk(void)
+{
+	/* pieces 2 alloc, 3 free, 1 alloc, 10 free (rest) in span 1 */
+	vmem_t *v = mk("walk", BASE, 16 * Q, Q);
+	tl_segs_t s = { 0 };
+	void *a, *b, *c;
+
+	a = vmem_alloc(v, 2 * Q, VM_NOSLEEP);
+	b = vmem_alloc(v, 3 * Q, VM_NOSLEEP);
+	c = vmem_alloc(v, Q, VM_NOSLEEP);
+	CHECK(vmem_add(v, TL_PTR(BASE + 32 * Q), 4 * Q, VM_SLEEP) != NULL);
+	CHECK_EQ(TL_U(a), BASE);
+	CHECK_EQ(TL_U(c), BASE + 5 * Q);
+	vmem_free(v, b, 3 * Q);
+
+	CHECK_EQ(tl_walk(v, VMEM_ALLOC, &s), 2);
+	CHECK(segs_sorted(&s));
+	CHECK_EQ(s.v[0].start, BASE);
+	CHECK_EQ(s.v[0].size, 2 * Q);
+	CHECK_EQ(s.v[1].start, BASE + 5 * Q);
+	CHECK_EQ(s.v[1].size, Q);
+
+	CHECK_EQ(tl_walk(v, VMEM_FREE, &s), 3);
+	CHECK(segs_sorted(&s));
+	CHECK_EQ(tl_segs_total(&s), vmem_size(v, VMEM_FREE));
+	CHECK_EQ(s.v[0].start, BASE + 2 * Q);
+	CHECK_EQ(s.v[0].size, 3 * Q);
+	CHECK_EQ(s.v[1].start, BASE + 6 * Q);
+	CHECK_EQ(s.v[1].size, 10 * Q);
+	CHECK_EQ(s.v[2].start, BASE + 32 * Q);
+	CHECK_EQ(s.v[2].size, 4 * Q);
+
+	CHECK_EQ(tl_walk(v, VMEM_SPAN, &s), 2);
+	CHECK_EQ(s.v[0].start, BASE);
+	CHECK_EQ(s.v[0].size, 16 * Q);
+	CHECK_EQ(s.v[1].start, BASE + 32 * Q);
+	CHECK_EQ(s.v[1].size, 4 * Q);
+
+	CHECK_EQ(tl_walk(v, VMEM_ALLOC | VMEM_FREE, &s), 5);
+	CHECK(segs_sorted(&s));
+	CHECK_EQ(tl_segs_total(&s), 20 * Q);
+	CHECK_EQ(tl_walk(v, VMEM_ALLOC | VMEM_FREE | VMEM_SPAN, &s), 7);
+	CHECK_EQ(tl_walk(v, 0, &s), 0);
+
+	vmem_free(v, a, 2 * Q);
+	vmem_free(v, c, Q);
+	CHECK_EQ(tl_walk(v, VMEM_ALLOC, &s), 0);
+	CHECK_EQ(tl_walk(v, VMEM_FREE, &s), 2);
+	CHECK_ARENA(v);
+	tl_segs_free(&s);
+	vmem_destroy(v);
+}
+
+struct rewalk {
+	vmem_t *v;
+	int visits;
+	int extra_allocs;
+	uintptr_t extra[8];
+	size_t nextra;
+};
+
+/* Frees what it visits; allocates more on the first visits. */
+static void
+reentrant_cb(void *arg, void *start, size_t size)
+{
+	struct rewalk *w = arg;
+	tl_segs_t s = { 0 };
+
+	w->visits++;
+	CHECK(vmem_contains(w->v, start, size));
+	CHECK(vmem_check(w->v) == 0);
+	tl_walk(w->v, VMEM_ALLOC, &s); /* a nested plain walk */
+	CHECK(s.n > 0);
+	tl_segs_free(&s);
+	vmem_free(w->v, start, size);
+	if (w->nextra < 8) {
+		void *a = vmem_alloc(w->v, Q, VM_NOSLEEP);
+		CHECK(a != NULL);
+		w->extra[w->nextra++] = TL_U(a);
+	}
+}
+
+static void
+test_walk_reentrant(void)
+{
+	vmem_t *v = mk("rewalk", BASE, 256 * Q, Q);
+	struct rewalk w = { v, 0, 0, { 0 }, 0 };
+	void *a[64];
+
+	for (int i = 0; i < 64; i++) {
+		a[i] = vmem_alloc(v, (size_t)(i % 3 + 1) * Q, VM_NOSLEEP);
+		REQUIRE(a[i] != NULL);
+	}
+	vmem_walk(v, VMEM_ALLOC | VMEM_REENTRANT, reentrant_cb, &w);
+	CHECK(w.visits >= 64);
+	CHECK_ARENA(v);
+	/* Everything visited was freed; what the callback added may or may
+	 * not have been visited, so free what is left of it. */
+	{
+		tl_segs_t s = { 0 };
+		tl_walk(v, VMEM_ALLOC, &s);
+		CHECK_EQ(s.n + (size_t)w.visits, 64 + w.nextra);
+		for (size_t i = 0; i < s.n; i++)
+			vmem_free(v, TL_PTR(s.v[i].start), s.v[i].size);
+		tl_segs_free(&s);
+	}
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	/* Walk markers do not keep the arena from coalescing. */
+	CHECK_EQ(tl_stats(v).nfree_segs, 1);
+	CHECK_EQ(TL_U(vmem_alloc(v, 256 * Q, VM_NOSLEEP)), BASE);
+	vmem_free(v, TL_PTR(BASE), 256 * Q);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_stats_fields(void)
+{
+	vmem_t *v = mk("stats", BASE, 64 * Q, Q);
+	vmem_stats_t st;
+	void *a[8];
+	size_t sum = 0;
+
+	for (int i = 0; i < 8; i++)
+		a[i] = vmem_alloc(v, 2 * Q, VM_NOSLEEP);
+	vmem_free(v, a[1], 2 * Q);
+	vmem_free(v, a[5], 2 * Q);
+	CHECK(vmem_alloc(v, 64 * Q, VM_NOSLEEP) == NULL);
+	st = tl_stats(v);
+	CHECK_EQ(st.alloc, 8);
+	CHECK_EQ(st.free, 2);
+	CHECK_EQ(st.fail, 1);
+	CHECK_EQ(st.mem_inuse, 12 * Q);
+	CHECK_EQ(st.mem_total, 64 * Q);
+	CHECK_EQ(st.nalloc_segs, 6);
+	CHECK_EQ(st.nfree_segs, 3);
+	CHECK_EQ(st.largest_free, 48 * Q);
+	CHECK_EQ(st.free_by_class[13], 2); /* 8192 bytes */
+	CHECK_EQ(st.free_by_class[17], 1); /* 48 pages: [2^17, 2^18) */
+	for (int i = 0; i < VMEM_NCLASS_POW2; i++)
+		sum += st.free_by_class[i];
+	CHECK_EQ(sum, st.nfree_segs);
+	CHECK_EQ(st.nspans, 1);
+	CHECK_EQ(st.import, 0);
+	CHECK_EQ(st.release, 0);
+	CHECK_EQ(st.qcache_alloc, 0);
+	CHECK_EQ(st.populate_fail, 0);
+	CHECK(st.tags >= st.nspans + st.nalloc_segs + st.nfree_segs);
+	for (int i = 0; i < 8; i++)
+		if (i != 1 && i != 5)
+			vmem_free(v, a[i], 2 * Q);
+	st = tl_stats(v);
+	CHECK_EQ(st.free, 8);
+	CHECK_EQ(st.mem_inuse, 0);
+	CHECK_EQ(st.nfree_segs, 1);
+	CHECK_EQ(st.largest_free, 64 * Q);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_print_and_foreach(void)
+{
+	vmem_t *v = mk("printme", BASE, 16 * Q, Q);
+	FILE *f = tmpfile();
+	char buf[8192];
+	size_t n;
+
+	REQUIRE(f != NULL);
+	vmem_print_arenas(f);
+	rewind(f);
+	n = fread(buf, 1, sizeof (buf) - 1, f);
+	buf[n] = '\0';
+	CHECK(strstr(buf, "printme") != NULL);
+	fclose(f);
+	vmem_destroy(v);
+}
+
+static void
+count_arena(vmem_t *v, void *arg)
+{
+	if (strcmp(vmem_name(v), "findme") == 0)
+		(*(int *)arg)++;
+}
+
+static void
+test_foreach_arena(void)
+{
+	vmem_t *v = mk("findme", BASE, 16 * Q, Q);
+	int n = 0;
+
+	vmem_foreach_arena(count_arena, &n);
+	CHECK_EQ(n, 1);
+	vmem_destroy(v);
+	n = 0;
+	vmem_foreach_arena(count_arena, &n);
+	CHECK_EQ(n, 0);
+}
+
+/* ---- imports ---- */
+
+static vmem_t *
+mk_child(const char *name, vmem_t *src, size_t quantum, size_t qmax,
+    int flags)
+{
+	vmem_t *v = vmem_create(name, NULL, 0, quantum, vmem_alloc, vmem_free,
+	    src, qmax, flags | VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	return v;
+}
+
+static void
+test_import_chain(void)
+{
+	vmem_t *p = mk("parent", 0x10000000UL, 1024 * Q, Q);
+	vmem_t *c = mk_child("child", p, Q, 0, 0);
+	vmem_stats_t st;
+	tl_segs_t s = { 0 };
+	uintptr_t a;
+
+	CHECK(vmem_source(c) == p);
+	a = TL_U(vmem_alloc(c, 3 * Q, VM_SLEEP));
+	REQUIRE(a != 0);
+	st = tl_stats(c);
+	CHECK_EQ(st.mem_import, 3 * Q);
+	CHECK_EQ(st.mem_total, 3 * Q);
+	CHECK_EQ(st.mem_inuse, 3 * Q);
+	CHECK_EQ(st.import, 1);
+	CHECK_EQ(st.nspans, 1);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 3 * Q);
+	CHECK_EQ(tl_walk(p, VMEM_ALLOC, &s), 1);
+	CHECK_EQ(s.v[0].start, a);
+	CHECK_EQ(s.v[0].size, 3 * Q);
+	vmem_free(c, TL_PTR(a), 3 * Q);
+	st = tl_stats(c);
+	CHECK_EQ(st.nspans, 0);
+	CHECK_EQ(st.release, 1);
+	CHECK_EQ(st.mem_total, 0);
+	CHECK_EQ(st.mem_import, 0);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	CHECK_ARENA(c);
+	CHECK_ARENA(p);
+	vmem_destroy(c);
+	vmem_destroy(p);
+
+	/* Parent quantum 16 pages: imports are rounded up to it. */
+	p = mk("bigq", 0x10000000UL, 1024 * Q, 16 * Q);
+	c = mk_child("smallq", p, Q, 0, 0);
+	{
+		uintptr_t x[17];
+		for (int i = 0; i < 17; i++) {
+			x[i] = TL_U(vmem_alloc(c, Q, VM_SLEEP));
+			REQUIRE(x[i] != 0);
+			CHECK_EQ(vmem_size(p, VMEM_ALLOC),
+			    i < 16 ? 16 * Q : 32 * Q);
+		}
+		CHECK_EQ(tl_stats(c).import, 2);
+		CHECK_ARENA(c);
+		for (int i = 0; i < 17; i++)
+			vmem_free(c, TL_PTR(x[i]), Q);
+		CHECK_EQ(tl_stats(c).release, 2);
+		CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	}
+	/* A span added to an importing arena is used and never released. */
+	CHECK(vmem_add(c, TL_PTR(0x1000000UL), 2 * Q, VM_SLEEP) != NULL);
+	a = TL_U(vmem_alloc(c, 2 * Q, VM_SLEEP));
+	CHECK_EQ(a, 0x1000000UL);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	vmem_free(c, TL_PTR(a), 2 * Q);
+	CHECK_EQ(tl_stats(c).nspans, 1);
+	CHECK_EQ(tl_stats(c).mem_import, 0);
+	CHECK_ARENA(c);
+	vmem_destroy(c);
+	vmem_destroy(p);
+	tl_segs_free(&s);
+}
+
+static void
+test_release_when_free(void)
+{
+	vmem_t *p = mk("relparent", 0x10000000UL, 1024 * Q, Q);
+	vmem_t *c = mk_child("relchild", p, Q, 0, 0);
+	vmem_t *c4;
+	uintptr_t a[3];
+	tl_segs_t s = { 0 };
+
+	for (int i = 0; i < 3; i++) {
+		a[i] = TL_U(vmem_alloc(c, 4 * Q, VM_SLEEP));
+		REQUIRE(a[i] != 0);
+	}
+	CHECK_EQ(tl_stats(c).import, 3);
+	vmem_free(c, TL_PTR(a[1]), 4 * Q);
+	CHECK_EQ(tl_stats(c).nspans, 2);
+	CHECK_EQ(tl_stats(c).release, 1);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 8 * Q);
+	tl_walk(p, VMEM_ALLOC, &s);
+	for (size_t i = 0; i < s.n; i++)
+		CHECK(s.v[i].start != a[1]);
+	CHECK(!vmem_contains(c, TL_PTR(a[1]), Q));
+	CHECK(vmem_contains(c, TL_PTR(a[0]), 4 * Q));
+	vmem_free(c, TL_PTR(a[0]), 4 * Q);
+	vmem_free(c, TL_PTR(a[2]), 4 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	CHECK_ARENA(c);
+	CHECK_ARENA(p);
+
+	/* A span shared by two allocations goes back after the last one. */
+	vmem_destroy(c);
+	vmem_destroy(p);
+	p = mk("relparent4", 0x10000000UL, 1024 * Q, 4 * Q);
+	c4 = mk_child("relchild4", p, Q, 0, 0);
+	a[0] = TL_U(vmem_alloc(c4, Q, VM_SLEEP));
+	a[1] = TL_U(vmem_alloc(c4, Q, VM_SLEEP));
+	CHECK_EQ(tl_stats(c4).import, 1);
+	vmem_free(c4, TL_PTR(a[0]), Q);
+	CHECK_EQ(tl_stats(c4).nspans, 1);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 4 * Q);
+	vmem_free(c4, TL_PTR(a[1]), Q);
+	CHECK_EQ(tl_stats(c4).nspans, 0);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	CHECK_ARENA(c4);
+	vmem_destroy(c4);
+	vmem_destroy(p);
+	tl_segs_free(&s);
+}
+
+struct ximp_log {
+	size_t last_size;  /* *sizep as asked */
+	size_t last_align;
+	size_t grow_to;    /* round the import up to this */
+	int imports, releases;
+	size_t released;
+};
+static struct ximp_log xlog;
+
+static void *
+grow_import(vmem_t *src, size_t *sizep, size_t align, int vmflag)
+{
+	size_t sz = *sizep;
+	void *a;
+
+	xlog.last_size = sz;
+	xlog.last_align = align;
+	if (xlog.grow_to)
+		sz = (sz + xlog.grow_to - 1) / xlog.grow_to * xlog.grow_to;
+	a = vmem_xalloc(src, sz, align > Q ? align : 0, 0, 0, NULL, NULL,
+	    vmflag & VM_NOSLEEP);
+	if (a != NULL) {
+		*sizep = sz;
+		xlog.imports++;
+	}
+	return a;
+}
+
+static void
+xrelease(vmem_t *src, void *addr, size_t size)
+{
+	xlog.releases++;
+	xlog.released += size;
+	vmem_xfree(src, addr, size);
+}
+
+static void
+test_xcreate_import(void)
+{
+	vmem_t *p = mk("xparent", 0x10000000UL, 1024 * Q, Q);
+	vmem_t *c;
+	uintptr_t a[9];
+
+	memset(&xlog, 0, sizeof (xlog));
+	xlog.grow_to = 8 * Q;
+	c = vmem_xcreate("xchild", NULL, 0, Q, grow_import, xrelease, p, 0,
+	    VM_SLEEP);
+	REQUIRE(c != NULL);
+	for (int i = 0; i < 9; i++) {
+		a[i] = TL_U(vmem_alloc(c, Q, VM_NOSLEEP));
+		REQUIRE(a[i] != 0);
+		if (i == 0) {
+			CHECK(xlog.last_size >= Q);
+			CHECK_EQ(tl_stats(c).mem_total, 8 * Q);
+		}
+		CHECK_EQ(xlog.imports, i < 8 ? 1 : 2);
+	}
+	CHECK_EQ(tl_stats(c).mem_import, 16 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 16 * Q);
+	CHECK_ARENA(c);
+	for (int i = 0; i < 9; i++)
+		vmem_free(c, TL_PTR(a[i]), Q);
+	CHECK_EQ(xlog.releases, 2);
+	CHECK_EQ(xlog.released, 16 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	CHECK_ARENA(c);
+
+	/* Without VMC_XALIGN an aligned request imports with padding. */
+	xlog.grow_to = 0;
+	a[0] = TL_U(vmem_xalloc(c, 3 * Q, 16 * Q, 0, 0, NULL, NULL,
+	    VM_NOSLEEP));
+	CHECK(a[0] != 0);
+	CHECK_EQ(a[0] % (16 * Q), 0);
+	CHECK(xlog.last_size >= 18 * Q);
+	vmem_xfree(c, TL_PTR(a[0]), 3 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	vmem_destroy(c);
+
+	/* With VMC_XALIGN the import function gets the alignment instead. */
+	memset(&xlog, 0, sizeof (xlog));
+	c = vmem_xcreate("xalign", NULL, 0, Q, grow_import, xrelease, p, 0,
+	    VMC_XALIGN | VM_SLEEP);
+	REQUIRE(c != NULL);
+	a[0] = TL_U(vmem_xalloc(c, 3 * Q, 16 * Q, 0, 0, NULL, NULL,
+	    VM_NOSLEEP));
+	CHECK(a[0] != 0);
+	CHECK_EQ(a[0] % (16 * Q), 0);
+	CHECK_EQ(xlog.last_align, 16 * Q);
+	CHECK_EQ(xlog.last_size, 3 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 3 * Q);
+	vmem_xfree(c, TL_PTR(a[0]), 3 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	/* The import must also make room for the phase. */
+	a[0] = TL_U(vmem_xalloc(c, Q, 4 * Q, 2 * Q, 0, NULL, NULL,
+	    VM_NOSLEEP));
+	CHECK(a[0] != 0);
+	CHECK_EQ(a[0] % (4 * Q), 2 * Q);
+	if (a[0] != 0)
+		vmem_xfree(c, TL_PTR(a[0]), Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	CHECK_ARENA(c);
+	vmem_destroy(c);
+	vmem_destroy(p);
+}
+
+static void
+test_min_import(void)
+{
+	vmem_t *p = mk("minparent", 0x10000000UL, 1024 * Q, Q);
+	vmem_t *c = mk_child("min5", p, Q, 5 * Q, VMC_NO_QCACHE);
+	void *a;
+
+	/* 3 * 5 pages = 60 KiB: slab 64 KiB. */
+	a = vmem_alloc(c, Q, VM_SLEEP);
+	REQUIRE(a != NULL);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 16 * Q);
+	CHECK_EQ(tl_stats(c).mem_total, 16 * Q);
+	CHECK_EQ(tl_stats(c).qcache_max, 5 * Q);
+	vmem_free(c, a, Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	vmem_destroy(c);
+
+	/* 3 * 8 pages = 96 KiB: slab 128 KiB; larger requests import as is. */
+	c = mk_child("min8", p, Q, 8 * Q, VMC_NO_QCACHE);
+	a = vmem_alloc(c, Q, VM_SLEEP);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 32 * Q);
+	vmem_free(c, a, Q);
+	a = vmem_alloc(c, 40 * Q, VM_SLEEP);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 40 * Q);
+	vmem_free(c, a, 40 * Q);
+	CHECK_EQ(vmem_size(p, VMEM_ALLOC), 0);
+	CHECK_ARENA(c);
+	vmem_destroy(c);
+	vmem_destroy(p);
+}
+
+/* ---- 2,000 levels on a 256 KiB stack ---- */
+
+#define DEPTH 2000
+
+static void *
+deep_chain_thread(void *arg)
+{
+	vmem_t **lv = calloc(DEPTH + 1, sizeof (vmem_t *));
+	char name[32];
+	void *a, *b;
+
+	(void)arg;
+	REQUIRE(lv != NULL);
+	lv[0] = mk("deep0", 0x10000000UL, 4096 * Q, Q);
+	for (int i = 1; i <= DEPTH; i++) {
+		snprintf(name, sizeof (name), "deep%d", i);
+		lv[i] = mk_child(name, lv[i - 1], Q, 0, 0);
+	}
+	a = vmem_alloc(lv[DEPTH], Q, VM_SLEEP);
+	CHECK(a != NULL);
+	b = vmem_xalloc(lv[DEPTH], 2 * Q, 8 * Q, 0, 0, NULL, NULL, VM_SLEEP);
+	CHECK(b != NULL);
+	CHECK_EQ(TL_U(b) % (8 * Q), 0);
+	CHECK(vmem_alloc(lv[DEPTH], 8192 * Q, VM_NOSLEEP) == NULL);
+	for (int i = 1; i <= DEPTH; i += 97)
+		CHECK_EQ(tl_stats(lv[i]).nspans, 2);
+	CHECK(vmem_contains(lv[1], a, Q));
+	vmem_free(lv[DEPTH], a, Q);
+	vmem_xfree(lv[DEPTH], b, 2 * Q);
+	for (int i = 1; i <= DEPTH; i += 97)
+		CHECK_EQ(tl_stats(lv[i]).mem_total, 0);
+	CHECK_EQ(vmem_size(lv[0], VMEM_ALLOC), 0);
+	for (int i = 0; i <= DEPTH; i += 50)
+		CHECK_ARENA(lv[i]);
+	for (int i = DEPTH; i >= 0; i--)
+		vmem_destroy(lv[i]);
+	free(lv);
+	return NULL;
+}
+
+static void
+run_on_small_stack(void *(*fn)(void *), size_t stack)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+
+	pthread_attr_init(&attr);
+	REQUIRE(pthread_attr_setstacksize(&attr, stack) == 0);
+	REQUIRE(pthread_create(&t, &attr, fn, NULL) == 0);
+	pthread_join(t, NULL);
+	pthread_attr_destroy(&attr);
+}
+
+static void
+test_deep_chain(void)
+{
+	run_on_small_stack(deep_chain_thread, 256 * 1024);
+}
+
+static void
+test_many_arenas(void)
+{
+	char name[32];
+
+	for (int i = 0; i < 10000; i++) {
+		vmem_t *v;
+		void *a;
+		snprintf(name, sizeof (name), "many%d", i);
+		v = vmem_create(name, TL_PTR(BASE + (uintptr_t)i * Q), 4 * Q,
+		    Q, NULL, NULL, NULL, 0, VM_SLEEP);
+		REQUIRE(v != NULL);
+		a = vmem_alloc(v, Q, VM_NOSLEEP);
+		CHECK_EQ(TL_U(a), BASE + (uintptr_t)i * Q);
+		vmem_free(v, a, Q);
+		vmem_destroy(v);
+	}
+}
+
+/* ---- top of the address space ---- */
+
+static void
+test_top_of_address_space(void)
+{
+	uintptr_t end = UINTPTR_MAX - Q + 1; /* last quantum not in span */
+	uintptr_t base = end - 16 * Q;
+	vmem_t *v = mk("top", base, 16 * Q, Q);
+	uintptr_t a[16], x;
+
+	for (int i = 0; i < 16; i++) {
+		a[i] = TL_U(vmem_alloc(v, Q, VM_NOSLEEP));
+		CHECK_EQ(a[i], base + (uintptr_t)i * Q);
+	}
+	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+	for (int i = 0; i < 16; i++)
+		vmem_free(v, TL_PTR(a[i]), Q);
+	x = TL_U(vmem_alloc(v, Q, VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(x, end - Q);
+	vmem_free(v, TL_PTR(x), Q);
+	x = TL_U(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(end - Q), NULL,
+	    VM_NOSLEEP));
+	CHECK_EQ(x, end - Q);
+	vmem_xfree(v, TL_PTR(x), Q);
+	x = TL_U(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(end - Q), TL_PTR(end),
+	    VM_NOSLEEP));
+	CHECK_EQ(x, end - Q);
+	vmem_xfree(v, TL_PTR(x), Q);
+	x = TL_U(vmem_xalloc(v, 16 * Q, 0, 0, 0, NULL, NULL,
+	    VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(x, base);
+	vmem_xfree(v, TL_PTR(x), 16 * Q);
+	/* Alignments beyond the span, near the top: fail, never wrap. */
+	CHECK(vmem_xalloc(v, Q, (uintptr_t)1 << (sizeof (uintptr_t) * 8 - 1),
+	    0, 0, NULL, NULL, VM_NOSLEEP) == NULL);
+	x = TL_U(vmem_xalloc(v, 2 * Q, 8 * Q, 0, 8 * Q, NULL, NULL,
+	    VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(x, end + Q - 8 * Q); /* highest 8-page boundary */
+	vmem_xfree(v, TL_PTR(x), 2 * Q);
+	CHECK(vmem_contains(v, TL_PTR(end - Q), Q));
+	CHECK(!vmem_contains(v, TL_PTR(end), Q));
+	CHECK(!vmem_contains(v, TL_PTR(end - Q), 2 * Q));
+	CHECK_EQ(vmem_size(v, VMEM_FREE), 16 * Q);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+/*
+ * The span that ends exactly at 2^N (its end is not representable):
+ * either refused as wrapping (VMEM_E_ZEROADDR), or accepted and then
+ * allocatable to its very last byte.
+ */
+static void
+test_span_ending_at_top(void)
+{
+	uintptr_t base = UINTPTR_MAX - 16 * Q + 1;
+	vmem_t *v;
+
+	tu_record_errors();
+	v = vmem_create("top2", TL_PTR(base), 16 * Q, Q, NULL, NULL, NULL, 0,
+	    VM_SLEEP);
+	if (v == NULL) {
+		CHECK_EQ(tu_err.count, 1);
+		CHECK_EQ(tu_err.code, VMEM_E_ZEROADDR);
+		printf("  note: span ending at 2^N refused (ZEROADDR)\n");
+	} else {
+		uintptr_t x;
+		CHECK_EQ(tu_err.count, 0);
+		x = TL_U(vmem_alloc(v, Q, VM_ENDALLOC | VM_NOSLEEP));
+		CHECK_EQ(x, UINTPTR_MAX - Q + 1);
+		for (int i = 0; i < 15; i++)
+			CHECK(vmem_alloc(v, Q, VM_NOSLEEP) != NULL);
+		CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+		CHECK_ARENA(v);
+		vmem_free(v, TL_PTR(x), Q);
+		x = TL_U(vmem_xalloc(v, Q, 0, 0, 0, NULL, NULL, VM_NOSLEEP));
+		CHECK_EQ(x, UINTPTR_MAX - Q + 1);
+		CHECK(vmem_contains(v, TL_PTR(x), Q));
+		CHECK_ARENA(v);
+		tu_reset_errors();
+		vmem_destroy(v); /* leaks on purpose: 16 pages */
+		CHECK_EQ(tu_err.code, VMEM_E_LEAK);
+		printf("  note: span ending at 2^N accepted\n");
+	}
+	tu_default_errors();
+}
+
+/* ---- xalloc constraints ---- */
+
+static int
+crosses(uintptr_t a, size_t size, size_t nocross)
+{
+	return nocross != 0 && (a / nocross) != ((a + size - 1) / nocross);
+}
+
+static void
+test_xalloc_constraints_fixed(void)
+{
+	uintptr_t base = BASE + 3 * Q; /* not aligned to 4 pages or more */
+	vmem_t *v = mk("xfixed", base, 256 * Q, Q);
+	uintptr_t a;
+
+	a = TL_U(vmem_xalloc(v, Q, 8 * Q, 3 * Q, 0, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a % (8 * Q), 3 * Q);
+	CHECK_EQ(a, BASE + 3 * Q); /* the span start itself is 3 mod 8 */
+	vmem_xfree(v, TL_PTR(a), Q);
+	a = TL_U(vmem_xalloc(v, 4 * Q, 0, 0, 4 * Q, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a % (4 * Q), 0);
+	CHECK_EQ(a, BASE + 4 * Q);
+	vmem_xfree(v, TL_PTR(a), 4 * Q);
+	a = TL_U(vmem_xalloc(v, 3 * Q, 0, 0, 8 * Q, NULL, NULL, VM_NOSLEEP));
+	CHECK(!crosses(a, 3 * Q, 8 * Q));
+	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	a = TL_U(vmem_xalloc(v, 2 * Q, 4 * Q, 2 * Q, 4 * Q, NULL, NULL,
+	    VM_NOSLEEP));
+	CHECK_EQ(a % (4 * Q), 2 * Q);
+	vmem_xfree(v, TL_PTR(a), 2 * Q);
+	a = TL_U(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(BASE + 100 * Q),
+	    TL_PTR(BASE + 101 * Q), VM_NOSLEEP));
+	CHECK_EQ(a, BASE + 100 * Q);
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(BASE + 100 * Q),
+	    TL_PTR(BASE + 101 * Q), VM_NOSLEEP) == NULL);
+	vmem_xfree(v, TL_PTR(a), Q);
+	/* maxaddr is exclusive. */
+	a = TL_U(vmem_xalloc(v, Q, 0, 0, 0, NULL, TL_PTR(base + Q),
+	    VM_NOSLEEP));
+	CHECK_EQ(a, base);
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, NULL, TL_PTR(base + Q),
+	    VM_NOSLEEP) == NULL);
+	vmem_xfree(v, TL_PTR(a), Q);
+	/* vmem_free works for xalloc'd segments (no quantum caches). */
+	a = TL_U(vmem_xalloc(v, 5 * Q, 0, 0, 0, NULL, NULL, VM_NOSLEEP));
+	vmem_free(v, TL_PTR(a), 5 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+static void
+test_xalloc_constraints_random(void)
+{
+	uintptr_t base = BASE + 5 * Q;
+	size_t npages = 512;
+	vmem_t *v = mk("xrand", base, npages * Q, Q);
+	uintptr_t live[256];
+	size_t lsize[256];
+	int nlive = 0;
+	tu_rng_t r;
+
+	tu_seed(&r, 42);
+	for (int step = 0; step < 20000; step++) {
+		if (nlive == 256 || (nlive > 0 && tu_range(&r, 0, 2) == 0)) {
+			int i = (int)tu_range(&r, 0, (uint64_t)nlive - 1);
+			vmem_xfree(v, TL_PTR(live[i]), lsize[i]);
+			live[i] = live[--nlive];
+			lsize[i] = lsize[nlive];
+			continue;
+		}
+		size_t size = tu_range(&r, 1, 8) * Q;
+		size_t align = tu_range(&r, 0, 1) ? Q << tu_range(&r, 0, 5) : 0;
+		size_t phase = align > Q ? tu_range(&r, 0, align / Q - 1) * Q : 0;
+		size_t nocross = 0;
+		uintptr_t minaddr = 0, maxaddr = 0;
+		int pol = (int)tu_range(&r, 0, 2);
+		int flags = VM_NOSLEEP | (pol == 1 ? VM_BESTFIT : pol == 2 ?
+		    VM_FIRSTFIT : 0) | (tu_range(&r, 0, 3) == 0 ? VM_ENDALLOC : 0);
+		if (tu_range(&r, 0, 1)) {
+			nocross = Q << tu_range(&r, 3, 7);
+			if (align > nocross || ((phase + size + (align ? align : Q) -
+			    1) & ~((align ? align : Q) - 1)) > nocross)
+				nocross = 0;
+		}
+		if (tu_range(&r, 0, 2) == 0)
+			minaddr = base + tu_range(&r, 0, npages) * Q;
+		if (tu_range(&r, 0, 2) == 0)
+			maxaddr = base + tu_range(&r, 0, npages) * Q +
+			    (minaddr ? minaddr - base : 0) + Q;
+		uintptr_t a = TL_U(vmem_xalloc(v, size, align, phase, nocross,
+		    TL_PTR(minaddr), TL_PTR(maxaddr), flags));
+		if (a == 0)
+			continue;
+		CHECK(a >= base && a + size <= base + npages * Q);
+		if (align)
+			CHECK_EQ(a % align, phase);
+		CHECK(!crosses(a, size, nocross));
+		CHECK(a >= minaddr);
+		if (maxaddr)
+			CHECK(a + size <= maxaddr);
+		for (int i = 0; i < nlive; i++)
+			CHECK(a + size <= live[i] || live[i] + lsize[i] <= a);
+		live[nlive] = a;
+		lsize[nlive++] = size;
+		if (step % 64 == 0)
+			CHECK_ARENA(v);
+	}
+	while (nlive > 0) {
+		nlive--;
+		vmem_xfree(v, TL_PTR(live[nlive]), lsize[nlive]);
+	}
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_EQ(tl_stats(v).nfree_segs, 1);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+int
+main(void)
+{
+	RUN(test_create_and_accessors);
+	RUN(test_alloc_rounding_and_free);
+	RUN(test_instant_fit);
+	RUN(test_first_fit);
+	RUN(test_best_fit);
+	RUN(test_next_fit);
+	RUN(test_endalloc);
+	RUN(test_compat_flags);
+	RUN(test_failures_and_sleep);
+	RUN(test_size_typemasks);
+	RUN(test_contains);
+	RUN(test_walk);
+	RUN(test_walk_reentrant);
+	RUN(test_stats_fields);
+	RUN(test_print_and_foreach);
+	RUN(test_foreach_arena);
+	RUN(test_import_chain);
+	RUN(test_release_when_free);
+	RUN(test_xcreate_import);
+	RUN(test_min_import);
+	RUN(test_deep_chain);
+	RUN(test_many_arenas);
+	RUN(test_top_of_address_space);
+	RUN(test_span_ending_at_top);
+	RUN(test_xalloc_constraints_fixed);
+	RUN(test_xalloc_constraints_random);
+	return tu_finish();
+}
