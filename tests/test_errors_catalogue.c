@@ -11,9 +11,9 @@
  * The table at the bottom names each test with the code it expects. The
  * last test reads docs/ERRORS.md and checks that the catalogue and this
  * table agree: every row of the catalogue names a test that exists here
- * with the same code, and every test here has a row. Run with --lines to
- * print each entry's message as the default handler would print it (that
- * is where the messages in the catalogue come from).
+ * with the same code and message, and every test here has a row. Run
+ * with --lines to print each entry's message as the default handler
+ * would print it (that is where the messages in the catalogue come from).
  *
  * Arenas over plain integers (base 0x100000) keep addresses, and so the
  * messages, identical from run to run. Caches that must touch their
@@ -668,7 +668,7 @@ err_vmem_create_span_at_zero(void)
 {
 	CHECK(vmem_create("e_cr_zero", NULL, 16 * Q, Q, NULL, NULL, NULL, 0,
 	    VM_SLEEP) == NULL);
-	EXPECT(VMEM_E_ZEROADDR, "vmem_add", "e_cr_zero");
+	EXPECT(VMEM_E_ZEROADDR, "vmem_create", "e_cr_zero");
 	EXPECT_AT(0, 16 * Q);
 }
 
@@ -2007,6 +2007,7 @@ static const entry_t entries[] = {
 #define NENTRIES (sizeof (entries) / sizeof (entries[0]))
 
 static int print_lines;
+static char entry_line[NENTRIES][512];
 
 static void
 run_entry(const entry_t *e)
@@ -2016,6 +2017,8 @@ run_entry(const entry_t *e)
 	tu_record_errors();
 	last_line[0] = '\0';
 	e->fn();
+	snprintf(entry_line[e - entries], sizeof (entry_line[0]), "%s",
+	    last_line);
 	if (print_lines)
 		printf("%s\t%s\t%s\n", e->name, e->code, last_line);
 	else
@@ -2126,9 +2129,54 @@ row_code(const char *row, char *out, size_t len)
 }
 
 /*
+ * Does the catalogue's message doc (up to its length n) match line? The
+ * catalogue writes "0x…" for addresses that change from run to run: it
+ * matches one or more hex digits.
+ */
+static int
+message_matches(const char *doc, size_t n, const char *line)
+{
+	static const char ellipsis[] = "\xe2\x80\xa6";
+	size_t i = 0;
+
+	while (i < n) {
+		if (n - i >= 3 && memcmp(doc + i, ellipsis, 3) == 0) {
+			size_t k = strspn(line, "0123456789abcdef");
+			if (k == 0)
+				return 0;
+			line += k;
+			i += 3;
+			continue;
+		}
+		if (*line != doc[i])
+			return 0;
+		line++;
+		i++;
+	}
+	return *line == '\0';
+}
+
+/* Some backquoted field of the row is the entry's message. */
+static int
+row_has_message(const char *row, const char *line)
+{
+	const char *p = row;
+
+	while ((p = strchr(p, '`')) != NULL) {
+		const char *q = strchr(p + 1, '`');
+		if (q == NULL)
+			return 0;
+		if (message_matches(p + 1, (size_t)(q - p - 1), line))
+			return 1;
+		p = q + 1;
+	}
+	return 0;
+}
+
+/*
  * docs/ERRORS.md and the table agree: each catalogue row (a table line
- * naming a test `err_...`) names an existing test with the same code, and
- * every test has a row.
+ * naming a test `err_...`) names an existing test with the same code and
+ * message, and every test has a row.
  */
 static void
 catalogue_matches_doc(void)
@@ -2162,6 +2210,11 @@ catalogue_matches_doc(void)
 		if (strcmp(code, e->code) != 0) {
 			fprintf(stderr, "ERRORS.md: %s has code %s, test "
 			    "expects %s\n", e->name, code, e->code);
+			tu_failures++;
+		}
+		if (!row_has_message(row, entry_line[e - entries])) {
+			fprintf(stderr, "ERRORS.md: %s: the library prints "
+			    "'%s'\n", e->name, entry_line[e - entries]);
 			tu_failures++;
 		}
 	}
