@@ -47,6 +47,8 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "kmem_impl.h"
+#include "qcache.h"
 
 #include <vmem/kmem.h>
 
@@ -1200,6 +1202,8 @@ create_kmem_arenas(kas_t *kas, const kas_config_t *cfg)
 	return 0;
 }
 
+static void segkmem_fork_init(void);
+
 kas_t *
 kas_create(const kas_config_t *cfg)
 {
@@ -1218,6 +1222,7 @@ kas_create(const kas_config_t *cfg)
 		    cfg->size, "%s", problem);
 		return NULL;
 	}
+	segkmem_fork_init();
 	kas = kas_alloc_base(cfg);
 	if (kas == NULL)
 		return NULL;
@@ -1773,4 +1778,78 @@ kas_print_stats(kas_t *kas, void *stdio_file)
 {
 	kas_dump_stats(kas, out_stdio, stdio_file != NULL ? stdio_file :
 	    (void *)stdout);
+}
+
+/* ---------------------------------------------------------------- */
+/* Fork.                                                             */
+
+/*
+ * Every segkmem lock is held across fork(), so the child can go on using
+ * every address space whatever other threads were doing. settle_lock and
+ * default_lock are held across calls into vmem and kmem, so these handlers
+ * are registered after theirs (prepare handlers run in reverse order):
+ * segkmem's locks are taken first, as in normal operation.
+ */
+static void
+segkmem_fork_prepare(void)
+{
+	pthread_mutex_lock(&default_lock);
+	pthread_rwlock_wrlock(&live_lock);
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		pthread_mutex_lock(&k->settle_lock);
+		pthread_mutex_lock(&k->reg_lock);
+		pthread_mutex_lock(&k->resv_lock);
+		pthread_mutex_lock(&k->page_lock);
+	}
+}
+
+static void
+kas_locks_release(void)
+{
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		pthread_mutex_unlock(&k->page_lock);
+		pthread_mutex_unlock(&k->resv_lock);
+		pthread_mutex_unlock(&k->reg_lock);
+		pthread_mutex_unlock(&k->settle_lock);
+	}
+}
+
+static void
+segkmem_fork_parent(void)
+{
+	kas_locks_release();
+	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&default_lock);
+}
+
+/*
+ * In the child the forking thread has a new thread id, and an rwlock
+ * write-locked under the old one cannot be unlocked: start it afresh
+ * (no other thread exists yet to look at it).
+ */
+static void
+segkmem_fork_child(void)
+{
+	static const pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
+
+	kas_locks_release();
+	memcpy(&live_lock, &fresh, sizeof (live_lock));
+	pthread_mutex_unlock(&default_lock);
+}
+
+static void
+segkmem_fork_register(void)
+{
+	vmem_init();
+	kmem_global_init();
+	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_parent,
+	    segkmem_fork_child);
+}
+
+static void
+segkmem_fork_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	(void)pthread_once(&once, segkmem_fork_register);
 }

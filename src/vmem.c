@@ -198,7 +198,7 @@ static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
 
-static void
+void
 vmem_init(void)
 {
 	int expected = 0;
