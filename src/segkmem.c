@@ -1794,7 +1794,14 @@ static void
 segkmem_fork_prepare(void)
 {
 	pthread_mutex_lock(&default_lock);
-	pthread_rwlock_wrlock(&live_lock);
+	/*
+	 * A read lock: a thread settling metadata holds settle_lock and
+	 * looks up live address spaces (read lock) inside it. Readers are
+	 * preferred, so it gets in while this thread waits for its
+	 * settle_lock; writers (kas_create, kas_destroy) stay out until the
+	 * fork is over.
+	 */
+	pthread_rwlock_rdlock(&live_lock);
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
 		pthread_mutex_lock(&k->settle_lock);
 		pthread_mutex_lock(&k->reg_lock);
@@ -1823,9 +1830,8 @@ segkmem_fork_parent(void)
 }
 
 /*
- * In the child the forking thread has a new thread id, and an rwlock
- * write-locked under the old one cannot be unlocked: start it afresh
- * (no other thread exists yet to look at it).
+ * In the child, start the rwlock afresh rather than unlocking it (no
+ * other thread exists yet to look at it).
  */
 static void
 segkmem_fork_child(void)
