@@ -122,16 +122,25 @@ struct kas {
 /* ---------------------------------------------------------------- */
 /* The list of live address spaces.                                  */
 
+/*
+ * Lookups (kas_of_arena, also from inside settle_lock) read the list under
+ * live_lock. Changes also hold live_change_lock, which lets the fork
+ * handlers walk the list and take every kas' settle_lock before live_lock,
+ * in the same order as a settling thread.
+ */
 static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_mutex_t live_change_lock = PTHREAD_MUTEX_INITIALIZER;
 static kas_t *live_list;
 
 static void
 live_insert(kas_t *kas)
 {
+	pthread_mutex_lock(&live_change_lock);
 	pthread_rwlock_wrlock(&live_lock);
 	kas->next_live = live_list;
 	live_list = kas;
 	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_change_lock);
 }
 
 static void
@@ -139,6 +148,7 @@ live_remove(kas_t *kas)
 {
 	kas_t **pp;
 
+	pthread_mutex_lock(&live_change_lock);
 	pthread_rwlock_wrlock(&live_lock);
 	for (pp = &live_list; *pp != NULL; pp = &(*pp)->next_live) {
 		if (*pp == kas) {
@@ -147,6 +157,7 @@ live_remove(kas_t *kas)
 		}
 	}
 	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_change_lock);
 }
 
 static int
@@ -1794,20 +1805,14 @@ static void
 segkmem_fork_prepare(void)
 {
 	pthread_mutex_lock(&default_lock);
-	/*
-	 * A read lock: a thread settling metadata holds settle_lock and
-	 * looks up live address spaces (read lock) inside it. Readers are
-	 * preferred, so it gets in while this thread waits for its
-	 * settle_lock; writers (kas_create, kas_destroy) stay out until the
-	 * fork is over.
-	 */
-	pthread_rwlock_rdlock(&live_lock);
+	pthread_mutex_lock(&live_change_lock);
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
 		pthread_mutex_lock(&k->settle_lock);
 		pthread_mutex_lock(&k->reg_lock);
 		pthread_mutex_lock(&k->resv_lock);
 		pthread_mutex_lock(&k->page_lock);
 	}
+	pthread_rwlock_wrlock(&live_lock);
 }
 
 static void
@@ -1824,13 +1829,15 @@ kas_locks_release(void)
 static void
 segkmem_fork_parent(void)
 {
-	kas_locks_release();
 	pthread_rwlock_unlock(&live_lock);
+	kas_locks_release();
+	pthread_mutex_unlock(&live_change_lock);
 	pthread_mutex_unlock(&default_lock);
 }
 
 /*
- * In the child, start the rwlock afresh rather than unlocking it (no
+ * In the child the forking thread has a new thread id, and an rwlock
+ * write-locked under the old one cannot be unlocked: start it afresh (no
  * other thread exists yet to look at it).
  */
 static void
@@ -1838,8 +1845,9 @@ segkmem_fork_child(void)
 {
 	static const pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
 
-	kas_locks_release();
 	memcpy(&live_lock, &fresh, sizeof (live_lock));
+	kas_locks_release();
+	pthread_mutex_unlock(&live_change_lock);
 	pthread_mutex_unlock(&default_lock);
 }
 

@@ -1252,10 +1252,17 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			return alloc_fail(vmp, r, call);
 		if (qcache_ops != NULL)
 			qcache_reap_all();
+		if (failed != vmp) {
+			/* Waiting on the source: count it under our lock. */
+			plat_mutex_lock(&vmp->lock);
+			vmp->st_wait++;
+			plat_mutex_unlock(&vmp->lock);
+		}
 		plat_mutex_lock(&failed->lock);
 		if (failed->gen == gen) {
 			failed->nwaiters++;
-			vmp->st_wait++;
+			if (failed == vmp)
+				vmp->st_wait++;
 			plat_cond_timedwait(&failed->cv, &failed->lock, WAIT_MS);
 			failed->nwaiters--;
 		}
