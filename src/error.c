@@ -18,10 +18,9 @@
 #include "error.h"
 
 #include <stdarg.h>
-#include <stdio.h>
-#include <string.h>
 
 #include "platform.h"
+#include "vmem_string.h"
 
 static vmem_error_handler_t *error_handler = vmem_default_error_handler;
 static void *error_arg;
@@ -71,18 +70,6 @@ vmem_strerror(int code)
 }
 
 int
-vmem_snprintf(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-	return n;
-}
-
-int
 vmem_format_error(const vmem_error_info_t *info, char *buf, size_t len)
 {
 	const char *detail = info->detail != NULL && info->detail[0] != '\0' ?
@@ -127,7 +114,7 @@ vmem_error_report(int code, int warning, const char *call,
 	detail[0] = '\0';
 	if (detail_fmt != NULL) {
 		va_start(ap, detail_fmt);
-		vsnprintf(detail, sizeof (detail), detail_fmt, ap);
+		vmem_vsnprintf(detail, sizeof (detail), detail_fmt, ap);
 		va_end(ap);
 	}
 	memset(&info, 0, sizeof (info));

@@ -11,6 +11,8 @@
 #ifndef VMEM_ERROR_H
 #define VMEM_ERROR_H
 
+#include <stdarg.h>
+
 #include <vmem/vmem.h>
 
 /*
@@ -26,10 +28,18 @@ void vmem_error_report(int code, int warning, const char *call,
 #endif
     ;
 
-/* Minimal snprintf-like formatter usable in freestanding builds. */
+/*
+ * snprintf for the core (format.c): the integer and string subset of C11
+ * printf, no C library needed, async-signal-safe.
+ */
 int vmem_snprintf(char *buf, size_t len, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+int vmem_vsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 0)))
 #endif
     ;
 

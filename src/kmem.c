@@ -50,10 +50,11 @@
 #include "kmem_impl.h"
 
 #include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
+
+#include "vmem_string.h"
 
 #include "error.h"
+#include "fault.h"
 #include "qcache.h"
 
 #define KMEM_ALIGN_DEFAULT 8
@@ -535,6 +536,8 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	kslab_t *s;
 	uint32_t i;
 
+	if (fault_point(FAULT_SLAB))
+		return NULL;
 	if (cp->use_xalloc)
 		mem = vmem_xalloc(cp->vmp, cp->slabsize,
 		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, 0, 0,
@@ -1781,18 +1784,6 @@ kmem_dump_caches(void (*out)(void *arg, const char *line), void *arg)
 	out(arg, line);
 }
 
-static void
-print_line(void *arg, const char *line)
-{
-	fputs(line, arg != NULL ? (FILE *)arg : stdout);
-}
-
-void
-kmem_print_caches(void *stdio_file)
-{
-	kmem_dump_caches(print_line, stdio_file);
-}
-
 /* ------------------------------------------------------------------ */
 /* The quantum-cache provider for vmem */
 
@@ -1839,8 +1830,18 @@ qc_idle(void *cache)
 	return kmem_cache_idle_bytes(cache);
 }
 
+static void
+qc_counts(void *cache, uint64_t *allocs, uint64_t *frees)
+{
+	kmem_cache_stats_t st;
+
+	kmem_cache_get_stats(cache, &st);
+	*allocs = st.alloc;
+	*frees = st.free;
+}
+
 const vmem_qcache_ops_t vmem_kmem_qcache_ops = {
-	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle
+	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle, qc_counts
 };
 
 /* ------------------------------------------------------------------ */

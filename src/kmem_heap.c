@@ -31,7 +31,7 @@
 #include "kmem_impl.h"
 
 #include <stdatomic.h>
-#include <string.h>
+#include "vmem_string.h"
 
 #include "error.h"
 

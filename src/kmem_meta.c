@@ -22,7 +22,7 @@
 #include "kmem_impl.h"
 
 #include <stdatomic.h>
-#include <string.h>
+#include "vmem_string.h"
 
 #define KMETA_MINSHIFT 4
 #define KMETA_NCLASS 12 /* 16 B .. 32 KiB; classes above pagesize/2 unused */

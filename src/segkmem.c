@@ -49,6 +49,7 @@
 #include "error.h"
 #include "kmem_impl.h"
 #include "qcache.h"
+#include "fault.h"
 
 #include <vmem/kmem.h>
 
@@ -101,6 +102,9 @@ struct kas {
 	uint64_t resv_fail, resv_wait;
 
 	atomic_long meta_bytes[KAS_META_NKINDS];
+	/* Bumped by every charge; settle() skips work when it has not moved. */
+	atomic_ulong meta_version;
+	unsigned long meta_settled_version;
 	pthread_mutex_t settle_lock;
 	kas_meta_pages_t meta[KAS_META_NKINDS];
 	atomic_size_t meta_pages_now[KAS_META_NKINDS];
@@ -424,7 +428,7 @@ undo_new_locks(kas_t *kas, size_t first, size_t n, const uint64_t *was)
 
 		while (i + run < n && !bit_get(was, i + run))
 			run++;
-		if (run > 0)
+		if (run > 0 && kas->backing == KAS_REAL)
 			(void)munlock((void *)(kas->base +
 			    ((first + i) << kas->pageshift)),
 			    run << kas->pageshift);
@@ -463,12 +467,12 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL) {
-		if (host_commit(addr, size) != 0)
-			return commit_failed(kas, first, n, 0);
-		if ((flags & KAS_COMMIT_LOCK) && mlock(addr, size) != 0)
-			return commit_failed(kas, first, n, 1);
-	}
+	if (fault_point(FAULT_COMMIT) ||
+	    (kas->backing == KAS_REAL && host_commit(addr, size) != 0))
+		return commit_failed(kas, first, n, 0);
+	if ((flags & KAS_COMMIT_LOCK) && (fault_point(FAULT_MLOCK) ||
+	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)))
+		return commit_failed(kas, first, n, 1);
 	pthread_mutex_lock(&kas->page_lock);
 	kas->ncommitted += bits_set(kas->committed_map, first, n, 1);
 	if (flags & KAS_COMMIT_LOCK)
@@ -512,7 +516,8 @@ kas_pages_lock(kas_t *kas, void *addr, size_t size)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL && mlock(addr, size) != 0) {
+	if (fault_point(FAULT_MLOCK) ||
+	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)) {
 		uint64_t *was = snapshot_bits(kas, kas->locked_map, first, n);
 
 		if (was != NULL)
@@ -575,15 +580,16 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 int
 kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 {
-	int ok = 1;
+	int ok = 1, injected;
 
 	if (kas == NULL) {
 		vmem_error_report(SEGKMEM_E_NOTKAS, 0, "kas_page_resv", NULL,
 		    "?", 0, npages, "no address space");
 		return 0;
 	}
+	injected = fault_point(FAULT_RESV);
 	pthread_mutex_lock(&kas->resv_lock);
-	if (npages > kas->physmem) {
+	if (npages > kas->physmem || injected) {
 		ok = 0;
 	} else {
 		while (kas->availrmem < npages) {
@@ -656,7 +662,14 @@ kas_charge_metadata(kas_t *kas, kas_meta_kind_t kind, long delta_bytes)
 {
 	if (kas == NULL || (unsigned)kind >= KAS_META_NKINDS)
 		return;
-	atomic_fetch_add(&kas->meta_bytes[kind], delta_bytes);
+	long old = atomic_fetch_add(&kas->meta_bytes[kind], delta_bytes);
+	long now = old + delta_bytes;
+	long page = (long)kas->pagesize;
+
+	/* Only a change in whole pages needed gives settle() work. */
+	if ((old + page - 1) / page != (now + page - 1) / page)
+		atomic_fetch_add_explicit(&kas->meta_version, 1,
+		    memory_order_release);
 }
 
 void
@@ -744,14 +757,24 @@ settle(kas_t *kas)
 {
 	if (kas == NULL || !kas->charge_metadata || kas->kmem_metadata == NULL)
 		return;
+	/* The common case: nothing was charged since the last settle. */
+	if (atomic_load_explicit(&kas->meta_version, memory_order_acquire) ==
+	    __atomic_load_n(&kas->meta_settled_version, __ATOMIC_RELAXED))
+		return;
 	for (;;) {
 		int stuck = 0, k;
+		unsigned long version;
 
 		if (pthread_mutex_trylock(&kas->settle_lock) != 0)
 			return;
+		version = atomic_load_explicit(&kas->meta_version,
+		    memory_order_acquire);
 		for (k = 0; k < KAS_META_NKINDS; k++)
 			if (settle_kind(kas, k) != 0)
 				stuck = 1;
+		if (!stuck)
+			__atomic_store_n(&kas->meta_settled_version, version,
+			    __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&kas->settle_lock);
 		if (stuck || meta_balanced(kas))
 			return;

@@ -77,11 +77,12 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <string.h>
+#include "vmem_string.h"
 
 #include <vmem/vmem.h>
 
 #include "error.h"
+#include "fault.h"
 #include "platform.h"
 #ifdef VMEM_WITH_KMEM
 #include "qcache.h"
@@ -100,6 +101,12 @@ struct vseg {
 	uint8_t imported;       /* SPAN: came from the source */
 	uint8_t via_qcache;     /* SPAN: imported through the source's qcache */
 	uint16_t cls;           /* FREE: freelist class */
+	/*
+	 * Padding to 64 bytes: tag pages are page-aligned, so every tag sits
+	 * in one cache line (at 56 bytes, 7 tags in 8 straddled two).
+	 */
+	char pad[64 - 4 * sizeof (void *) - sizeof (uintptr_t) -
+	    sizeof (size_t) - 4 - 2];
 };
 
 #define NCLASS          496
@@ -134,12 +141,14 @@ struct vmem {
 	vseg_t *freelist[NCLASS];
 	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
 	uint64_t freemap[NCLASS_WORDS];
+	uint64_t freemap_words;  /* bit w: freemap[w] is not zero */
 	vseg_t **hash;
 	size_t hash_size;       /* buckets, a power of two */
 	unsigned hash_bits;
 	size_t hash_count;
 	vseg_t *hash0[HASH_MIN];
 	vseg_t *rotor;
+	uintptr_t rotor_addr;   /* end of the last next-fit allocation */
 
 	vseg_t *tag_free;       /* the arena's private tag reserve */
 	size_t tag_nfree;
@@ -155,8 +164,6 @@ struct vmem {
 	size_t nspans, nalloc, nfree;
 	uint64_t st_alloc, st_free, st_wait, st_fail, st_lookup, st_search;
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
-	/* Counted outside the lock: the quantum-cache path never takes it. */
-	atomic_uint_fast64_t st_qalloc, st_qfree;
 
 	vmem_t *list_next, *list_prev;
 };
@@ -401,9 +408,12 @@ class_next(const vmem_t *vmp, unsigned c)
 		return NCLASS;
 	w = c / 64;
 	m = vmp->freemap[w] & (~0ULL << (c % 64));
-	while (m == 0) {
-		if (++w == NCLASS_WORDS)
+	if (m == 0) {
+		/* The next non-empty word, from the summary: no loop. */
+		uint64_t words = vmp->freemap_words & ~((2ULL << w) - 1);
+		if (words == 0)
 			return NCLASS;
+		w = (unsigned)__builtin_ctzll(words);
 		m = vmp->freemap[w];
 	}
 	return w * 64 + (unsigned)__builtin_ctzll(m);
@@ -422,6 +432,7 @@ freelist_insert(vmem_t *vmp, vseg_t *s)
 		s->knext->kprev = s;
 	vmp->freelist[c] = s;
 	vmp->freemap[c / 64] |= 1ULL << (c % 64);
+	vmp->freemap_words |= 1ULL << (c / 64);
 	if (s->size > vmp->cmax[c])
 		vmp->cmax[c] = s->size;
 	vmp->nfree++;
@@ -440,6 +451,8 @@ freelist_remove(vmem_t *vmp, vseg_t *s)
 		s->knext->kprev = s->kprev;
 	if (vmp->freelist[c] == NULL) {
 		vmp->freemap[c / 64] &= ~(1ULL << (c % 64));
+		if (vmp->freemap[c / 64] == 0)
+			vmp->freemap_words &= ~(1ULL << (c / 64));
 		vmp->cmax[c] = 0;
 	}
 	vmp->nfree--;
@@ -717,9 +730,28 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 {
 	vseg_t *start = vmp->rotor != NULL ? vmp->rotor : vmp->seg0.anext;
 	vseg_t *s = start;
+	bool resume;
 
 	if (s == &vmp->seg0)
 		return NULL;
+	/*
+	 * The last next-fit segment may have been freed and coalesced with
+	 * what lies below it: resume after it, so freed ids are not reused
+	 * at once, and come back to the part below only at the end.
+	 */
+	resume = start->type == SEG_FREE && vmp->rotor_addr > start->start &&
+	    vmp->rotor_addr <= seg_last(start);
+	if (resume) {
+		req_t after = *r;
+		if (after.lo < vmp->rotor_addr)
+			after.lo = vmp->rotor_addr;
+		vmp->st_search++;
+		if (seg_fit(start, &after, addrp))
+			return start;
+		s = start->anext;
+		if (s == &vmp->seg0)
+			s = s->anext;
+	}
 	do {
 		if (s->type == SEG_FREE) {
 			vmp->st_search++;
@@ -730,6 +762,8 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		if (s == &vmp->seg0)
 			s = s->anext;
 	} while (s != start);
+	if (resume && seg_fit(start, r, addrp))
+		return start;
 	return NULL;
 }
 
@@ -941,8 +975,10 @@ arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *nometa)
 		*nometa = true;
 	} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
 		s = seg_carve(vmp, s, addr, r->size);
-		if (r->flags & VM_NEXTFIT)
+		if (r->flags & VM_NEXTFIT) {
 			vmp->rotor = s;
+			vmp->rotor_addr = s->start + s->size;
+		}
 	} else {
 		addr = 0;
 	}
@@ -969,8 +1005,10 @@ arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
 		s = span_add(vmp, span_addr, span_size, true, via_qcache);
 		if (seg_fit(s, r, &addr)) {
 			s = seg_carve(vmp, s, addr, r->size);
-			if (r->flags & VM_NEXTFIT)
+			if (r->flags & VM_NEXTFIT) {
 				vmp->rotor = s;
+				vmp->rotor_addr = s->start + s->size;
+			}
 		} else {
 			/* The span cannot hold the request: give it back. */
 			addr = 0;
@@ -1115,7 +1153,8 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		if (addr != 0 || *nometa)
 			break;
 		if ((a->afunc == NULL && a->xafunc == NULL) ||
-		    !import_req(a, &lv[i].req, &ir))
+		    !import_req(a, &lv[i].req, &ir) ||
+		    fault_point(FAULT_IMPORT))
 			break;
 		if (!chain_internal(a)) {
 			size_t got;
@@ -1410,9 +1449,6 @@ qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
 	void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >> vmp->qshift],
 	    vmflag);
 
-	if (p != NULL)
-		atomic_fetch_add_explicit(&vmp->st_qalloc, 1,
-		    memory_order_relaxed);
 	return p;
 }
 
@@ -1420,7 +1456,6 @@ static void
 qcache_free(vmem_t *vmp, void *addr, size_t size)
 {
 	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
-	atomic_fetch_add_explicit(&vmp->st_qfree, 1, memory_order_relaxed);
 }
 
 static size_t
@@ -1671,6 +1706,48 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 	return vaddr;
 }
 
+/*
+ * The common case of vmem_alloc and vmem_xalloc: any policy and
+ * constraint, in one critical section.
+ * Returns the address; or 0 with *failed set when the request has failed
+ * for good (no room, nothing to import, no waiting), so the failure path
+ * costs one lock too; or 0 to send the caller down the general path.
+ */
+static inline uintptr_t
+alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
+{
+	uintptr_t addr = 0;
+	unsigned c;
+	vseg_t *s;
+
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->tag_nfree >= 2) {
+		c = (r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) ||
+		    req_constrained(vmp, r) ? NCLASS : class_next(vmp,
+		    class_guaranteed(r->size >> vmp->qshift));
+		if (c < NCLASS) {
+			s = vmp->freelist[c];
+			vmp->st_search++;
+			addr = (r->flags & VM_ENDALLOC) ?
+			    s->start + (s->size - r->size) : s->start;
+			(void)seg_carve(vmp, s, addr, r->size);
+		} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
+			s = seg_carve(vmp, s, addr, r->size);
+			if (r->flags & VM_NEXTFIT) {
+				vmp->rotor = s;
+				vmp->rotor_addr = s->start + s->size;
+			}
+		} else if ((r->flags & (VM_NOSLEEP | VM_ABORT)) &&
+		    vmp->afunc == NULL && vmp->xafunc == NULL &&
+		    vmp->nqcache == 0 && !(r->flags & VM_PANIC)) {
+			vmp->st_fail++;
+			*failed = true;
+		}
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return addr;
+}
+
 void *
 vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
     size_t nocross, void *minaddr, void *maxaddr, int vmflag)
@@ -1714,31 +1791,11 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	r.flags = vmflag;
 	if (r.hi < r.lo || r.hi - r.lo < r.size - 1)
 		return alloc_fail(vmp, &r, "vmem_xalloc");
+	bool failed = false;
+	uintptr_t addr = alloc_instant(vmp, &r, &failed);
+	if (addr != 0 || failed)
+		return (void *)addr;
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
-}
-
-/*
- * The common case of vmem_alloc: instant fit from a class whose members
- * all fit. Returns 0 to send the caller down the general path.
- */
-static inline uintptr_t
-alloc_instant(vmem_t *vmp, size_t size, int vmflag)
-{
-	uintptr_t addr = 0;
-	unsigned c;
-
-	plat_mutex_lock(&vmp->lock);
-	if (vmp->tag_nfree >= 2 &&
-	    (c = class_next(vmp, class_guaranteed(size >> vmp->qshift))) <
-	    NCLASS) {
-		vseg_t *s = vmp->freelist[c];
-		vmp->st_search++;
-		addr = (vmflag & VM_ENDALLOC) ? s->start + (s->size - size) :
-		    s->start;
-		(void)seg_carve(vmp, s, addr, size);
-	}
-	plat_mutex_unlock(&vmp->lock);
-	return addr;
 }
 
 void *
@@ -1760,23 +1817,23 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 		r.size = size;
 		return alloc_fail(vmp, &r, "vmem_alloc");
 	}
-	if (!(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) &&
-	    (r.size > vmp->qcache_max || vmp->nqcache == 0)) {
-		uintptr_t addr = alloc_instant(vmp, r.size, vmflag);
-		if (addr != 0)
-			return (void *)addr;
-	}
+	r.align = vmp->quantum;
 	r.phase = 0;
 	r.nocross = 0;
 	r.lo = 0;
+	r.hi = UINTPTR_MAX;
+	if (r.size > vmp->qcache_max || vmp->nqcache == 0) {
+		bool failed = false;
+		uintptr_t addr = alloc_instant(vmp, &r, &failed);
+		if (addr != 0 || failed)
+			return (void *)addr;
+	}
 	if (r.size <= vmp->qcache_max && vmp->nqcache > 0) {
 		void *p = qcache_alloc(vmp, r.size, vmflag);
 		if (p == NULL)
 			return alloc_fail(vmp, &r, "vmem_alloc");
 		return p;
 	}
-	r.align = vmp->quantum;
-	r.hi = UINTPTR_MAX;
 	return xalloc_impl(vmp, &r, "vmem_alloc");
 }
 
@@ -1993,10 +2050,6 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 	st->contains = vmp->st_contains;
 	st->import = vmp->st_import;
 	st->release = vmp->st_release;
-	st->qcache_alloc = atomic_load_explicit(&vmp->st_qalloc,
-	    memory_order_relaxed);
-	st->qcache_free = atomic_load_explicit(&vmp->st_qfree,
-	    memory_order_relaxed);
 	st->nspans = vmp->nspans;
 	st->nalloc_segs = vmp->nalloc;
 	st->nfree_segs = vmp->nfree;
@@ -2009,6 +2062,15 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 				st->largest_free = s->size;
 		}
 	plat_mutex_unlock(&vmp->lock);
+	/* Quantum caches count their own traffic (no shared counter here). */
+	for (unsigned i = 0; i < vmp->nqcache; i++) {
+		uint64_t a = 0, f = 0;
+		if (qcache_ops->counts == NULL)
+			break;
+		qcache_ops->counts(vmp->qcache[i], &a, &f);
+		st->qcache_alloc += a;
+		st->qcache_free += f;
+	}
 }
 
 void

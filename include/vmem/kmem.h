@@ -156,6 +156,10 @@ void kmem_foreach_cache(void (*func)(kmem_cache_t *, void *), void *arg);
  */
 void kmem_dump_caches(void (*out)(void *arg, const char *line), void *arg);
 void kmem_print_caches(void *stdio_file);
+/* The caches as JSON: {"caches":[...]}, one line per cache with every
+ * kmem_cache_stats_t field under its C name (see vmem_dump_stats_json). */
+void kmem_dump_caches_json(void (*out)(void *arg, const char *line),
+    void *arg);
 
 /*
  * The kmem heap: size-class caches (8 bytes to 8 KiB, four classes per

@@ -214,6 +214,33 @@ void vmem_dump_arenas(void (*out)(void *arg, const char *line), void *arg);
 void vmem_print_arenas(void *stdio_file);
 
 /*
+ * The same statistics as JSON, through out() one '\n'-ended line at a
+ * time (one line per arena or cache): vmem_dump_arenas_json gives
+ * {"arenas":[...]} with every vmem_stats_t field under its C name plus
+ * "source" and "meta_bytes"; vmem_dump_stats_json gives
+ * {"arenas":[...],"caches":[...]} (caches as kmem_dump_caches_json in
+ * <vmem/kmem.h>). vmem_print_stats_json writes the latter to a stdio
+ * FILE * (stdout if NULL).
+ */
+void vmem_dump_arenas_json(void (*out)(void *arg, const char *line),
+    void *arg);
+void vmem_dump_stats_json(void (*out)(void *arg, const char *line),
+    void *arg);
+void vmem_print_stats_json(void *stdio_file);
+
+/*
+ * Print the arena and cache tables to file descriptor fd whenever the
+ * process receives signal signo (for example SIGUSR1), as text or as the
+ * JSON document of vmem_dump_stats_json. The signal handler only wakes a
+ * helper thread, which prints. signo 0 turns the trigger off and restores
+ * the previous disposition; a new call replaces the previous trigger.
+ * Returns 0, or -1 with errno set (an uncatchable signal or a negative
+ * fd is also reported to the error handler as VMEM_E_BADARG).
+ */
+int vmem_stats_on_signal(int signo, int fd);
+int vmem_stats_on_signal_json(int signo, int fd);
+
+/*
  * Quantum caches are object caches provided by a higher layer (kmem). vmem
  * calls through this table, so the core builds and is tested without kmem.
  * Without a provider, qcache_max is recorded and requests go to the arena.
@@ -238,6 +265,9 @@ typedef struct vmem_qcache_ops {
 	void (*destroy)(void *cache);
 	/* Bytes held by the cache but not allocated to users (for vmem_size). */
 	size_t (*idle)(void *cache);
+	/* Allocations and frees the cache served (for vmem_get_stats); may be
+	 * NULL. Counting stays in the cache, off vmem's hot path. */
+	void (*counts)(void *cache, uint64_t *allocs, uint64_t *frees);
 } vmem_qcache_ops_t;
 void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
 
@@ -247,6 +277,20 @@ void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
  * source. No effect on an arena without quantum caches.
  */
 void vmem_reap(vmem_t *vmp);
+
+/*
+ * Fault injection (for tests). hook(site, arg) is called at every point
+ * where the library depends on a resource that can run out; a nonzero
+ * return makes that point fail exactly as if the resource were exhausted.
+ * Sites: "metadata" (a page of library metadata), "import" (a span
+ * imported from a source arena), "slab" (a kmem cache taking a slab),
+ * "commit", "resv" and "mlock" (a kernel address space committing pages,
+ * reserving them from its page budget, locking them). Every such failure
+ * is clean: the call returns its failure value with nothing leaked. NULL
+ * removes the hook. Install it while no other thread uses the library.
+ */
+typedef int vmem_fault_hook_t(const char *site, void *arg);
+void vmem_set_fault_hook(vmem_fault_hook_t *hook, void *arg);
 
 #ifdef __cplusplus
 }

@@ -51,7 +51,7 @@ typedef struct options {
 static const kvsim_engine_t *
 kvsim_engine_get(void)
 {
-	return NULL;
+	return &kvsim_allocator_engine;
 }
 
 static void

@@ -76,4 +76,7 @@ typedef struct kvsim_engine {
 	void (*stats)(kvsim_sim_t *sim, kvsim_sim_stats_t *st);
 } kvsim_engine_t;
 
+/* The engine on the library's allocators (sim.c). */
+extern const kvsim_engine_t kvsim_allocator_engine;
+
 #endif

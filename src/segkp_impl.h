@@ -1,0 +1,20 @@
+/*
+ * segkp internals shared with the thread layer (kthread.c).
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#ifndef VMEM_SEGKP_IMPL_H
+#define VMEM_SEGKP_IMPL_H
+
+#include <stdint.h>
+
+#include <vmem/segkp.h>
+
+/*
+ * Classify addr in every live segment without blocking (for a signal
+ * handler): a segment whose lock stays busy for a bounded number of tries
+ * is skipped, since the faulting thread may hold it.
+ */
+segkp_fault_t segkp_classify_any_nowait(uintptr_t addr, segkp_info_t *info);
+
+#endif

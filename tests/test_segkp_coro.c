@@ -1,0 +1,271 @@
+/*
+ * Coroutines on segkp stacks: yield and resume with values, nesting,
+ * 10,000 coroutines with 1,000 alive at once, coroutines on a plain
+ * pthread, misuse, and an overflow in a coroutine caught in its redzone
+ * (in a child process).
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vmem/kthread.h>
+
+#include "testutil.h"
+
+static void *
+counter(void *arg)
+{
+	intptr_t n = (intptr_t)arg;
+	intptr_t sum = 0;
+
+	for (intptr_t i = 1; i <= n; i++)
+		sum += (intptr_t)kthread_coro_yield((void *)i);
+	return (void *)sum;
+}
+
+static void
+test_yield_resume(void)
+{
+	kthread_coro_t *co = kthread_coro_create(counter, (void *)5, "gen", 0);
+	void *lo;
+	size_t len;
+
+	REQUIRE(co != NULL);
+	CHECK(strcmp(kthread_coro_name(co), "gen") == 0);
+	kthread_coro_stack(co, &lo, &len);
+	CHECK_EQ(len, KTHREAD_CORO_STACK_PAGES *
+	    segkp_pagesize(kthread_segkp()));
+	CHECK((char *)co > (char *)lo && (char *)co < (char *)lo + len);
+	/* First resume starts it; values flow both ways. */
+	CHECK((intptr_t)kthread_coro_resume(co, NULL) == 1);
+	for (intptr_t i = 2; i <= 5; i++)
+		CHECK((intptr_t)kthread_coro_resume(co, (void *)(10 * (i - 1)))
+		    == i);
+	CHECK(!kthread_coro_done(co));
+	CHECK((intptr_t)kthread_coro_resume(co, (void *)50) == 150);
+	CHECK(kthread_coro_done(co));
+	kthread_coro_destroy(co);
+}
+
+static void *
+where_am_i(void *arg)
+{
+	kthread_coro_t *self = kthread_coro_self();
+	void *lo;
+	size_t len;
+	int local;
+
+	(void)arg;
+	kthread_coro_stack(self, &lo, &len);
+	return (void *)(intptr_t)((char *)&local >= (char *)lo &&
+	    (char *)&local < (char *)lo + len);
+}
+
+static void *
+outer(void *arg)
+{
+	kthread_coro_t *inner = kthread_coro_create(counter, (void *)3,
+	    "inner", 0);
+	intptr_t got = 0;
+
+	(void)arg;
+	REQUIRE(inner != NULL);
+	while (!kthread_coro_done(inner)) {
+		intptr_t v = (intptr_t)kthread_coro_resume(inner, NULL);
+
+		if (!kthread_coro_done(inner))
+			got += v;
+		/* Pass each value on to whoever resumes us. */
+		kthread_coro_yield((void *)v);
+	}
+	kthread_coro_destroy(inner);
+	return (void *)(got + (intptr_t)where_am_i(NULL) * 1000);
+}
+
+static void
+test_nesting_and_self(void)
+{
+	kthread_coro_t *co = kthread_coro_create(outer, NULL, "outer", 0);
+	intptr_t last = 0;
+
+	REQUIRE(co != NULL);
+	CHECK(kthread_coro_self() == NULL);
+	while (!kthread_coro_done(co))
+		last = (intptr_t)kthread_coro_resume(co, NULL);
+	CHECK_EQ(last, 1000 + 1 + 2 + 3);
+	CHECK(kthread_coro_self() == NULL);
+	kthread_coro_destroy(co);
+}
+
+static void *
+three_steps(void *arg)
+{
+	kthread_coro_yield(arg);
+	kthread_coro_yield(arg);
+	return arg;
+}
+
+static void
+test_ten_thousand_coroutines(void)
+{
+	int total = tu_slow_build() ? 1000 : 10000;
+	int batch = tu_slow_build() ? 100 : 1000;
+	kthread_coro_t **co = calloc((size_t)batch, sizeof (*co));
+	kthread_stats_t before, after;
+	segkp_stats_t ss;
+	int bad = 0;
+
+	REQUIRE(co != NULL);
+	kthread_get_stats(&before);
+	for (int done = 0; done < total; done += batch) {
+		int live = batch;
+
+		for (int i = 0; i < batch; i++)
+			REQUIRE((co[i] = kthread_coro_create(three_steps,
+			    (void *)(intptr_t)(done + i), NULL, 0)) != NULL);
+		/* Round-robin until every one has finished. */
+		while (live > 0) {
+			for (int i = 0; i < batch; i++) {
+				void *v;
+
+				if (co[i] == NULL)
+					continue;
+				v = kthread_coro_resume(co[i], NULL);
+				bad += v != (void *)(intptr_t)(done + i);
+				if (kthread_coro_done(co[i])) {
+					kthread_coro_destroy(co[i]);
+					co[i] = NULL;
+					live--;
+				}
+			}
+		}
+	}
+	CHECK_EQ(bad, 0);
+	kthread_get_stats(&after);
+	CHECK_EQ(after.coro_created - before.coro_created, total);
+	CHECK_EQ(after.coro_alive, 0);
+	segkp_get_stats(kthread_segkp(), &ss);
+	CHECK_EQ(ss.inuse, 0);
+	CHECK(segkp_check(kthread_segkp()) == 0);
+	free(co);
+}
+
+static void *
+plain_thread(void *arg)
+{
+	kthread_coro_t *co = kthread_coro_create(counter, (void *)4, NULL, 0);
+	intptr_t last = 0;
+
+	(void)arg;
+	if (co == NULL)
+		return NULL;
+	while (!kthread_coro_done(co))
+		last = (intptr_t)kthread_coro_resume(co, (void *)1);
+	kthread_coro_destroy(co);
+	return (void *)last;
+}
+
+/* A thread that is not a kthread runs coroutines (and gets an altstack). */
+static void
+test_on_plain_pthread(void)
+{
+	pthread_t pt;
+	void *r;
+
+	REQUIRE(pthread_create(&pt, NULL, plain_thread, NULL) == 0);
+	REQUIRE(pthread_join(pt, &r) == 0);
+	CHECK_EQ((intptr_t)r, 4);
+}
+
+static void
+test_misuse(void)
+{
+	kthread_coro_t *co = kthread_coro_create(three_steps, NULL, NULL, 0);
+
+	REQUIRE(co != NULL);
+	tu_record_errors();
+	CHECK(kthread_coro_yield(NULL) == NULL);   /* not in a coroutine */
+	CHECK_EQ(tu_err.code, KTHREAD_E_BADCORO);
+	while (!kthread_coro_done(co))
+		kthread_coro_resume(co, NULL);
+	CHECK(kthread_coro_resume(co, NULL) == NULL);  /* finished */
+	CHECK_EQ(tu_err.code, KTHREAD_E_BADCORO);
+	CHECK(strstr(tu_err.line, "finished") != NULL);
+	CHECK(kthread_coro_create(NULL, NULL, NULL, 0) == NULL);
+	CHECK_EQ(tu_err.count, 2);
+	tu_default_errors();
+	kthread_coro_destroy(co);
+}
+
+/* ------------------------------------------------------------------ */
+
+static volatile int depth_limit = 1 << 30;
+
+static int __attribute__((noinline))
+deep(int depth)
+{
+	volatile char pad[256];
+
+	pad[0] = (char)depth;
+	if (depth > depth_limit)
+		return 0;
+	return deep(depth + 1) + pad[0];
+}
+
+static void *
+overflowing(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)deep(0);
+}
+
+static void
+test_overflow_in_coroutine(void)
+{
+	int fds[2], status;
+	char err[2048];
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	REQUIRE(pipe(fds) == 0);
+	fflush(stdout);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		kthread_coro_t *co;
+
+		dup2(fds[1], STDERR_FILENO);
+		co = kthread_coro_create(overflowing, NULL, "co-deep", 0);
+		if (co != NULL)
+			kthread_coro_resume(co, NULL);
+		_exit(99);
+	}
+	close(fds[1]);
+	while ((n = read(fds[0], err + got, sizeof (err) - 1 - (size_t)got))
+	    > 0)
+		got += n;
+	err[got] = '\0';
+	close(fds[0]);
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+	CHECK(strstr(err, "segkp: stack overflow: coroutine 'co-deep' ran "
+	    "into the redzone of stack [0x") != NULL);
+}
+
+int
+main(void)
+{
+	REQUIRE(kthread_init(NULL) == 0);
+	RUN(test_overflow_in_coroutine);
+	RUN(test_yield_resume);
+	RUN(test_nesting_and_self);
+	RUN(test_ten_thousand_coroutines);
+	RUN(test_on_plain_pthread);
+	RUN(test_misuse);
+	return tu_finish();
+}

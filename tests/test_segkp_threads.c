@@ -1,0 +1,522 @@
+/*
+ * Real threads on segkp stacks: creation and join, names, detached
+ * threads and the reaper, 10,000 threads with 1,000 alive at once, join
+ * misuse, and stack overflow caught in the redzone (in child processes:
+ * the message, the signal, the configurable action, chaining of faults
+ * that are not segkp's, several redzone pages against stack clash).
+ *
+ * Not named test_thr_*: ThreadSanitizer cannot run on kernel-sized stacks.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vmem/kthread.h>
+
+#include "testutil.h"
+
+/* ------------------------------------------------------------------ */
+/* Running a child that is expected to die. */
+
+typedef struct child_result {
+	int status;
+	char err[4096];
+} child_result_t;
+
+static void
+run_child(void (*body)(void), child_result_t *res)
+{
+	int fds[2];
+	pid_t pid;
+	size_t n = 0;
+	ssize_t r;
+
+	REQUIRE(pipe(fds) == 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], STDERR_FILENO);
+		body();
+		_exit(99); /* the body should not come back */
+	}
+	close(fds[1]);
+	while ((r = read(fds[0], res->err + n, sizeof (res->err) - 1 - n)) > 0)
+		n += (size_t)r;
+	res->err[n] = '\0';
+	close(fds[0]);
+	REQUIRE(waitpid(pid, &res->status, 0) == pid);
+}
+
+/* Recurse until the stack runs out; frames of about frame_bytes. */
+static int recurse_depth;
+static volatile int depth_limit = 1 << 30; /* never reached */
+
+static int __attribute__((noinline))
+recurse(int depth)
+{
+	volatile char pad[512];
+
+	pad[0] = (char)depth;
+	recurse_depth = depth;
+	if (depth > depth_limit)
+		return 0;
+	return recurse(depth + 1) + pad[0];
+}
+
+static void *
+overflow_thread(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)recurse(0);
+}
+
+static void
+child_overflow(void)
+{
+	kthread_attr_t a;
+	kthread_t *t;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_attr_init(&a);
+	a.name = "worker-7";
+	t = kthread_create(overflow_thread, NULL, &a);
+	REQUIRE(t != NULL);
+	kthread_join(t, NULL);
+}
+
+static void
+test_overflow_message_and_abort(void)
+{
+	child_result_t res;
+	void *lo;
+
+	run_child(child_overflow, &res);
+	CHECK(WIFSIGNALED(res.status) && WTERMSIG(res.status) == SIGABRT);
+	CHECK(strstr(res.err, "segkp: stack overflow: thread 'worker-7' ran "
+	    "into the redzone of stack [0x") != NULL);
+	/* One line, with a well-formed range. */
+	{
+		const char *m = strstr(res.err, "[0x");
+		unsigned long a = 0, b = 0;
+
+		CHECK(m != NULL && sscanf(m, "[%lx,%lx)", &a, &b) == 2);
+		CHECK(b > a && b - a < 4 * 4096 && a % 4096 == 0);
+	}
+	(void)lo;
+}
+
+static void
+exit_42(const kthread_overflow_info_t *info, void *arg)
+{
+	(void)arg;
+	if (info->stack_hi > info->stack_lo &&
+	    info->fault_addr < info->stack_lo &&
+	    strcmp(info->kind, "thread") == 0 &&
+	    strcmp(info->name, "worker-7") == 0)
+		_exit(42);
+	_exit(43);
+}
+
+static void
+child_overflow_action(void)
+{
+	kthread_set_overflow_action(exit_42, NULL, 0);
+	child_overflow();
+}
+
+static void
+test_overflow_action(void)
+{
+	child_result_t res;
+
+	run_child(child_overflow_action, &res);
+	CHECK(WIFEXITED(res.status) && WEXITSTATUS(res.status) == 42);
+	CHECK(strstr(res.err, "thread 'worker-7' ran into the redzone") !=
+	    NULL);
+}
+
+/* Frames larger than a page, each touching its lowest byte first. */
+static int __attribute__((noinline))
+clash(int depth)
+{
+	volatile char big[6 * 1024];
+
+	big[0] = (char)depth;
+	big[sizeof (big) - 1] = (char)depth;
+	if (depth > depth_limit)
+		return 0;
+	return clash(depth + 1) + big[0];
+}
+
+static void *
+clash_thread(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)clash(0);
+}
+
+static void
+child_clash(void)
+{
+	kthread_attr_t a;
+	kthread_t *t;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_attr_init(&a);
+	a.name = "clash";
+	a.stacksize = 8 * 4096;
+	a.kpd_flags = KPD_REDZONE_PAGES(4);
+	t = kthread_create(clash_thread, NULL, &a);
+	REQUIRE(t != NULL);
+	kthread_join(t, NULL);
+}
+
+static void
+test_stack_clash_caught(void)
+{
+	child_result_t res;
+
+	run_child(child_clash, &res);
+	CHECK(WIFSIGNALED(res.status) && WTERMSIG(res.status) == SIGABRT);
+	CHECK(strstr(res.err, "thread 'clash' ran into the redzone") != NULL);
+}
+
+/* A fault that is not segkp's goes to the handler installed before. */
+static void
+own_segv(int sig)
+{
+	(void)sig;
+	_exit(7);
+}
+
+static void *
+bad_deref_thread(void *arg)
+{
+	volatile int *p = arg;
+
+	return (void *)(intptr_t)*p;
+}
+
+/* A page that is nobody's: not segkp's, not mapped. */
+static void *
+inaccessible_page(void)
+{
+	void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+	    -1, 0);
+
+	REQUIRE(p != MAP_FAILED);
+	return p;
+}
+
+static void
+child_chain_to_previous(void)
+{
+	kthread_t *t;
+
+	signal(SIGSEGV, own_segv);
+	REQUIRE(kthread_init(NULL) == 0);
+	t = kthread_create(bad_deref_thread, inaccessible_page(), NULL);
+	REQUIRE(t != NULL);
+	kthread_join(t, NULL);
+}
+
+static void
+child_chain_to_default(void)
+{
+	kthread_t *t;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	t = kthread_create(bad_deref_thread, inaccessible_page(), NULL);
+	REQUIRE(t != NULL);
+	kthread_join(t, NULL);
+}
+
+static void
+test_other_faults_chain(void)
+{
+	child_result_t res;
+
+	run_child(child_chain_to_previous, &res);
+	CHECK(WIFEXITED(res.status) && WEXITSTATUS(res.status) == 7);
+	CHECK(strstr(res.err, "stack overflow") == NULL);
+	run_child(child_chain_to_default, &res);
+#if defined(__SANITIZE_ADDRESS__)
+	/* The handler before ours is AddressSanitizer's: it reports. */
+	CHECK(strstr(res.err, "AddressSanitizer") != NULL);
+#else
+	CHECK(WIFSIGNALED(res.status) && WTERMSIG(res.status) == SIGSEGV);
+#endif
+	CHECK(strstr(res.err, "stack overflow") == NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Threads. */
+
+static void *
+report_self(void *arg)
+{
+	kthread_t *self = kthread_self();
+	void *lo;
+	size_t len;
+	int local = 0;
+
+	kthread_stack(self, &lo, &len);
+	if ((char *)&local < (char *)lo || (char *)&local >= (char *)lo + len)
+		return NULL;
+	if (strcmp(kthread_name(self), (const char *)arg) != 0)
+		return NULL;
+	return self;
+}
+
+static void
+test_create_join(void)
+{
+	kthread_attr_t a;
+	kthread_t *t;
+	void *ret = NULL;
+	segkp_info_t in;
+	void *lo;
+	size_t len;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_attr_init(&a);
+	a.name = "alpha";
+	t = kthread_create(report_self, "alpha", &a);
+	REQUIRE(t != NULL);
+	CHECK(strcmp(kthread_name(t), "alpha") == 0);
+	kthread_stack(t, &lo, &len);
+	CHECK_EQ(len, KTHREAD_STACK_PAGES * segkp_pagesize(kthread_segkp()));
+	/* The structure is carved from the top of the stack. */
+	CHECK((char *)t > (char *)lo && (char *)t < (char *)lo + len);
+	CHECK(segkp_find(kthread_segkp(), lo, &in) == 1);
+	CHECK_EQ(in.redzone, segkp_pagesize(kthread_segkp()));
+	CHECK_EQ(in.size, 5 * segkp_pagesize(kthread_segkp()));
+	CHECK_EQ(kthread_join(t, &ret), 0);
+	CHECK(ret == t);
+	CHECK(kthread_self() == NULL);
+	/* Default names, a bigger stack outside the cache. */
+	a.name = NULL;
+	a.stacksize = 64 * 1024;
+	t = kthread_create(report_self, "x", &a);
+	REQUIRE(t != NULL);
+	CHECK(strncmp(kthread_name(t), "kthread-", 8) == 0);
+	kthread_stack(t, &lo, &len);
+	CHECK_EQ(len, 64 * 1024);
+	CHECK_EQ(kthread_join(t, &ret), 0);
+	CHECK(ret == NULL);  /* name mismatch: "x" */
+}
+
+static atomic_int running;
+static atomic_int peak;
+
+static void *
+count_alive(void *arg)
+{
+	int now = atomic_fetch_add(&running, 1) + 1;
+	int p = atomic_load(&peak);
+
+	while (now > p && !atomic_compare_exchange_weak(&peak, &p, now))
+		;
+	atomic_fetch_sub(&running, 1);
+	return arg;
+}
+
+static void
+test_ten_thousand_threads(void)
+{
+	int total = tu_slow_build() ? 1000 : 10000;
+	int batch = tu_slow_build() ? 100 : 1000;
+	kthread_t **t = calloc((size_t)batch, sizeof (*t));
+	kthread_stats_t before, after;
+	segkp_stats_t ss;
+	int bad = 0;
+
+	REQUIRE(t != NULL);
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_get_stats(&before);
+	for (int done = 0; done < total; done += batch) {
+		for (int i = 0; i < batch; i++) {
+			t[i] = kthread_create(count_alive,
+			    (void *)(intptr_t)(done + i), NULL);
+			REQUIRE(t[i] != NULL);
+		}
+		for (int i = 0; i < batch; i++) {
+			void *r;
+
+			CHECK_EQ(kthread_join(t[i], &r), 0);
+			bad += r != (void *)(intptr_t)(done + i);
+		}
+	}
+	CHECK_EQ(bad, 0);
+	kthread_get_stats(&after);
+	CHECK_EQ(after.created - before.created, total);
+	CHECK_EQ(after.joined - before.joined, total);
+	CHECK_EQ(after.alive, 0);
+	segkp_get_stats(kthread_segkp(), &ss);
+	CHECK(ss.cache_hits >= (uint64_t)(total - 2 * batch));
+	CHECK_EQ(ss.inuse, 0);
+	CHECK(segkp_check(kthread_segkp()) == 0);
+	printf("  %d threads, %d at a time; segkp: %llu cache hits, %llu "
+	    "misses, %lu cached\n", total, batch,
+	    (unsigned long long)ss.cache_hits,
+	    (unsigned long long)ss.cache_misses, (unsigned long)ss.cached);
+	free(t);
+}
+
+static atomic_int detached_ran;
+
+static void *
+detached_fn(void *arg)
+{
+	atomic_fetch_add(&detached_ran, 1);
+	return arg;
+}
+
+static void
+test_detached_reaped(void)
+{
+	int n = tu_slow_build() ? 50 : 300;
+	kthread_attr_t a;
+	kthread_stats_t st, before;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_get_stats(&before);
+	kthread_attr_init(&a);
+	a.detached = 1;
+	for (int i = 0; i < n; i++)
+		REQUIRE(kthread_create(detached_fn, NULL, &a) != NULL);
+	/* Wait (not on a clock) until the reaper joined every one. */
+	do {
+		(void)kthread_reap();
+		sched_yield();
+		kthread_get_stats(&st);
+	} while (st.reaped - before.reaped < (uint64_t)n);
+	CHECK_EQ(atomic_load(&detached_ran), n);
+	CHECK_EQ(st.alive, 0);
+	CHECK(segkp_check(kthread_segkp()) == 0);
+}
+
+static void
+test_join_misuse(void)
+{
+	kthread_attr_t a;
+	kthread_t *t;
+	int not_a_thread[64] = { 0 };
+
+	REQUIRE(kthread_init(NULL) == 0);
+	tu_record_errors();
+	t = kthread_create(detached_fn, NULL, NULL);
+	REQUIRE(t != NULL);
+	CHECK_EQ(kthread_join(t, NULL), 0);
+	CHECK_EQ(kthread_join(t, NULL), EINVAL);   /* joined twice */
+	CHECK_EQ(tu_err.code, KTHREAD_E_BADTHREAD);
+	CHECK_EQ(kthread_join((kthread_t *)not_a_thread, NULL), EINVAL);
+	CHECK_EQ(kthread_join(NULL, NULL), EINVAL);
+	kthread_attr_init(&a);
+	a.detached = 1;
+	t = kthread_create(detached_fn, NULL, &a);
+	REQUIRE(t != NULL);
+	/* Joining a detached thread: refused (unless it is already gone). */
+	CHECK_EQ(kthread_join(t, NULL), EINVAL);
+	CHECK_EQ(tu_err.count, 4);
+	CHECK(kthread_create(NULL, NULL, NULL) == NULL && errno == EINVAL);
+	tu_default_errors();
+	for (;;) {
+		kthread_stats_t st;
+
+		(void)kthread_reap();
+		kthread_get_stats(&st);
+		if (st.alive == 0)
+			break;
+		sched_yield();
+	}
+}
+
+static void
+test_init_rules(void)
+{
+	kas_config_t cfg;
+	kas_t *sim;
+	segkp_t *seg;
+
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.size = 64u << 20;
+	sim = kas_create(&cfg);
+	REQUIRE(sim != NULL);
+	seg = segkp_create(sim, SEGKP_FROMHEAP, NULL, 0);
+	REQUIRE(seg != NULL);
+	tu_record_errors();
+	CHECK_EQ(kthread_init(seg), EINVAL);
+	CHECK_EQ(tu_err.code, KTHREAD_E_NOTREAL);
+	tu_default_errors();
+	segkp_destroy(seg);
+	kas_destroy(sim);
+}
+
+/* Threads on a segment of one's own, fixed placement. */
+static void
+test_fixed_segment_threads(void)
+{
+	kas_config_t cfg;
+	kas_t *kas;
+	segkp_t *seg;
+	kthread_t *t[8];
+
+	kas_config_init(&cfg);
+	cfg.size = 64u << 20;
+	cfg.nheap_spans = 1;
+	cfg.heap_spans[0].start = 8u << 20;
+	cfg.heap_spans[0].end = 64u << 20;
+	kas = kas_create(&cfg);
+	REQUIRE(kas != NULL);
+	seg = segkp_create(kas, SEGKP_FIXED, (void *)kas_base(kas), 8u << 20);
+	REQUIRE(seg != NULL);
+	REQUIRE(kthread_init(seg) == 0);
+	CHECK(kthread_segkp() == seg);
+	for (int i = 0; i < 8; i++)
+		REQUIRE((t[i] = kthread_create(count_alive, NULL, NULL)));
+	/* No switching segments while threads run. */
+	CHECK_EQ(kthread_init(NULL), EBUSY);
+	for (int i = 0; i < 8; i++) {
+		void *lo;
+		size_t len;
+
+		kthread_stack(t[i], &lo, &len);
+		CHECK((uintptr_t)lo - kas_base(kas) < (8u << 20));
+		CHECK_EQ(kthread_join(t[i], NULL), 0);
+	}
+	CHECK_EQ(kthread_init(NULL), 0);
+	CHECK(kthread_segkp() != seg);
+	segkp_destroy(seg);
+	kas_destroy(kas);
+}
+
+int
+main(void)
+{
+	/* Children first, before this process has threads of its own. */
+	RUN(test_overflow_message_and_abort);
+	RUN(test_overflow_action);
+	RUN(test_stack_clash_caught);
+	RUN(test_other_faults_chain);
+	RUN(test_init_rules);
+	RUN(test_create_join);
+	RUN(test_ten_thousand_threads);
+	RUN(test_detached_reaped);
+	RUN(test_join_misuse);
+	RUN(test_fixed_segment_threads);
+	return tu_finish();
+}
