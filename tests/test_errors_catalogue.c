@@ -32,6 +32,7 @@
 
 #include <vmem/kmem.h>
 #include <vmem/segkmem.h>
+#include <vmem/segkp.h>
 
 #include "testutil.h"
 
@@ -52,7 +53,7 @@
 		    __FILE__, __LINE__, tu_err.call, (callname)); \
 		tu_failures++; \
 	} \
-	if ((objname) != NULL && strcmp(tu_err.name, (objname)) != 0) { \
+	if (!name_is(objname)) { \
 		fprintf(stderr, "%s:%d: name '%s', expected '%s'\n", \
 		    __FILE__, __LINE__, tu_err.name, (const char *)(objname)); \
 		tu_failures++; \
@@ -64,6 +65,13 @@
 	CHECK_EQ(tu_err.addr, (uintptr_t)(addr_)); \
 	CHECK_EQ(tu_err.size, (size_)); \
 } while (0)
+
+/* The reported object name is expect (any name if expect is NULL). */
+static int
+name_is(const char *expect)
+{
+	return expect == NULL || strcmp(tu_err.name, expect) == 0;
+}
 
 static char last_line[512];
 static int last_warning;
@@ -1726,6 +1734,174 @@ err_kas_destroy_busy(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* segkp: thread stacks */
+
+typedef struct kp_env {
+	kas_t *kas;
+	segkp_t *seg;
+} kp_env_t;
+
+static kp_env_t
+kp_new(const char *name)
+{
+	kp_env_t e;
+
+	e.kas = sim_kas(name, 0);
+	e.seg = segkp_create(e.kas, SEGKP_FROMHEAP, NULL, 0);
+	REQUIRE(e.seg != NULL);
+	return e;
+}
+
+/* The segment hands out and takes back a stack; then it is torn down. */
+static void
+kp_done(kp_env_t *e)
+{
+	int before = tu_err.count;
+	void *p = segkp_get(e->seg, 4 * SIM_PAGE, KPD_HASREDZONE | KPD_NOWAIT);
+
+	CHECK(p != NULL);
+	if (p != NULL)
+		segkp_release(e->seg, p);
+	CHECK(segkp_check(e->seg) == 0);
+	segkp_destroy(e->seg);
+	kas_done(e->kas);
+	CHECK_EQ(tu_err.count, before);
+}
+
+static void
+kp_get_refused(int code, size_t len, int flags)
+{
+	kp_env_t e = kp_new("e_kp_get");
+	segkp_stats_t a, b;
+
+	segkp_get_stats(e.seg, &a);
+	CHECK(segkp_get(e.seg, len, flags) == NULL);
+	EXPECT(code, "segkp_get", NULL);
+	CHECK_EQ(tu_err.size, len);
+	segkp_get_stats(e.seg, &b);
+	CHECK(memcmp(&a, &b, sizeof (a)) == 0);
+	kp_done(&e);
+}
+
+static void
+err_segkp_get_len_not_page_multiple(void)
+{
+	kp_get_refused(SEGKP_E_BADLEN, SIM_PAGE + 100, KPD_NOWAIT);
+}
+
+static void
+err_segkp_get_len_zero(void)
+{
+	kp_get_refused(SEGKP_E_BADLEN, 0, KPD_NOWAIT);
+}
+
+static void
+err_segkp_get_no_anon_unlocked(void)
+{
+	kp_get_refused(SEGKP_E_BADFLAGS, 2 * SIM_PAGE, KPD_NO_ANON |
+	    KPD_NOWAIT);
+}
+
+static void
+err_segkp_get_unknown_flags(void)
+{
+	kp_get_refused(SEGKP_E_BADFLAGS, 2 * SIM_PAGE, 0x20 | KPD_NOWAIT);
+}
+
+static void
+err_segkp_release_unknown(void)
+{
+	kp_env_t e = kp_new("e_kp_rel");
+	char *p = segkp_get(e.seg, 2 * SIM_PAGE, KPD_NOWAIT);
+
+	segkp_release(e.seg, p + SIM_PAGE);
+	EXPECT(SEGKP_E_NOTOWNED, "segkp_release", NULL);
+	CHECK(segkp_check(e.seg) == 0);
+	segkp_release(e.seg, p);
+	kp_done(&e);
+}
+
+static void
+err_segkp_release_double(void)
+{
+	kp_env_t e = kp_new("e_kp_dbl");
+	void *p = segkp_get(e.seg, 2 * SIM_PAGE, KPD_NOWAIT);
+
+	segkp_release(e.seg, p);
+	segkp_release(e.seg, p);
+	EXPECT(SEGKP_E_DOUBLE, "segkp_release", NULL);
+	CHECK(segkp_check(e.seg) == 0);
+	kp_done(&e);
+}
+
+static void
+err_segkp_cache_bad_cookie(void)
+{
+	kp_env_t e = kp_new("e_kp_cookie");
+	static int not_a_cookie;
+
+	CHECK(segkp_cache_get(&not_a_cookie) == NULL);
+	EXPECT(SEGKP_E_BADCOOKIE, "segkp_cache_get", NULL);
+	kp_done(&e);
+}
+
+static void
+err_segkp_cache_destroyed_cookie(void)
+{
+	kp_env_t e = kp_new("e_kp_cookie2");
+	void *c = segkp_cache_init(e.seg, 4, 2 * SIM_PAGE, KPD_NOWAIT);
+
+	REQUIRE(c != NULL);
+	segkp_cache_destroy(c);
+	CHECK(segkp_cache_get(c) == NULL);
+	EXPECT(SEGKP_E_BADCOOKIE, "segkp_cache_get", NULL);
+	kp_done(&e);
+}
+
+static void
+err_segkp_cache_table_full(void)
+{
+	kp_env_t e = kp_new("e_kp_full");
+	void *c[SEGKP_MAX_CACHES + 1];
+	int i, n = 0;
+
+	for (i = 0; i <= SEGKP_MAX_CACHES && tu_err.count == 0; i++)
+		if ((c[i] = segkp_cache_init(e.seg, 2, 2 * SIM_PAGE,
+		    KPD_NOWAIT)) != NULL)
+			n++;
+	EXPECT(SEGKP_E_TOOMANY, "segkp_cache_init", NULL);
+	CHECK_EQ(n, SEGKP_MAX_CACHES);
+	for (i = 0; i < n; i++)
+		segkp_cache_destroy(c[i]);
+	kp_done(&e);
+}
+
+static void
+err_segkp_create_bad_config(void)
+{
+	kas_t *kas = sim_kas("e_kp_cfg", 0);
+
+	CHECK(segkp_create(kas, SEGKP_FROMHEAP, (void *)(uintptr_t)0x1000,
+	    SIM_PAGE) == NULL);
+	EXPECT(SEGKP_E_BADCONFIG, "segkp_create", NULL);
+	kas_done(kas);
+}
+
+static void
+err_segkp_destroy_busy(void)
+{
+	kas_t *kas = sim_kas("e_kp_busy", 0);
+	segkp_t *seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+
+	REQUIRE(seg != NULL);
+	(void)segkp_get(seg, 2 * SIM_PAGE, KPD_NOWAIT);
+	segkp_destroy(seg);
+	EXPECT(SEGKP_E_BUSY, "segkp_destroy", NULL);
+	CHECK(tu_err.warning);
+	kas_done(kas);
+}
+
+/* ------------------------------------------------------------------ */
 /* kvsim traces: the parser refuses the whole file and names the line. */
 
 static char trace_err[KVSIM_TRACE_ERRLEN];
@@ -1987,6 +2163,17 @@ static const entry_t entries[] = {
 	E(err_kas_region_empty, SEGKMEM_E_BADRANGE),
 	E(err_kas_region_table_full, SEGKMEM_E_TABLEFULL),
 	E(err_kas_destroy_busy, SEGKMEM_E_BUSY),
+	E(err_segkp_get_len_not_page_multiple, SEGKP_E_BADLEN),
+	E(err_segkp_get_len_zero, SEGKP_E_BADLEN),
+	E(err_segkp_get_no_anon_unlocked, SEGKP_E_BADFLAGS),
+	E(err_segkp_get_unknown_flags, SEGKP_E_BADFLAGS),
+	E(err_segkp_release_unknown, SEGKP_E_NOTOWNED),
+	E(err_segkp_release_double, SEGKP_E_DOUBLE),
+	E(err_segkp_cache_bad_cookie, SEGKP_E_BADCOOKIE),
+	E(err_segkp_cache_destroyed_cookie, SEGKP_E_BADCOOKIE),
+	E(err_segkp_cache_table_full, SEGKP_E_TOOMANY),
+	E(err_segkp_create_bad_config, SEGKP_E_BADCONFIG),
+	E(err_segkp_destroy_busy, SEGKP_E_BUSY),
 	T(err_trace_field_count),
 	T(err_trace_too_many_fields),
 	T(err_trace_bad_time),
