@@ -2,8 +2,9 @@
  * fork() while another thread allocates: the child must be able to
  * allocate and free in every kind of arena the parent had -- a vmem arena
  * with quantum caches, a child arena importing from it, a kmem object
- * cache, the default kmem heap, and a simulated kernel address space (its
- * heap arena through segkmem and its kmem heap).
+ * cache, the default kmem heap, a simulated kernel address space (its
+ * heap arena through segkmem and its kmem heap), and segkp stacks in that
+ * address space (plain and from a stack cache).
  *
  * A worker thread churns through all of them without pause while the main
  * thread forks. Whatever lock the worker held at the instant of the fork
@@ -23,6 +24,7 @@
 
 #include <vmem/kmem.h>
 #include <vmem/segkmem.h>
+#include <vmem/segkp.h>
 
 #include "testutil.h"
 
@@ -32,12 +34,15 @@
 static vmem_t *qarena, *child_arena, *mem_arena;
 static kmem_cache_t *cache;
 static kas_t *kas;
+static segkp_t *seg;
+static void *stack_cache;
 static atomic_int stop;
 static _Alignas(4096) char region[8 << 20];
 
 /* One step of churn in every arena; slot i of each array is reused. */
 typedef struct held {
 	void *q[NHOLD], *c[NHOLD], *k[NHOLD], *o[NHOLD], *h[NHOLD], *s[NHOLD];
+	void *st[NHOLD];
 	size_t qsz[NHOLD], ksz[NHOLD], hsz[NHOLD];
 } held_t;
 
@@ -46,7 +51,7 @@ churn_one(held_t *hd, tu_rng_t *r)
 {
 	unsigned i = (unsigned)tu_range(r, 0, NHOLD - 1);
 
-	switch (tu_range(r, 0, 5)) {
+	switch (tu_range(r, 0, 6)) {
 	case 0:
 		if (hd->q[i] != NULL) {
 			vmem_free(qarena, hd->q[i], hd->qsz[i]);
@@ -91,6 +96,15 @@ churn_one(held_t *hd, tu_rng_t *r)
 			    KM_NOSLEEP);
 		}
 		break;
+	case 5:
+		if (hd->st[i] != NULL) {
+			segkp_release(seg, hd->st[i]);
+			hd->st[i] = NULL;
+		} else {
+			hd->st[i] = (i & 1) ? segkp_cache_get(stack_cache) :
+			    segkp_get(seg, 2 * Q, KPD_HASREDZONE | KPD_NOWAIT);
+		}
+		break;
 	default:
 		if (hd->s[i] != NULL) {
 			segkmem_free(kas_heap_arena(kas), hd->s[i], 2 * Q);
@@ -119,6 +133,8 @@ release_all(held_t *hd)
 			kmem_heap_free(kas_heap(kas), hd->h[i], hd->hsz[i]);
 		if (hd->s[i] != NULL)
 			segkmem_free(kas_heap_arena(kas), hd->s[i], 2 * Q);
+		if (hd->st[i] != NULL)
+			segkp_release(seg, hd->st[i]);
 	}
 	memset(hd, 0, sizeof (*hd));
 }
@@ -161,6 +177,7 @@ child_body(void)
 	bad |= vmem_check(kas_heap_arena(kas)) != 0;
 	bad |= vmem_check(kas_kmem_va(kas)) != 0;
 	bad |= vmem_check(kas_kmem_default(kas)) != 0;
+	bad |= segkp_check(seg) != 0;
 	/* Every byte the child took came back. */
 	bad |= vmem_size(child_arena, VMEM_ALLOC) != inherited;
 	return bad ? 2 : 0;
@@ -187,6 +204,11 @@ test_fork_while_allocating(void)
 	cfg.size = 256 << 20;
 	kas = kas_create(&cfg);
 	REQUIRE(qarena && child_arena && mem_arena && cache && kas);
+	seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+	REQUIRE(seg != NULL);
+	stack_cache = segkp_cache_init(seg, 8, 2 * Q,
+	    KPD_HASREDZONE | KPD_NOWAIT);
+	REQUIRE(stack_cache != NULL);
 
 	REQUIRE(pthread_create(&t, NULL, worker, NULL) == 0);
 	for (int i = 0; i < forks; i++) {
@@ -219,6 +241,9 @@ test_fork_while_allocating(void)
 	CHECK_ARENA(qarena);
 	CHECK_EQ(vmem_size(qarena, VMEM_ALLOC), 0);
 	vmem_destroy(qarena);
+	segkp_cache_destroy(stack_cache);
+	CHECK(segkp_check(seg) == 0);
+	segkp_destroy(seg);
 	kas_destroy(kas);
 }
 
