@@ -36,7 +36,7 @@ for t in $TARGETS; do
 	    "$OUT/libvmem_fuzz.a" -lpthread -o "$OUT/fuzz_$t"
 	mkdir -p "$OUT/corpus/$t"
 	echo "== fuzz_$t: ${SECONDS_EACH}s"
-	if ! "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -max_len=4096 \
+	if ! "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -max_len=4096 -seed=1 \
 	    -rss_limit_mb=2048 -artifact_prefix="$OUT/$t-" \
 	    -print_final_stats=1 "$OUT/corpus/$t" "fuzz/corpus/$t" \
 	    > "$OUT/fuzz_$t.log" 2>&1; then

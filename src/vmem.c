@@ -109,6 +109,12 @@ struct vseg {
 	    sizeof (size_t) - 4 - 2];
 };
 
+#if defined(__GNUC__)
+#define VMEM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define VMEM_ALWAYS_INLINE inline
+#endif
+
 #define NCLASS          496
 #define NCLASS_WORDS    ((NCLASS + 63) / 64)
 #define HASH_MIN        16
@@ -131,8 +137,12 @@ struct vmem {
 	vmem_t *source;
 	void *priv;
 
-	plat_mutex_t lock;
-	plat_cond_t cv;
+	/*
+	 * The lock has a cache line of its own: waiting threads spin on it
+	 * while the owner writes the arena's state.
+	 */
+	_Alignas(64) plat_mutex_t lock;
+	_Alignas(64) plat_cond_t cv;
 	unsigned nwaiters;
 	uint64_t gen;           /* bumped by every free, add and import */
 
@@ -141,7 +151,6 @@ struct vmem {
 	vseg_t *freelist[NCLASS];
 	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
 	uint64_t freemap[NCLASS_WORDS];
-	uint64_t freemap_words;  /* bit w: freemap[w] is not zero */
 	vseg_t **hash;
 	size_t hash_size;       /* buckets, a power of two */
 	unsigned hash_bits;
@@ -408,12 +417,9 @@ class_next(const vmem_t *vmp, unsigned c)
 		return NCLASS;
 	w = c / 64;
 	m = vmp->freemap[w] & (~0ULL << (c % 64));
-	if (m == 0) {
-		/* The next non-empty word, from the summary: no loop. */
-		uint64_t words = vmp->freemap_words & ~((2ULL << w) - 1);
-		if (words == 0)
+	while (m == 0) {
+		if (++w == NCLASS_WORDS)
 			return NCLASS;
-		w = (unsigned)__builtin_ctzll(words);
 		m = vmp->freemap[w];
 	}
 	return w * 64 + (unsigned)__builtin_ctzll(m);
@@ -432,7 +438,6 @@ freelist_insert(vmem_t *vmp, vseg_t *s)
 		s->knext->kprev = s;
 	vmp->freelist[c] = s;
 	vmp->freemap[c / 64] |= 1ULL << (c % 64);
-	vmp->freemap_words |= 1ULL << (c / 64);
 	if (s->size > vmp->cmax[c])
 		vmp->cmax[c] = s->size;
 	vmp->nfree++;
@@ -451,8 +456,6 @@ freelist_remove(vmem_t *vmp, vseg_t *s)
 		s->knext->kprev = s->kprev;
 	if (vmp->freelist[c] == NULL) {
 		vmp->freemap[c / 64] &= ~(1ULL << (c % 64));
-		if (vmp->freemap[c / 64] == 0)
-			vmp->freemap_words &= ~(1ULL << (c / 64));
 		vmp->cmax[c] = 0;
 	}
 	vmp->nfree--;
@@ -1713,7 +1716,7 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
  * for good (no room, nothing to import, no waiting), so the failure path
  * costs one lock too; or 0 to send the caller down the general path.
  */
-static inline uintptr_t
+static VMEM_ALWAYS_INLINE uintptr_t
 alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
 {
 	uintptr_t addr = 0;
