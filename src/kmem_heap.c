@@ -226,6 +226,20 @@ default_lock_init(void)
 	plat_once(&kmem_default_init, default_lock_init_once);
 }
 
+/* Held across fork() by kmem's fork handlers (taken first). */
+void
+kmem_heap_fork_lock(void)
+{
+	default_lock_init();
+	plat_mutex_lock(&kmem_default_lock);
+}
+
+void
+kmem_heap_fork_unlock(void)
+{
+	plat_mutex_unlock(&kmem_default_lock);
+}
+
 /* Spans of the private default arena are platform pages. */
 static void *
 default_import(vmem_t *src, size_t size, int vmflag)

@@ -140,3 +140,17 @@ kmeta_free(void *p, size_t size)
 	kmeta_free_list[c] = ch;
 	plat_mutex_unlock(&kmeta_lock);
 }
+
+/* Held across fork() by kmem's fork handlers (taken last). */
+void
+kmeta_fork_lock(void)
+{
+	kmeta_init();
+	plat_mutex_lock(&kmeta_lock);
+}
+
+void
+kmeta_fork_unlock(void)
+{
+	plat_mutex_unlock(&kmeta_lock);
+}

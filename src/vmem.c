@@ -226,7 +226,8 @@ vmem_init_once(void)
 	plat_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-static void
+/* Not static: layers above call it before registering their fork handlers. */
+void
 vmem_init(void)
 {
 	plat_once(&vmem_initialized, vmem_init_once);
@@ -1090,11 +1091,17 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
 	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/* An import function that broke its contract: its span
-		 * goes back to the source, so nothing leaks. */
-		vmp->ffunc(vmp->source, p, *sizep);
+		/*
+		 * An import function that broke its contract. The span is
+		 * unusable here but is the source's: hand it back as it was
+		 * given, so the source does not leak it.
+		 */
+		uintptr_t bad = (uintptr_t)p;
+		size_t bad_size = *sizep;
+
+		vmp->ffunc(vmp->source, p, bad_size);
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    (uintptr_t)p, *sizep, "import returned a misaligned or "
+		    bad, bad_size, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
 		return 0;
 	}
@@ -1282,10 +1289,17 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			return alloc_fail(vmp, r, call);
 		if (qcache_ops != NULL)
 			qcache_reap_all();
+		if (failed != vmp) {
+			/* Waiting on the source: count it under our lock. */
+			plat_mutex_lock(&vmp->lock);
+			vmp->st_wait++;
+			plat_mutex_unlock(&vmp->lock);
+		}
 		plat_mutex_lock(&failed->lock);
 		if (failed->gen == gen) {
 			failed->nwaiters++;
-			vmp->st_wait++;
+			if (failed == vmp)
+				vmp->st_wait++;
 			plat_cond_timedwait(&failed->cv, &failed->lock, WAIT_MS);
 			failed->nwaiters--;
 		}
