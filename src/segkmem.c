@@ -47,6 +47,8 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "kmem_impl.h"
+#include "qcache.h"
 #include "fault.h"
 
 #include <vmem/kmem.h>
@@ -124,16 +126,25 @@ struct kas {
 /* ---------------------------------------------------------------- */
 /* The list of live address spaces.                                  */
 
+/*
+ * Lookups (kas_of_arena, also from inside settle_lock) read the list under
+ * live_lock. Changes also hold live_change_lock, which lets the fork
+ * handlers walk the list and take every kas' settle_lock before live_lock,
+ * in the same order as a settling thread.
+ */
 static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_mutex_t live_change_lock = PTHREAD_MUTEX_INITIALIZER;
 static kas_t *live_list;
 
 static void
 live_insert(kas_t *kas)
 {
+	pthread_mutex_lock(&live_change_lock);
 	pthread_rwlock_wrlock(&live_lock);
 	kas->next_live = live_list;
 	live_list = kas;
 	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_change_lock);
 }
 
 static void
@@ -141,6 +152,7 @@ live_remove(kas_t *kas)
 {
 	kas_t **pp;
 
+	pthread_mutex_lock(&live_change_lock);
 	pthread_rwlock_wrlock(&live_lock);
 	for (pp = &live_list; *pp != NULL; pp = &(*pp)->next_live) {
 		if (*pp == kas) {
@@ -149,6 +161,7 @@ live_remove(kas_t *kas)
 		}
 	}
 	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_change_lock);
 }
 
 static int
@@ -1223,6 +1236,8 @@ create_kmem_arenas(kas_t *kas, const kas_config_t *cfg)
 	return 0;
 }
 
+static void segkmem_fork_init(void);
+
 kas_t *
 kas_create(const kas_config_t *cfg)
 {
@@ -1241,6 +1256,7 @@ kas_create(const kas_config_t *cfg)
 		    cfg->size, "%s", problem);
 		return NULL;
 	}
+	segkmem_fork_init();
 	kas = kas_alloc_base(cfg);
 	if (kas == NULL)
 		return NULL;
@@ -1796,4 +1812,81 @@ kas_print_stats(kas_t *kas, void *stdio_file)
 {
 	kas_dump_stats(kas, out_stdio, stdio_file != NULL ? stdio_file :
 	    (void *)stdout);
+}
+
+/* ---------------------------------------------------------------- */
+/* Fork.                                                             */
+
+/*
+ * Every segkmem lock is held across fork(), so the child can go on using
+ * every address space whatever other threads were doing. settle_lock and
+ * default_lock are held across calls into vmem and kmem, so these handlers
+ * are registered after theirs (prepare handlers run in reverse order):
+ * segkmem's locks are taken first, as in normal operation.
+ */
+static void
+segkmem_fork_prepare(void)
+{
+	pthread_mutex_lock(&default_lock);
+	pthread_mutex_lock(&live_change_lock);
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		pthread_mutex_lock(&k->settle_lock);
+		pthread_mutex_lock(&k->reg_lock);
+		pthread_mutex_lock(&k->resv_lock);
+		pthread_mutex_lock(&k->page_lock);
+	}
+	pthread_rwlock_wrlock(&live_lock);
+}
+
+static void
+kas_locks_release(void)
+{
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		pthread_mutex_unlock(&k->page_lock);
+		pthread_mutex_unlock(&k->resv_lock);
+		pthread_mutex_unlock(&k->reg_lock);
+		pthread_mutex_unlock(&k->settle_lock);
+	}
+}
+
+static void
+segkmem_fork_parent(void)
+{
+	pthread_rwlock_unlock(&live_lock);
+	kas_locks_release();
+	pthread_mutex_unlock(&live_change_lock);
+	pthread_mutex_unlock(&default_lock);
+}
+
+/*
+ * In the child the forking thread has a new thread id, and an rwlock
+ * write-locked under the old one cannot be unlocked: start it afresh (no
+ * other thread exists yet to look at it).
+ */
+static void
+segkmem_fork_child(void)
+{
+	static const pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
+
+	memcpy(&live_lock, &fresh, sizeof (live_lock));
+	kas_locks_release();
+	pthread_mutex_unlock(&live_change_lock);
+	pthread_mutex_unlock(&default_lock);
+}
+
+static void
+segkmem_fork_register(void)
+{
+	vmem_init();
+	kmem_global_init();
+	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_parent,
+	    segkmem_fork_child);
+}
+
+static void
+segkmem_fork_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	(void)pthread_once(&once, segkmem_fork_register);
 }

@@ -215,27 +215,22 @@ static void fork_parent(void);
 static void fork_child(void);
 
 static void
+vmem_init_once(void)
+{
+	plat_mutex_init(&arena_list_lock);
+	plat_mutex_init(&tagpool_lock);
+#ifdef VMEM_WITH_KMEM
+	if (qcache_ops == NULL)
+		qcache_ops = &vmem_kmem_qcache_ops;
+#endif
+	plat_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* Not static: layers above call it before registering their fork handlers. */
+void
 vmem_init(void)
 {
-	int expected = 0;
-
-	if (atomic_load_explicit(&vmem_initialized, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&vmem_initialized, &expected, 1)) {
-		plat_mutex_init(&arena_list_lock);
-		plat_mutex_init(&tagpool_lock);
-#ifdef VMEM_WITH_KMEM
-		if (qcache_ops == NULL)
-			qcache_ops = &vmem_kmem_qcache_ops;
-#endif
-		plat_atfork(fork_prepare, fork_parent, fork_child);
-		atomic_store_explicit(&vmem_initialized, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&vmem_initialized,
-	    memory_order_acquire) != 2)
-		;
+	plat_once(&vmem_initialized, vmem_init_once);
 }
 
 void
@@ -1096,11 +1091,17 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
 	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/* An import function that broke its contract: its span
-		 * goes back to the source, so nothing leaks. */
-		vmp->ffunc(vmp->source, p, *sizep);
+		/*
+		 * An import function that broke its contract. The span is
+		 * unusable here but is the source's: hand it back as it was
+		 * given, so the source does not leak it.
+		 */
+		uintptr_t bad = (uintptr_t)p;
+		size_t bad_size = *sizep;
+
+		vmp->ffunc(vmp->source, p, bad_size);
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    (uintptr_t)p, *sizep, "import returned a misaligned or "
+		    bad, bad_size, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
 		return 0;
 	}
@@ -1288,10 +1289,17 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			return alloc_fail(vmp, r, call);
 		if (qcache_ops != NULL)
 			qcache_reap_all();
+		if (failed != vmp) {
+			/* Waiting on the source: count it under our lock. */
+			plat_mutex_lock(&vmp->lock);
+			vmp->st_wait++;
+			plat_mutex_unlock(&vmp->lock);
+		}
 		plat_mutex_lock(&failed->lock);
 		if (failed->gen == gen) {
 			failed->nwaiters++;
-			vmp->st_wait++;
+			if (failed == vmp)
+				vmp->st_wait++;
 			plat_cond_timedwait(&failed->cv, &failed->lock, WAIT_MS);
 			failed->nwaiters--;
 		}
@@ -1304,6 +1312,25 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 /* Freeing. */
 
 static void qcache_free(vmem_t *vmp, void *addr, size_t size);
+
+/*
+ * Free the allocated segment *slot points to (lock held), wake waiters,
+ * trim the tag reserve and drop the lock. Returns seg_free()'s answer: true
+ * if a whole imported span, now in *span_addr and *span_size, must go.
+ */
+static bool
+free_and_unlock(vmem_t *vmp, vseg_t **slot, uintptr_t *span_addr,
+    size_t *span_size, bool *via_qcache)
+{
+	vseg_t *s = hash_unlink(vmp, slot);
+	bool release = seg_free(vmp, s, span_addr, span_size, via_qcache);
+
+	if (vmp->nwaiters > 0)
+		plat_cond_broadcast(&vmp->cv);
+	tags_trim(vmp);
+	plat_mutex_unlock(&vmp->lock);
+	return release;
+}
 
 /*
  * Release a span that became entirely free to the source of vmp, following
@@ -1336,12 +1363,7 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 			    "its source");
 			return;
 		}
-		(void)hash_unlink(src, slot);
-		more = seg_free(src, s, &addr, &size, &q);
-		if (src->nwaiters > 0)
-			plat_cond_broadcast(&src->cv);
-		tags_trim(src);
-		plat_mutex_unlock(&src->lock);
+		more = free_and_unlock(src, slot, &addr, &size, &q);
 		if (!more)
 			return;
 		vmp = src;
@@ -1420,12 +1442,8 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 			    "%s", vmem_strerror(err));
 		return;
 	}
-	(void)hash_unlink(vmp, slot);
-	release = seg_free(vmp, s, &span_addr, &span_size, &via_qcache);
-	if (vmp->nwaiters > 0)
-		plat_cond_broadcast(&vmp->cv);
-	tags_trim(vmp);
-	plat_mutex_unlock(&vmp->lock);
+	release = free_and_unlock(vmp, slot, &span_addr, &span_size,
+	    &via_qcache);
 	if (release)
 		vmem_release_span(vmp, span_addr, span_size, via_qcache);
 }
