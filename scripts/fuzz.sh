@@ -12,8 +12,12 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 OUT=build-fuzz
 TARGETS=${*:-vmem kmem trace segkp}
 
-if ! command -v clang >/dev/null; then
-	apt-get update -qq && apt-get install -y -qq clang >/dev/null
+# clang, and libFuzzer's runtime (only a Recommends of clang on Debian).
+if ! command -v clang >/dev/null ||
+    [ ! -e "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] &&
+    ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq clang libclang-rt-dev >/dev/null
 fi
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
