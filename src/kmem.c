@@ -64,19 +64,27 @@
 #define KMEM_REDZONE_BYTE 0xfe
 #define KMEM_CACHELINE 64
 
+#if defined(__GNUC__)
+#define KMEM_NOINLINE __attribute__((noinline))
+#else
+#define KMEM_NOINLINE
+#endif
+
 /* Magazine sizes a cache may use (rounds), grown in this order. */
 static const unsigned kmem_magsizes[] = { 1, 3, 7, 15, 31, 63, 127, 255 };
 #define KMEM_NMAGSIZES (sizeof (kmem_magsizes) / sizeof (kmem_magsizes[0]))
 
 typedef struct kmag {
 	struct kmag *next;
-	size_t cap;
+	uint32_t cap;
+	uint32_t held;     /* kmeta_size(mag_bytes(cap)), for the accounts */
 	void *round[];
 } kmag_t;
 
 typedef struct kmaglist {
 	kmag_t *head;
 	size_t count;
+	atomic_size_t avail;  /* count, readable without the depot lock */
 	size_t min;       /* lowest count in the current interval */
 	size_t reaplimit; /* idle through the last interval: may be reaped */
 } kmaglist_t;
@@ -129,12 +137,22 @@ struct kmem_cache {
 	char *cpumem;              /* ncpu slots of KMEM_CACHELINE multiples */
 	size_t cpustride, cpumem_bytes;
 
+	/*
+	 * Zero when no magazine holds a round (set by the first free into a
+	 * magazine, cleared when everything is purged): allocation then goes
+	 * straight to the slab layer without taking a slot, which is every
+	 * allocation of a growing heap. A hint only: a free racing with a
+	 * purge can leave rounds behind it, used again after the next free.
+	 */
+	atomic_int mag_loaded;
+
 	/* Depot */
 	plat_mutex_t depot_lock;
 	atomic_int depot_busy;
 	kmaglist_t full, empty;
 	unsigned magsize;
 	unsigned magidx;
+	size_t magheld;            /* kmeta_size(mag_bytes(magsize)) */
 	uint64_t contention, contention_mark;
 	uint64_t depot_alloc, depot_free, mag_resize;
 
@@ -555,8 +573,10 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	s->freemap = (uint64_t *)(void *)(s + 1);
 	if (cp->debug & KMF_DOUBLEFREE)
 		s->usermap = (_Atomic uint64_t *)(void *)(s->freemap + words);
-	for (i = 0; i < cp->nbufs; i++)
-		s->freemap[i / 64] |= 1ULL << (i % 64);
+	for (i = 0; i < cp->nbufs / 64; i++)
+		s->freemap[i] = ~(uint64_t)0;
+	if (cp->nbufs % 64 != 0)
+		s->freemap[i] = ((uint64_t)1 << (cp->nbufs % 64)) - 1;
 	if (cp->debug & KMF_DEADBEEF)
 		fill_words(mem, cp->slabsize, KMEM_DEADBEEF_WORD);
 	return s;
@@ -598,28 +618,24 @@ slab_unpublish(kmem_cache_t *cp, kslab_t *s)
 }
 
 /*
- * Take one chunk from the slab layer (unconstructed). to_user: it goes
- * straight to a caller (counted, and marked held when debugging).
+ * Called with slab_lock held and no partial slab: the spare, or a new slab
+ * (the lock is dropped while the arena is asked). Returns a partial slab
+ * with the lock held, or NULL with it released. Out of line so the common
+ * path of slab_alloc stays small.
  */
-static void *
-slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
+static KMEM_NOINLINE kslab_t *
+slab_refill(kmem_cache_t *cp, int kmflag)
 {
 	kslab_t *s;
-	uint32_t w;
-	unsigned bit;
-	uintptr_t buf;
 
-	plat_mutex_lock(&cp->slab_lock);
 	for (;;) {
-		if (cp->partial.next != &cp->partial) {
-			s = cp->partial.next;
-			break;
-		}
+		if (cp->partial.next != &cp->partial)
+			return cp->partial.next;
 		if (cp->spare != NULL) {
 			s = cp->spare;
 			cp->spare = NULL;
 			slist_add(cp, s, SL_PARTIAL);
-			break;
+			return s;
 		}
 		plat_mutex_unlock(&cp->slab_lock);
 		s = slab_create(cp, kmflag);
@@ -631,6 +647,24 @@ slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
 		}
 		slab_publish(cp, s);
 	}
+}
+
+/*
+ * Take one chunk from the slab layer (unconstructed). to_user: it goes
+ * straight to a caller (counted, and marked held when debugging).
+ */
+static inline void *
+slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
+{
+	kslab_t *s;
+	uint32_t w;
+	unsigned bit;
+	uintptr_t buf;
+
+	plat_mutex_lock(&cp->slab_lock);
+	s = cp->partial.next;
+	if (s == &cp->partial && (s = slab_refill(cp, kmflag)) == NULL)
+		return NULL;
 	for (w = s->hint; s->freemap[w] == 0; w++)
 		continue;
 	s->hint = w;
@@ -740,10 +774,8 @@ report_free_error(kmem_cache_t *cp, int code, const char *call,
 /* Constructing and destroying, debug checks */
 
 static int
-construct(kmem_cache_t *cp, void *buf, int kmflag)
+construct_slow(kmem_cache_t *cp, void *buf, int kmflag)
 {
-	if (cp->ctor == NULL)
-		return 0;
 	atomic_fetch_add_explicit(&cp->construct, 1, memory_order_relaxed);
 	if (cp->ctor(buf, cp->priv, kmflag) != 0) {
 		atomic_fetch_add_explicit(&cp->destruct, 1,
@@ -751,6 +783,13 @@ construct(kmem_cache_t *cp, void *buf, int kmflag)
 		return -1;
 	}
 	return 0;
+}
+
+/* Most caches have no constructor: that check stays inline. */
+static inline int
+construct(kmem_cache_t *cp, void *buf, int kmflag)
+{
+	return cp->ctor == NULL ? 0 : construct_slow(cp, buf, kmflag);
 }
 
 static void
@@ -814,6 +853,7 @@ maglist_take(kmaglist_t *l)
 	l->head = m->next;
 	if (--l->count < l->min)
 		l->min = l->count;
+	atomic_store_explicit(&l->avail, l->count, memory_order_relaxed);
 	return m;
 }
 
@@ -823,6 +863,32 @@ maglist_put(kmaglist_t *l, kmag_t *m)
 	m->next = l->head;
 	l->head = m;
 	l->count++;
+	atomic_store_explicit(&l->avail, l->count, memory_order_relaxed);
+}
+
+/* Empty the list (depot lock held); the caller owns the chain. */
+static kmag_t *
+maglist_clear(kmaglist_t *l)
+{
+	kmag_t *chain = l->head;
+
+	l->head = NULL;
+	l->count = l->min = l->reaplimit = 0;
+	atomic_store_explicit(&l->avail, 0, memory_order_relaxed);
+	return chain;
+}
+
+/*
+ * Whether the depot may have a magazine on l, read without its lock. A
+ * stale answer is harmless: a missed magazine sends the caller to the slab
+ * layer (or to make an empty magazine), as a truly empty depot would; a
+ * stale yes costs a locked look. An empty depot -- every allocation of a
+ * growing heap -- then costs no depot lock.
+ */
+static int
+maglist_maybe(kmaglist_t *l)
+{
+	return atomic_load_explicit(&l->avail, memory_order_relaxed) != 0;
 }
 
 static size_t
@@ -831,18 +897,29 @@ mag_bytes(size_t cap)
 	return sizeof (kmag_t) + cap * sizeof (void *);
 }
 
+/* Set the magazine size (at creation, or with every slot locked). */
+static void
+set_magsize(kmem_cache_t *cp, unsigned size)
+{
+	cp->magsize = size;
+	cp->magheld = size == 0 ? 0 : kmeta_size(mag_bytes(size));
+}
+
 /* Give a magazine's rounds back to the slab layer, then the magazine. */
 static void
 mag_destroy(kmem_cache_t *cp, kmag_t *m, unsigned rounds)
 {
 	unsigned i;
+	size_t held;
 
 	for (i = 0; i < rounds; i++) {
 		if (cp->mag_constructed)
 			destruct(cp, m->round[i]);
 		(void)slab_free(cp, m->round[i], 0);
 	}
-	meta_free(cp, m, mag_bytes(m->cap));
+	held = m->held;
+	kmeta_free(m, mag_bytes(m->cap));
+	meta_account(cp, -(long)held);
 }
 
 static void
@@ -874,7 +951,7 @@ mag_pop(kmem_cache_t *cp, kcpu_t *c)
 		c->prounds = 0;
 		return c->loaded->round[--c->rounds];
 	}
-	if (c->magsize == 0)
+	if (c->magsize == 0 || !maglist_maybe(&cp->full))
 		return NULL;
 	depot_enter(cp);
 	full = maglist_take(&cp->full);
@@ -913,7 +990,7 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 		c->loaded->round[c->rounds++] = buf;
 		return 1;
 	}
-	if (c->magsize == 0)
+	if (c->magsize == 0 || !maglist_maybe(&cp->empty))
 		return 0;
 	depot_enter(cp);
 	empty = maglist_take(&cp->empty);
@@ -934,31 +1011,28 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 	return 1;
 }
 
-/* Put a new empty magazine in the depot. 0 if magazines are off or there
- * is no memory. No lock held. */
+/*
+ * Put a new empty magazine in the depot. 0 if magazines are off or there
+ * is no memory. c's slot lock is held, so the magazine size (changed only
+ * with every slot locked) is c->magsize and stays so.
+ */
 static int
-depot_add_empty(kmem_cache_t *cp)
+depot_add_empty(kmem_cache_t *cp, const kcpu_t *c)
 {
-	unsigned size;
+	unsigned size = c->magsize;
 	kmag_t *m;
 
-	depot_enter(cp);
-	size = cp->magsize;
-	depot_exit(cp);
 	if (size == 0)
 		return 0;
-	m = meta_alloc(cp, mag_bytes(size));
+	m = kmeta_alloc(mag_bytes(size));
 	if (m == NULL)
 		return 0;
+	meta_account(cp, (long)cp->magheld);
 	m->cap = size;
+	m->held = (uint32_t)cp->magheld;
 	depot_enter(cp);
-	if (cp->magsize == size) {
-		maglist_put(&cp->empty, m);
-		m = NULL;
-	}
+	maglist_put(&cp->empty, m);
 	depot_exit(cp);
-	if (m != NULL)
-		meta_free(cp, m, mag_bytes(size));
 	return 1;
 }
 
@@ -1004,13 +1078,12 @@ magazines_purge(kmem_cache_t *cp)
 		detached_destroy(cp, &d);
 	}
 	depot_enter(cp);
-	full = cp->full.head;
-	empty = cp->empty.head;
-	memset(&cp->full, 0, sizeof (cp->full));
-	memset(&cp->empty, 0, sizeof (cp->empty));
+	full = maglist_clear(&cp->full);
+	empty = maglist_clear(&cp->empty);
 	depot_exit(cp);
 	magchain_destroy(cp, full, 1);
 	magchain_destroy(cp, empty, 0);
+	atomic_store_explicit(&cp->mag_loaded, 0, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1025,15 +1098,11 @@ alloc_failed(kmem_cache_t *cp, int kmflag)
 	return NULL;
 }
 
-static void *
-alloc_from_slab(kmem_cache_t *cp, int kmflag)
+/* A buffer fresh from the slab layer meets the constructor; undone if it
+ * fails. */
+static KMEM_NOINLINE void *
+alloc_construct(kmem_cache_t *cp, void *buf, int kmflag)
 {
-	void *buf = slab_alloc(cp, kmflag, 1);
-
-	if (buf == NULL)
-		return alloc_failed(cp, kmflag);
-	if (cp->debug)
-		alloc_debug(cp, buf);
 	if (construct(cp, buf, kmflag) != 0) {
 		if (cp->debug & KMF_DEADBEEF)
 			fill_words(buf, cp->bufsize, KMEM_DEADBEEF_WORD);
@@ -1049,16 +1118,27 @@ alloc_from_slab(kmem_cache_t *cp, int kmflag)
 	return buf;
 }
 
-void *
-kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+static inline void *
+alloc_from_slab(kmem_cache_t *cp, int kmflag)
 {
-	kcpu_t *c;
-	void *buf;
+	void *buf = slab_alloc(cp, kmflag, 1);
 
-	if (cp->cflags & KMC_NOMAGAZINE)
-		return alloc_from_slab(cp, kmflag);
-	c = cpu_enter(cp);
-	buf = mag_pop(cp, c);
+	if (buf == NULL)
+		return alloc_failed(cp, kmflag);
+	if (cp->debug)
+		alloc_debug(cp, buf);
+	if (cp->ctor != NULL)
+		return alloc_construct(cp, buf, kmflag);
+	return buf;
+}
+
+/* The magazine layer's allocation (falls back to the slab layer). */
+static KMEM_NOINLINE void *
+alloc_from_magazine(kmem_cache_t *cp, int kmflag)
+{
+	kcpu_t *c = cpu_enter(cp);
+	void *buf = mag_pop(cp, c);
+
 	if (buf == NULL) {
 		slot_unlock(c);
 		return alloc_from_slab(cp, kmflag);
@@ -1082,6 +1162,15 @@ kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
 		return alloc_failed(cp, kmflag);
 	}
 	return buf;
+}
+
+void *
+kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+{
+	if ((cp->cflags & KMC_NOMAGAZINE) ||
+	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
+		return alloc_from_slab(cp, kmflag);
+	return alloc_from_magazine(cp, kmflag);
 }
 
 /* Debug work on a buffer a caller frees: redzone, destructor, poison.
@@ -1190,17 +1279,25 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 		}
 		c = cpu_enter(cp);
 	}
+	/*
+	 * No room: put a new empty magazine in the depot and push again. The
+	 * slot stays locked (slot -> depot -> meta_lock -> kmeta is the lock
+	 * order), so the retry needs no second trip through cpu_enter.
+	 */
 	for (;;) {
 		if (mag_push(cp, c, buf)) {
 			c->free++;
 			slot_unlock(c);
+			if (!atomic_load_explicit(&cp->mag_loaded,
+			    memory_order_relaxed))
+				atomic_store_explicit(&cp->mag_loaded, 1,
+				    memory_order_relaxed);
 			return 0;
 		}
-		slot_unlock(c);
-		if (!depot_add_empty(cp))
+		if (!depot_add_empty(cp, c))
 			break;
-		c = cpu_enter(cp);
 	}
+	slot_unlock(c);
 	/* No magazine room: back to the slab layer. */
 	if (cp->mag_constructed)
 		destruct(cp, buf);
@@ -1346,6 +1443,9 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	slist_init(&cp->partial);
 	slist_init(&cp->complete);
 	atomic_init(&cp->depot_busy, 0);
+	atomic_init(&cp->full.avail, 0);
+	atomic_init(&cp->mag_loaded, 0);
+	atomic_init(&cp->empty.avail, 0);
 	atomic_init(&cp->construct, 0);
 	atomic_init(&cp->destruct, 0);
 
@@ -1365,8 +1465,8 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 		return NULL;
 	}
 	cp->magidx = initial_magidx(cp);
-	cp->magsize = (cflags & KMC_NOMAGAZINE) ? 0 :
-	    kmem_magsizes[cp->magidx];
+	set_magsize(cp, (cflags & KMC_NOMAGAZINE) ? 0 :
+	    kmem_magsizes[cp->magidx]);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
 		atomic_init(&c->lock, 0);
@@ -1512,12 +1612,10 @@ magazine_resize(kmem_cache_t *cp)
 	}
 	cp->magidx++;
 	newsize = kmem_magsizes[cp->magidx];
-	cp->magsize = newsize;
+	set_magsize(cp, newsize);
 	cp->mag_resize++;
-	full = cp->full.head;
-	empty = cp->empty.head;
-	memset(&cp->full, 0, sizeof (cp->full));
-	memset(&cp->empty, 0, sizeof (cp->empty));
+	full = maglist_clear(&cp->full);
+	empty = maglist_clear(&cp->empty);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
 		slot_detach(c, &det[i]);
@@ -1723,13 +1821,28 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	st->destruct = atomic_load(&cp->destruct);
 }
 
+/* What kmem_cache_get_stats would give as mem_total - buf_inuse *
+ * bufsize, without the rest (vmem_size asks every quantum cache). */
 size_t
 kmem_cache_idle_bytes(kmem_cache_t *cp)
 {
-	kmem_cache_stats_t st;
+	size_t cached = 0, total, out;
+	unsigned i;
 
-	kmem_cache_get_stats(cp, &st);
-	return st.mem_total - st.buf_inuse * st.bufsize;
+	for (i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		slot_lock(c);
+		cached += c->rounds + c->prounds;
+		slot_unlock(c);
+	}
+	depot_enter(cp);
+	cached += cp->full.count * cp->magsize;
+	depot_exit(cp);
+	plat_mutex_lock(&cp->slab_lock);
+	total = cp->nslabs * cp->slabsize;
+	out = cp->out;
+	plat_mutex_unlock(&cp->slab_lock);
+	return total - (out >= cached ? out - cached : 0) * cp->bufsize;
 }
 
 typedef struct kmem_dump_ctx {

@@ -131,20 +131,34 @@ kmem_heap_reap(kmem_heap_t *heap)
 		kmem_cache_reap_now(heap->cache[i]);
 }
 
-void *
-kmem_heap_alloc(kmem_heap_t *heap, size_t size, int kmflag)
+#if defined(__GNUC__)
+#define KMEM_HEAP_NOINLINE __attribute__((noinline))
+#else
+#define KMEM_HEAP_NOINLINE
+#endif
+
+/* Above the largest class: straight to the arena (out of line, so the
+ * class path is a bare tail call). */
+static KMEM_HEAP_NOINLINE void *
+heap_alloc_large(kmem_heap_t *heap, size_t size, int kmflag)
 {
 	void *buf;
 
-	if (size == 0)
-		return NULL;
-	if (size <= KMEM_HEAP_MAXCACHED)
-		return kmem_cache_alloc(heap_cache(heap, size), kmflag);
 	buf = vmem_alloc(heap->arena, size, (kmflag & KM_VMFLAGS) & ~VM_PANIC);
 	if (buf == NULL && (kmflag & KM_PANIC))
 		vmem_error_report(KMEM_E_PANIC, 0, "kmem_alloc", heap->arena,
 		    heap->name, 0, size, "%s", "allocation failed (KM_PANIC)");
 	return buf;
+}
+
+void *
+kmem_heap_alloc(kmem_heap_t *heap, size_t size, int kmflag)
+{
+	if (size - 1 < KMEM_HEAP_MAXCACHED)  /* 1 .. MAXCACHED */
+		return kmem_cache_alloc(heap_cache(heap, size), kmflag);
+	if (size == 0)
+		return NULL;
+	return heap_alloc_large(heap, size, kmflag);
 }
 
 void *

@@ -35,11 +35,15 @@ static plat_mutex_t kmeta_lock;
 static kmeta_chunk_t *kmeta_free_list[KMETA_NCLASS];
 static size_t kmeta_pages_bytes; /* all pages taken, for the curious */
 static atomic_int kmeta_init_state;
+/* plat_pagesize(), read once at init (every size check needs it). */
+static atomic_size_t kmeta_page;
 
 static void
 kmeta_init_once(void)
 {
 	plat_mutex_init(&kmeta_lock);
+	atomic_store_explicit(&kmeta_page, plat_pagesize(),
+	    memory_order_relaxed);
 }
 
 static void
@@ -48,30 +52,48 @@ kmeta_init(void)
 	plat_once(&kmeta_init_state, kmeta_init_once);
 }
 
+/* The class of a small size: the power of two at or above it, from 16. */
 static int
 kmeta_class(size_t size)
 {
-	int c = 0;
+	if (size <= ((size_t)1 << KMETA_MINSHIFT))
+		return 0;
+#if defined(__GNUC__)
+	return (int)(sizeof (unsigned long long) * 8) -
+	    __builtin_clzll((unsigned long long)(size - 1)) - KMETA_MINSHIFT;
+#else
+	{
+		int c = 0;
 
-	while (((size_t)1 << (c + KMETA_MINSHIFT)) < size)
-		c++;
-	return c;
+		while (((size_t)1 << (c + KMETA_MINSHIFT)) < size)
+			c++;
+		return c;
+	}
+#endif
+}
+
+static size_t
+kmeta_pagesize(void)
+{
+	size_t page = atomic_load_explicit(&kmeta_page, memory_order_relaxed);
+
+	return page != 0 ? page : plat_pagesize();
 }
 
 static int
 kmeta_is_small(size_t size)
 {
-	return size <= plat_pagesize() / 2;
+	return size <= kmeta_pagesize() / 2;
 }
 
 size_t
 kmeta_size(size_t size)
 {
-	size_t page = plat_pagesize();
+	size_t page = kmeta_pagesize();
 
 	if (size == 0)
 		size = 1;
-	if (kmeta_is_small(size))
+	if (size <= page / 2)
 		return (size_t)1 << (kmeta_class(size) + KMETA_MINSHIFT);
 	return (size + page - 1) & ~(page - 1);
 }
@@ -103,12 +125,12 @@ kmeta_alloc(size_t size)
 	int c;
 
 	kmeta_init();
-	size = kmeta_size(size);
-	if (!kmeta_is_small(size)) {
-		void *p = plat_pages_alloc(size);
-		return p;
-	}
+	if (size == 0)
+		size = 1;
+	if (!kmeta_is_small(size))
+		return plat_pages_alloc(kmeta_size(size));
 	c = kmeta_class(size);
+	size = (size_t)1 << (c + KMETA_MINSHIFT);
 	plat_mutex_lock(&kmeta_lock);
 	if (kmeta_free_list[c] == NULL && kmeta_refill(c) != 0) {
 		plat_mutex_unlock(&kmeta_lock);
@@ -117,7 +139,16 @@ kmeta_alloc(size_t size)
 	ch = kmeta_free_list[c];
 	kmeta_free_list[c] = ch->next;
 	plat_mutex_unlock(&kmeta_lock);
-	memset(ch, 0, size);
+	if (size <= 64) {
+		/* Magazines and slab records: a few words, no library call. */
+		uint64_t *w = (uint64_t *)(void *)ch;
+		size_t i;
+
+		for (i = 0; i < size / 8; i++)
+			w[i] = 0;
+	} else {
+		memset(ch, 0, size);
+	}
 	return ch;
 }
 
@@ -129,9 +160,10 @@ kmeta_free(void *p, size_t size)
 
 	if (p == NULL)
 		return;
-	size = kmeta_size(size);
+	if (size == 0)
+		size = 1;
 	if (!kmeta_is_small(size)) {
-		plat_pages_free(p, size);
+		plat_pages_free(p, kmeta_size(size));
 		return;
 	}
 	c = kmeta_class(size);

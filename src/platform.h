@@ -31,6 +31,8 @@ void plat_mutex_init(plat_mutex_t *m);
 void plat_mutex_destroy(plat_mutex_t *m);
 void plat_mutex_lock(plat_mutex_t *m);
 void plat_mutex_unlock(plat_mutex_t *m);
+/* Take m if it is free; 0 if taken, nonzero if busy (never sleeps). */
+int plat_mutex_trylock(plat_mutex_t *m);
 
 void plat_cond_init(plat_cond_t *c);
 void plat_cond_destroy(plat_cond_t *c);

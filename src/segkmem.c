@@ -50,8 +50,15 @@
 #include "kmem_impl.h"
 #include "qcache.h"
 #include "fault.h"
+#include "platform.h"
 
 #include <vmem/kmem.h>
+
+#if defined(__GNUC__)
+#define SEGKMEM_NOINLINE __attribute__((noinline))
+#else
+#define SEGKMEM_NOINLINE
+#endif
 
 #define KAS_MAX_CLASSIFIERS 8
 #define KAS_MAX_REGIONS 16
@@ -91,25 +98,26 @@ struct kas {
 	void *boot_addr;
 	size_t boot_size;
 
-	pthread_mutex_t page_lock;
+	plat_mutex_t page_lock;
 	uint64_t *committed_map, *locked_map;
 	size_t npages, ncommitted, nlocked;
 	atomic_ulong commit_fail, lock_fail;
 
-	pthread_mutex_t resv_lock;
-	pthread_cond_t resv_cv;
+	plat_mutex_t resv_lock;
+	plat_cond_t resv_cv;
 	size_t physmem, availrmem;
 	uint64_t resv_fail, resv_wait;
+	unsigned resv_sleepers;  /* threads waiting on resv_cv */
 
 	atomic_long meta_bytes[KAS_META_NKINDS];
 	/* Bumped by every charge; settle() skips work when it has not moved. */
 	atomic_ulong meta_version;
 	unsigned long meta_settled_version;
-	pthread_mutex_t settle_lock;
+	plat_mutex_t settle_lock;
 	kas_meta_pages_t meta[KAS_META_NKINDS];
 	atomic_size_t meta_pages_now[KAS_META_NKINDS];
 
-	pthread_mutex_t reg_lock;
+	plat_mutex_t reg_lock;
 	vmem_t **arenas;
 	size_t narenas, arenas_cap;
 	kas_classifier_entry_t classifiers[KAS_MAX_CLASSIFIERS];
@@ -286,19 +294,46 @@ bit_get(const uint64_t *map, size_t i)
 	return (int)((map[i >> 6] >> (i & 63)) & 1);
 }
 
-/* Set bits [first, first + n) to val; returns how many changed. */
-static size_t
+/* The bits of word first / 64 in [first, first + n); *take gets how many. */
+static inline uint64_t
+word_mask(size_t first, size_t n, size_t *take)
+{
+	unsigned b = (unsigned)(first & 63);
+	size_t t = 64 - b < n ? 64 - b : n;
+
+	*take = t;
+	return (t == 64 ? ~(uint64_t)0 : (((uint64_t)1 << t) - 1)) << b;
+}
+
+/* Set bits [first, first + n) to val; returns how many changed. A word at
+ * a time; the changed bits are counted one by one (a stack changes two). */
+static inline size_t
 bits_set(uint64_t *map, size_t first, size_t n, int val)
 {
-	size_t i, changed = 0;
+	size_t changed = 0, take;
+	unsigned b = (unsigned)(first & 63);
 
-	for (i = first; i < first + n; i++) {
-		uint64_t mask = (uint64_t)1 << (i & 63);
+	if (b + n < 64) {
+		/* Inside one word: a stack, a slab. */
+		uint64_t *w = &map[first >> 6];
+		uint64_t mask = (((uint64_t)1 << n) - 1) << b;
+		uint64_t flip = (val ? ~*w : *w) & mask;
 
-		if (((map[i >> 6] & mask) != 0) != (val != 0)) {
-			map[i >> 6] ^= mask;
+		*w ^= flip;
+		for (; flip != 0; flip &= flip - 1)
 			changed++;
-		}
+		return changed;
+	}
+	while (n > 0) {
+		uint64_t mask = word_mask(first, n, &take);
+		uint64_t *w = &map[first >> 6];
+		uint64_t flip = (val ? ~*w : *w) & mask;
+
+		*w ^= flip;
+		for (; flip != 0; flip &= flip - 1)
+			changed++;
+		first += take;
+		n -= take;
 	}
 	return changed;
 }
@@ -306,11 +341,16 @@ bits_set(uint64_t *map, size_t first, size_t n, int val)
 static int
 bits_all(const uint64_t *map, size_t first, size_t n)
 {
-	size_t i;
+	size_t take;
 
-	for (i = first; i < first + n; i++)
-		if (!bit_get(map, i))
+	while (n > 0) {
+		uint64_t mask = word_mask(first, n, &take);
+
+		if ((map[first >> 6] & mask) != mask)
 			return 0;
+		first += take;
+		n -= take;
+	}
 	return 1;
 }
 
@@ -320,13 +360,15 @@ bits_all(const uint64_t *map, size_t first, size_t n)
 static int
 range_ok(const kas_t *kas, uintptr_t a, size_t size)
 {
-	return size != 0 && a % kas->pagesize == 0 &&
-	    size % kas->pagesize == 0 && a >= kas->base &&
+	/* The page size is a power of two (config_problem checks). */
+	return size != 0 && ((a | size) & (kas->pagesize - 1)) == 0 &&
+	    a >= kas->base &&
 	    a - kas->base <= kas->size && size <= kas->size - (a - kas->base);
 }
 
-static int
-check_range(const kas_t *kas, const char *call, const void *addr,
+/* Report why [addr, addr + size) is refused; returns 0. */
+static SEGKMEM_NOINLINE int
+range_refused(const kas_t *kas, const char *call, const void *addr,
     size_t size)
 {
 	if (kas == NULL) {
@@ -334,14 +376,20 @@ check_range(const kas_t *kas, const char *call, const void *addr,
 		    (uintptr_t)addr, size, "no address space");
 		return 0;
 	}
-	if (!range_ok(kas, (uintptr_t)addr, size)) {
-		vmem_error_report(SEGKMEM_E_BADRANGE, 0, call, NULL, kas->name,
-		    (uintptr_t)addr, size, "range is empty, not page-aligned "
-		    "or outside [0x%lx, 0x%lx)", (unsigned long)kas->base,
-		    (unsigned long)(kas->base + kas->size));
-		return 0;
-	}
-	return 1;
+	vmem_error_report(SEGKMEM_E_BADRANGE, 0, call, NULL, kas->name,
+	    (uintptr_t)addr, size, "range is empty, not page-aligned "
+	    "or outside [0x%lx, 0x%lx)", (unsigned long)kas->base,
+	    (unsigned long)(kas->base + kas->size));
+	return 0;
+}
+
+static inline int
+check_range(const kas_t *kas, const char *call, const void *addr,
+    size_t size)
+{
+	if (kas != NULL && range_ok(kas, (uintptr_t)addr, size))
+		return 1;
+	return range_refused(kas, call, addr, size);
 }
 
 static size_t
@@ -392,11 +440,11 @@ undo_new_commits(kas_t *kas, size_t first, size_t n, const uint64_t *was)
 			(void)host_decommit((void *)(kas->base +
 			    ((first + i) << kas->pageshift)),
 			    run << kas->pageshift);
-		pthread_mutex_lock(&kas->page_lock);
+		plat_mutex_lock(&kas->page_lock);
 		kas->ncommitted -= bits_set(kas->committed_map, first + i,
 		    run, 0);
 		kas->nlocked -= bits_set(kas->locked_map, first + i, run, 0);
-		pthread_mutex_unlock(&kas->page_lock);
+		plat_mutex_unlock(&kas->page_lock);
 		i += run;
 	}
 }
@@ -409,11 +457,11 @@ snapshot_bits(kas_t *kas, const uint64_t *map, size_t first, size_t n)
 
 	if (snap == NULL)
 		return NULL;
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	for (i = 0; i < n; i++)
 		if (bit_get(map, first + i))
 			snap[i >> 6] |= (uint64_t)1 << (i & 63);
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 	return snap;
 }
 
@@ -473,11 +521,11 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 	if ((flags & KAS_COMMIT_LOCK) && (fault_point(FAULT_MLOCK) ||
 	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)))
 		return commit_failed(kas, first, n, 1);
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	kas->ncommitted += bits_set(kas->committed_map, first, n, 1);
 	if (flags & KAS_COMMIT_LOCK)
 		kas->nlocked += bits_set(kas->locked_map, first, n, 1);
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 	return 0;
 }
 
@@ -494,10 +542,10 @@ decommit_range(kas_t *kas, void *addr, size_t size)
 		(void)madvise(addr, size, MADV_DONTNEED);
 		(void)mprotect(addr, size, PROT_NONE);
 	}
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	kas->ncommitted -= bits_set(kas->committed_map, first, n, 0);
 	kas->nlocked -= bits_set(kas->locked_map, first, n, 0);
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 }
 
 void
@@ -526,9 +574,9 @@ kas_pages_lock(kas_t *kas, void *addr, size_t size)
 		atomic_fetch_add(&kas->lock_fail, 1);
 		return -1;
 	}
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	kas->nlocked += bits_set(kas->locked_map, first, n, 1);
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 	return 0;
 }
 
@@ -543,9 +591,9 @@ kas_pages_unlock(kas_t *kas, void *addr, size_t size)
 	n = size >> kas->pageshift;
 	if (kas->backing == KAS_REAL)
 		(void)munlock(addr, size);
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	kas->nlocked -= bits_set(kas->locked_map, first, n, 0);
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 }
 
 int
@@ -556,9 +604,9 @@ kas_page_is_committed(kas_t *kas, const void *addr)
 
 	if (kas == NULL || a < kas->base || a - kas->base >= kas->size)
 		return 0;
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	c = bit_get(kas->committed_map, page_index(kas, a));
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 	return c;
 }
 
@@ -567,10 +615,10 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 {
 	int all;
 
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	all = bits_all(kas->committed_map, page_index(kas, a),
 	    size >> kas->pageshift);
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 	return all;
 }
 
@@ -588,7 +636,7 @@ kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 		return 0;
 	}
 	injected = fault_point(FAULT_RESV);
-	pthread_mutex_lock(&kas->resv_lock);
+	plat_mutex_lock(&kas->resv_lock);
 	if (npages > kas->physmem || injected) {
 		ok = 0;
 	} else {
@@ -598,14 +646,20 @@ kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 				break;
 			}
 			kas->resv_wait++;
-			pthread_cond_wait(&kas->resv_cv, &kas->resv_lock);
+			kas->resv_sleepers++;
+			/* Woken by an unreserve (the sequence condition loses
+			 * no wake-up); the time limit is only a backstop and
+			 * spurious wake-ups loop. */
+			plat_cond_timedwait(&kas->resv_cv, &kas->resv_lock,
+			    10000);
+			kas->resv_sleepers--;
 		}
 	}
 	if (ok)
 		kas->availrmem -= npages;
 	else
 		kas->resv_fail++;
-	pthread_mutex_unlock(&kas->resv_lock);
+	plat_mutex_unlock(&kas->resv_lock);
 	return ok;
 }
 
@@ -619,13 +673,15 @@ kas_page_unresv(kas_t *kas, size_t npages)
 		    "?", 0, npages, "no address space");
 		return;
 	}
-	pthread_mutex_lock(&kas->resv_lock);
+	plat_mutex_lock(&kas->resv_lock);
 	bad = npages > kas->physmem - kas->availrmem;
 	if (!bad) {
 		kas->availrmem += npages;
-		pthread_cond_broadcast(&kas->resv_cv);
+		/* A broadcast is a system call: only for sleepers. */
+		if (kas->resv_sleepers != 0)
+			plat_cond_broadcast(&kas->resv_cv);
 	}
-	pthread_mutex_unlock(&kas->resv_lock);
+	plat_mutex_unlock(&kas->resv_lock);
 	if (bad)
 		vmem_error_report(SEGKMEM_E_UNRESV, 0, "kas_page_unresv", NULL,
 		    kas->name, 0, npages, "unreserving %lu pages, only %lu "
@@ -644,9 +700,9 @@ kas_availrmem(kas_t *kas)
 {
 	size_t a;
 
-	pthread_mutex_lock(&kas->resv_lock);
+	plat_mutex_lock(&kas->resv_lock);
 	a = kas->availrmem;
-	pthread_mutex_unlock(&kas->resv_lock);
+	plat_mutex_unlock(&kas->resv_lock);
 	return a;
 }
 
@@ -665,9 +721,17 @@ kas_charge_metadata(kas_t *kas, kas_meta_kind_t kind, long delta_bytes)
 	long old = atomic_fetch_add(&kas->meta_bytes[kind], delta_bytes);
 	long now = old + delta_bytes;
 	long page = (long)kas->pagesize;
+	int moved;
 
-	/* Only a change in whole pages needed gives settle() work. */
-	if ((old + page - 1) / page != (now + page - 1) / page)
+	/* Only a change in whole pages needed gives settle() work. The page
+	 * size is a power of two: shifts when no count is negative. */
+	if (old >= 0 && now >= 0)
+		moved = (((unsigned long)old + (unsigned long)page - 1) >>
+		    kas->pageshift) != (((unsigned long)now +
+		    (unsigned long)page - 1) >> kas->pageshift);
+	else
+		moved = (old + page - 1) / page != (now + page - 1) / page;
+	if (moved)
 		atomic_fetch_add_explicit(&kas->meta_version, 1,
 		    memory_order_release);
 }
@@ -752,20 +816,16 @@ meta_balanced(kas_t *kas)
 	return 1;
 }
 
-static void
-settle(kas_t *kas)
+/* The slow part of settle(): balance every kind under settle_lock. Kept
+ * out of line so the fast check inlines into every caller. */
+static SEGKMEM_NOINLINE void
+settle_locked_loop(kas_t *kas)
 {
-	if (kas == NULL || !kas->charge_metadata || kas->kmem_metadata == NULL)
-		return;
-	/* The common case: nothing was charged since the last settle. */
-	if (atomic_load_explicit(&kas->meta_version, memory_order_acquire) ==
-	    __atomic_load_n(&kas->meta_settled_version, __ATOMIC_RELAXED))
-		return;
 	for (;;) {
 		int stuck = 0, k;
 		unsigned long version;
 
-		if (pthread_mutex_trylock(&kas->settle_lock) != 0)
+		if (plat_mutex_trylock(&kas->settle_lock) != 0)
 			return;
 		version = atomic_load_explicit(&kas->meta_version,
 		    memory_order_acquire);
@@ -775,10 +835,26 @@ settle(kas_t *kas)
 		if (!stuck)
 			__atomic_store_n(&kas->meta_settled_version, version,
 			    __ATOMIC_RELAXED);
-		pthread_mutex_unlock(&kas->settle_lock);
+		plat_mutex_unlock(&kas->settle_lock);
 		if (stuck || meta_balanced(kas))
 			return;
 	}
+}
+
+/* Called after every kvsim operation: the common case is a few loads. */
+static inline void
+settle(kas_t *kas)
+{
+	if (kas == NULL)
+		return;
+	/* The common case, checked first: nothing was charged since the
+	 * last settle. */
+	if (atomic_load_explicit(&kas->meta_version, memory_order_acquire) ==
+	    __atomic_load_n(&kas->meta_settled_version, __ATOMIC_RELAXED))
+		return;
+	if (!kas->charge_metadata || kas->kmem_metadata == NULL)
+		return;
+	settle_locked_loop(kas);
 }
 
 void
@@ -793,7 +869,7 @@ meta_release_all(kas_t *kas)
 {
 	int k;
 
-	pthread_mutex_lock(&kas->settle_lock);
+	plat_mutex_lock(&kas->settle_lock);
 	for (k = 0; k < KAS_META_NKINDS; k++) {
 		kas_meta_pages_t *mp = &kas->meta[k];
 
@@ -805,7 +881,7 @@ meta_release_all(kas_t *kas)
 		mp->cap = 0;
 		atomic_store(&kas->meta_pages_now[k], 0);
 	}
-	pthread_mutex_unlock(&kas->settle_lock);
+	plat_mutex_unlock(&kas->settle_lock);
 }
 
 /* ---------------------------------------------------------------- */
@@ -967,7 +1043,7 @@ arena_table_add(kas_t *kas, vmem_t *vmp)
 	size_t i;
 	int rc = 0;
 
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	for (i = 0; i < kas->narenas; i++)
 		if (kas->arenas[i] == vmp)
 			goto out;
@@ -985,7 +1061,7 @@ arena_table_add(kas_t *kas, vmem_t *vmp)
 	kas->arenas[kas->narenas++] = vmp;
 	rc = 1;
 out:
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	return rc;
 }
 
@@ -995,7 +1071,7 @@ arena_table_remove(kas_t *kas, vmem_t *vmp)
 	size_t i;
 	int found = 0;
 
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	for (i = 0; i < kas->narenas; i++) {
 		if (kas->arenas[i] == vmp) {
 			kas->arenas[i] = kas->arenas[--kas->narenas];
@@ -1003,7 +1079,7 @@ arena_table_remove(kas_t *kas, vmem_t *vmp)
 			break;
 		}
 	}
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	return found;
 }
 
@@ -1162,11 +1238,11 @@ kas_alloc_base(const kas_config_t *cfg)
 		free(kas);
 		return NULL;
 	}
-	pthread_mutex_init(&kas->page_lock, NULL);
-	pthread_mutex_init(&kas->resv_lock, NULL);
-	pthread_cond_init(&kas->resv_cv, NULL);
-	pthread_mutex_init(&kas->settle_lock, NULL);
-	pthread_mutex_init(&kas->reg_lock, NULL);
+	plat_mutex_init(&kas->page_lock);
+	plat_mutex_init(&kas->resv_lock);
+	plat_cond_init(&kas->resv_cv);
+	plat_mutex_init(&kas->settle_lock);
+	plat_mutex_init(&kas->reg_lock);
 	kas->physmem = cfg->physmem_pages != 0 ? cfg->physmem_pages :
 	    default_physmem(kas);
 	kas->availrmem = kas->physmem;
@@ -1326,14 +1402,14 @@ kas_destroy(kas_t *kas)
 	destroy_arena(kas, &kas->heap_arena);
 
 	/* Arenas registered by others must not charge a freed kas. */
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	left_arenas = kas->narenas;
 	while (kas->narenas > 0)
 		vmem_set_meta_charge(kas->arenas[--kas->narenas], NULL, NULL);
-	pthread_mutex_unlock(&kas->reg_lock);
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_unlock(&kas->reg_lock);
+	plat_mutex_lock(&kas->page_lock);
 	committed = kas->ncommitted;
-	pthread_mutex_unlock(&kas->page_lock);
+	plat_mutex_unlock(&kas->page_lock);
 	reserved = kas->physmem - kas_availrmem(kas);
 	if (left_arenas != 0 || committed != 0 || reserved != 0)
 		vmem_error_report(SEGKMEM_E_BUSY, 1, "kas_destroy", NULL,
@@ -1344,11 +1420,11 @@ kas_destroy(kas_t *kas)
 	live_remove(kas);
 	if (kas->backing == KAS_REAL && kas->map_addr != NULL)
 		munmap(kas->map_addr, kas->map_size);
-	pthread_mutex_destroy(&kas->page_lock);
-	pthread_mutex_destroy(&kas->resv_lock);
-	pthread_cond_destroy(&kas->resv_cv);
-	pthread_mutex_destroy(&kas->settle_lock);
-	pthread_mutex_destroy(&kas->reg_lock);
+	plat_mutex_destroy(&kas->page_lock);
+	plat_mutex_destroy(&kas->resv_lock);
+	plat_cond_destroy(&kas->resv_cv);
+	plat_mutex_destroy(&kas->settle_lock);
+	plat_mutex_destroy(&kas->reg_lock);
 	free(kas->arenas);
 	free(kas->committed_map);
 	free(kas->locked_map);
@@ -1447,14 +1523,14 @@ kas_register_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 		    "no address space or no function");
 		return -1;
 	}
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	full = kas->nclassifiers == KAS_MAX_CLASSIFIERS;
 	if (!full) {
 		kas->classifiers[kas->nclassifiers].fn = fn;
 		kas->classifiers[kas->nclassifiers].arg = arg;
 		kas->nclassifiers++;
 	}
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	if (full) {
 		vmem_error_report(SEGKMEM_E_TABLEFULL, 0,
 		    "kas_register_fault_classifier", NULL, kas->name, 0, 0,
@@ -1471,7 +1547,7 @@ kas_unregister_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 
 	if (kas == NULL)
 		return;
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	for (i = 0; i < kas->nclassifiers; i++) {
 		if (kas->classifiers[i].fn == fn &&
 		    kas->classifiers[i].arg == arg) {
@@ -1482,7 +1558,7 @@ kas_unregister_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 			break;
 		}
 	}
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 }
 
 int
@@ -1497,7 +1573,7 @@ kas_register_region(kas_t *kas, const char *name, uintptr_t start,
 		    "no address space or empty region");
 		return -1;
 	}
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	full = kas->nregions == KAS_MAX_REGIONS;
 	if (!full) {
 		kas_region_t *r = &kas->regions[kas->nregions++];
@@ -1507,7 +1583,7 @@ kas_register_region(kas_t *kas, const char *name, uintptr_t start,
 		r->start = start;
 		r->end = end;
 	}
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	if (full) {
 		vmem_error_report(SEGKMEM_E_TABLEFULL, 0, "kas_register_region",
 		    NULL, kas->name, start, end - start, "already %d regions",
@@ -1523,10 +1599,10 @@ ask_classifiers(kas_t *kas, uintptr_t addr, char *buf, size_t len)
 	kas_classifier_entry_t copy[KAS_MAX_CLASSIFIERS];
 	size_t n, i;
 
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	n = kas->nclassifiers;
 	memcpy(copy, kas->classifiers, n * sizeof (copy[0]));
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	for (i = 0; i < n; i++) {
 		kas_fault_t k = copy[i].fn(copy[i].arg, addr, buf, len);
 
@@ -1542,7 +1618,7 @@ find_region(kas_t *kas, uintptr_t addr, char *name, size_t len)
 	size_t i;
 	int found = 0;
 
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	for (i = 0; i < kas->nregions && !found; i++) {
 		if (addr >= kas->regions[i].start &&
 		    addr < kas->regions[i].end) {
@@ -1550,7 +1626,7 @@ find_region(kas_t *kas, uintptr_t addr, char *name, size_t len)
 			found = 1;
 		}
 	}
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	return found;
 }
 
@@ -1572,7 +1648,7 @@ innermost_arena(kas_t *kas, uintptr_t addr)
 	int best_depth = -1;
 	size_t i;
 
-	pthread_mutex_lock(&kas->reg_lock);
+	plat_mutex_lock(&kas->reg_lock);
 	for (i = 0; i < kas->narenas; i++) {
 		vmem_t *vmp = kas->arenas[i];
 		int d = source_depth(vmp);
@@ -1582,7 +1658,7 @@ innermost_arena(kas_t *kas, uintptr_t addr)
 			best_depth = d;
 		}
 	}
-	pthread_mutex_unlock(&kas->reg_lock);
+	plat_mutex_unlock(&kas->reg_lock);
 	return best;
 }
 
@@ -1713,17 +1789,17 @@ kas_get_stats(kas_t *kas, kas_stats_t *st)
 	st->meta_heap_bytes = kas->kmem_metadata == NULL ? 0 :
 	    vmem_size(kas->kmem_metadata, VMEM_ALLOC | VMEM_FREE);
 	st->charge_metadata = kas->charge_metadata;
-	pthread_mutex_lock(&kas->page_lock);
+	plat_mutex_lock(&kas->page_lock);
 	st->pages_committed = kas->ncommitted;
 	st->pages_locked = kas->nlocked;
-	pthread_mutex_unlock(&kas->page_lock);
-	pthread_mutex_lock(&kas->resv_lock);
+	plat_mutex_unlock(&kas->page_lock);
+	plat_mutex_lock(&kas->resv_lock);
 	st->physmem = kas->physmem;
 	st->availrmem = kas->availrmem;
 	st->pages_reserved = kas->physmem - kas->availrmem;
 	st->resv_fail = kas->resv_fail;
 	st->resv_wait = kas->resv_wait;
-	pthread_mutex_unlock(&kas->resv_lock);
+	plat_mutex_unlock(&kas->resv_lock);
 	st->commit_fail = atomic_load(&kas->commit_fail);
 	st->lock_fail = atomic_load(&kas->lock_fail);
 	st->faults = atomic_load(&kas->faults);
@@ -1830,10 +1906,10 @@ segkmem_fork_prepare(void)
 	pthread_mutex_lock(&default_lock);
 	pthread_mutex_lock(&live_change_lock);
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
-		pthread_mutex_lock(&k->settle_lock);
-		pthread_mutex_lock(&k->reg_lock);
-		pthread_mutex_lock(&k->resv_lock);
-		pthread_mutex_lock(&k->page_lock);
+		plat_mutex_lock(&k->settle_lock);
+		plat_mutex_lock(&k->reg_lock);
+		plat_mutex_lock(&k->resv_lock);
+		plat_mutex_lock(&k->page_lock);
 	}
 	pthread_rwlock_wrlock(&live_lock);
 }
@@ -1842,10 +1918,10 @@ static void
 kas_locks_release(void)
 {
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
-		pthread_mutex_unlock(&k->page_lock);
-		pthread_mutex_unlock(&k->resv_lock);
-		pthread_mutex_unlock(&k->reg_lock);
-		pthread_mutex_unlock(&k->settle_lock);
+		plat_mutex_unlock(&k->page_lock);
+		plat_mutex_unlock(&k->resv_lock);
+		plat_mutex_unlock(&k->reg_lock);
+		plat_mutex_unlock(&k->settle_lock);
 	}
 }
 

@@ -35,8 +35,10 @@
  * destroyed; each live record is charged to the kas as segkp metadata
  * (simulated backing: the heap pays for it, as in the kernel).
  *
- * Locking. One mutex per segment protects its records, hash, bitmaps,
- * statistics and the lists of its caches. It is never held across a call
+ * Locking. One mutex per segment (the platform's futex lock, a quarter of
+ * pthread_mutex_lock's cost; every get and release takes it once) protects
+ * its records, the free-record list, hash, bitmaps, statistics, the
+ * segment's metadata charge and the lists of its caches. It is never held across a call
  * into vmem or the kas (page work happens outside it), so the kas may ask
  * segkp's fault classifier with its own locks held. The slot table has a
  * global lock taken only to create or destroy caches; the list of
@@ -55,6 +57,7 @@
 #include <vmem/segkp.h>
 
 #include "error.h"
+#include "platform.h"
 #include "segkp_impl.h"
 
 #define SEGKP_MAGIC     0x5345474bu /* "SEGK" */
@@ -129,7 +132,7 @@ struct segkp {
 
 	int slots[SEGKP_MAX_CACHES]; /* global slot index, or -1 */
 
-	pthread_mutex_t lock;
+	plat_mutex_t lock;
 	segkp_t *list_next;
 
 	/* Statistics (under lock). */
@@ -221,17 +224,41 @@ bit_test(const uint64_t *map, size_t i)
 	return (map[i / 64] >> (i % 64)) & 1;
 }
 
+/* Set or clear bits [first, first + n), a word at a time. */
 static void
-bits_assign(uint64_t *map, size_t first, size_t n, bool on)
+bits_assign_words(uint64_t *map, size_t first, size_t n, bool on)
 {
-	for (size_t i = first; i < first + n; i++) {
-		uint64_t m = (uint64_t)1 << (i % 64);
+	while (n > 0) {
+		unsigned b = (unsigned)(first % 64);
+		size_t take = 64 - b < n ? 64 - b : n;
+		uint64_t m = (take == 64 ? ~(uint64_t)0 :
+		    (((uint64_t)1 << take) - 1)) << b;
 
 		if (on)
-			map[i / 64] |= m;
+			map[first / 64] |= m;
 		else
-			map[i / 64] &= ~m;
+			map[first / 64] &= ~m;
+		first += take;
+		n -= take;
 	}
+}
+
+/* The common case -- a stack inside one word -- inline. */
+static inline void
+bits_assign(uint64_t *map, size_t first, size_t n, bool on)
+{
+	unsigned b = (unsigned)(first % 64);
+
+	if (b + n < 64) {
+		uint64_t m = (((uint64_t)1 << n) - 1) << b;
+
+		if (on)
+			map[first / 64] |= m;
+		else
+			map[first / 64] &= ~m;
+		return;
+	}
+	bits_assign_words(map, first, n, on);
 }
 
 static unsigned
@@ -384,19 +411,17 @@ rec_remove(segkp_t *seg, kp_rec_t *r)
 	seg->tombs[seg->tomb_next++ % NTOMBS] = r->base + r->redzone;
 }
 
+/* A record from the free list (a new block if it is empty); lock held. */
 static kp_rec_t *
-rec_new(segkp_t *seg)
+rec_take_locked(segkp_t *seg)
 {
 	kp_rec_t *r;
 
-	pthread_mutex_lock(&seg->lock);
 	if (seg->rec_free == NULL) {
 		kp_block_t *b = calloc(1, sizeof (*b));
 
-		if (b == NULL) {
-			pthread_mutex_unlock(&seg->lock);
+		if (b == NULL)
 			return NULL;
-		}
 		b->next = seg->blocks;
 		seg->blocks = b;
 		for (int i = REC_BLOCK - 1; i >= 0; i--) {
@@ -406,19 +431,22 @@ rec_new(segkp_t *seg)
 	}
 	r = seg->rec_free;
 	seg->rec_free = r->next;
-	pthread_mutex_unlock(&seg->lock);
-	memset(r, 0, sizeof (*r));
 	return r;
 }
 
+/*
+ * Lock held, r already out of the hash: keep what the page and arena work
+ * needs in *dead, uncharge r and put it on the free list. The caller then
+ * calls rec_unback(dead) without the lock.
+ */
 static void
-rec_put(segkp_t *seg, kp_rec_t *r)
+rec_retire_locked(segkp_t *seg, kp_rec_t *r, kp_rec_t *dead)
 {
-	pthread_mutex_lock(&seg->lock);
+	*dead = *r;
+	charge(seg, -(long)sizeof (kp_rec_t));
 	r->state = REC_FREE;
 	r->next = seg->rec_free;
 	seg->rec_free = r;
-	pthread_mutex_unlock(&seg->lock);
 }
 
 /* The live record holding addr (redzone included), under the lock. */
@@ -475,7 +503,7 @@ pages_back(segkp_t *seg, kp_rec_t *r, bool nowait)
 }
 
 static void
-pages_drop(segkp_t *seg, kp_rec_t *r)
+pages_drop(segkp_t *seg, const kp_rec_t *r)
 {
 	size_t len = r->size - r->redzone;
 
@@ -484,15 +512,25 @@ pages_drop(segkp_t *seg, kp_rec_t *r)
 		kas_page_unresv(seg->kas, len >> seg->pshift);
 }
 
-/* Give an allocation that left the hash back to the system and arena. */
+/* Give a retired allocation back to the system and the arena (no lock). */
+static void
+rec_unback(segkp_t *seg, const kp_rec_t *dead)
+{
+	if (dead->resident)
+		pages_drop(seg, dead);
+	vmem_free(seg->arena, (void *)dead->base, dead->size);
+}
+
+/* Retire and unback a record that already left the hash. */
 static void
 rec_destroy(segkp_t *seg, kp_rec_t *r)
 {
-	if (r->resident)
-		pages_drop(seg, r);
-	vmem_free(seg->arena, (void *)r->base, r->size);
-	charge(seg, -(long)sizeof (kp_rec_t));
-	rec_put(seg, r);
+	kp_rec_t dead;
+
+	plat_mutex_lock(&seg->lock);
+	rec_retire_locked(seg, r, &dead);
+	plat_mutex_unlock(&seg->lock);
+	rec_unback(seg, &dead);
 }
 
 /* ------------------------------------------------------------------ */
@@ -523,51 +561,58 @@ check_get_args(segkp_t *seg, size_t len, int flags, const char *call)
 static void
 count_fail(segkp_t *seg, bool lock_failed)
 {
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	seg->st_get_fail++;
 	if (lock_failed)
 		seg->st_lock_fail++;
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 }
 
+/*
+ * Address space and pages first, then one locked section that takes a
+ * record, charges it and makes it visible.
+ */
 static void *
 kp_alloc(segkp_t *seg, size_t len, int flags, int slot, unsigned slot_gen)
 {
 	size_t rz = redzone_pages_of(flags) << seg->pshift;
 	bool nowait = (flags & KPD_NOWAIT) != 0;
-	kp_rec_t *r = rec_new(seg);
+	kp_rec_t t, *r;
 	void *base;
 
-	if (r == NULL) {
-		count_fail(seg, false);
-		return NULL;
-	}
 	if (len + rz < len || (base = vmem_alloc(seg->arena, len + rz,
 	    VM_BESTFIT | (nowait ? VM_NOSLEEP : VM_SLEEP))) == NULL) {
-		rec_put(seg, r);
 		count_fail(seg, false);
 		return NULL;
 	}
-	r->base = (uintptr_t)base;
-	r->size = len + rz;
-	r->redzone = rz;
-	r->flags = flags;
-	r->slot = (uint16_t)(slot + 1);
-	r->slot_gen = slot_gen;
-	if (pages_back(seg, r, nowait) != 0) {
-		vmem_free(seg->arena, base, r->size);
-		rec_put(seg, r);
+	memset(&t, 0, sizeof (t));
+	t.base = (uintptr_t)base;
+	t.size = len + rz;
+	t.redzone = rz;
+	t.flags = flags;
+	t.slot = (uint16_t)(slot + 1);
+	t.slot_gen = slot_gen;
+	if (pages_back(seg, &t, nowait) != 0) {
+		vmem_free(seg->arena, base, t.size);
 		count_fail(seg, (flags & KPD_LOCKED) != 0);
 		return NULL;
 	}
-	r->resident = 1;
-	r->state = REC_INUSE;
+	t.resident = 1;
+	t.state = REC_INUSE;
+	plat_mutex_lock(&seg->lock);
+	r = rec_take_locked(seg);
+	if (r == NULL) {
+		seg->st_get_fail++;
+		plat_mutex_unlock(&seg->lock);
+		rec_unback(seg, &t);
+		return NULL;
+	}
+	*r = t;
 	charge(seg, (long)sizeof (kp_rec_t));
-	pthread_mutex_lock(&seg->lock);
 	rec_insert(seg, r);
 	seg->st_gets++;
 	seg->st_inuse++;
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return (void *)(r->base + rz);
 }
 
@@ -618,7 +663,7 @@ void
 segkp_release(segkp_t *seg, void *addr)
 {
 	uintptr_t a = (uintptr_t)addr;
-	kp_rec_t *r;
+	kp_rec_t *r, dead;
 	kp_cache_t *c;
 	int code;
 
@@ -627,13 +672,13 @@ segkp_release(segkp_t *seg, void *addr)
 		    "segkp", (uintptr_t)seg, 0, "not a segkp segment");
 		return;
 	}
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	r = rec_lookup(seg, a);
 	if (r == NULL || r->base + r->redzone != a || r->state != REC_INUSE) {
 		code = (r != NULL && r->base + r->redzone == a) ||
 		    (r == NULL && was_released(seg, a)) ? SEGKP_E_DOUBLE :
 		    SEGKP_E_NOTOWNED;
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		vmem_error_report(code, 0, "segkp_release", seg->arena,
 		    "segkp", a, 0, code == SEGKP_E_DOUBLE ?
 		    "address released twice" :
@@ -649,14 +694,15 @@ segkp_release(segkp_t *seg, void *addr)
 		seg->st_inuse--;
 		seg->st_cached++;
 		seg->st_puts++;
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		return;
 	}
 	rec_remove(seg, r);
 	seg->st_inuse--;
 	seg->st_releases++;
-	pthread_mutex_unlock(&seg->lock);
-	rec_destroy(seg, r);
+	rec_retire_locked(seg, r, &dead);
+	plat_mutex_unlock(&seg->lock);
+	rec_unback(seg, &dead);
 }
 
 /* ------------------------------------------------------------------ */
@@ -707,7 +753,7 @@ segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
 		return NULL;
 	}
 	pthread_mutex_lock(&slots_lock);
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	for (int i = 0; i < SEGKP_MAX_CACHES && idx < 0; i++)
 		if (seg->slots[i] < 0)
 			idx = i;
@@ -729,7 +775,7 @@ segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
 		c->seg = seg;
 		seg->slots[idx] = slot;
 	}
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	pthread_mutex_unlock(&slots_lock);
 	if (slot < 0) {
 		vmem_error_report(SEGKP_E_TOOMANY, 0, "segkp_cache_init",
@@ -744,22 +790,25 @@ segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
 static void *
 cached_backin(segkp_t *seg, kp_rec_t *r)
 {
+	kp_rec_t dead;
+
 	if (pages_back(seg, r, (r->flags & KPD_NOWAIT) != 0) == 0) {
-		pthread_mutex_lock(&seg->lock);
+		plat_mutex_lock(&seg->lock);
 		rec_account(seg, r, -1);
 		r->resident = 1;
 		rec_account(seg, r, +1);
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		return (void *)(r->base + r->redzone);
 	}
 	/* No pages: give the address space back too and fail. */
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	rec_remove(seg, r);
 	seg->st_inuse--;
 	seg->st_releases++;
 	seg->st_get_fail++;
-	pthread_mutex_unlock(&seg->lock);
-	rec_destroy(seg, r);
+	rec_retire_locked(seg, r, &dead);
+	plat_mutex_unlock(&seg->lock);
+	rec_unback(seg, &dead);
 	return NULL;
 }
 
@@ -776,9 +825,9 @@ segkp_cache_get(void *cookie)
 	if (c == NULL)
 		return NULL;
 	seg = c->seg;
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	if (atomic_load(&c->gen) != gen || c->seg != seg) {
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		vmem_error_report(SEGKP_E_BADCOOKIE, 0, "segkp_cache_get",
 		    NULL, "segkp", (uintptr_t)cookie, 0,
 		    "stack cache destroyed");
@@ -794,7 +843,7 @@ segkp_cache_get(void *cookie)
 		seg->st_hits++;
 		seg->st_cached--;
 		seg->st_inuse++;
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		if (!r->resident)
 			return cached_backin(seg, r);
 		return (void *)(r->base + r->redzone);
@@ -803,7 +852,7 @@ segkp_cache_get(void *cookie)
 	len = c->len;
 	flags = c->flags;
 	slot = (int)(c - cache_slots);
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return kp_alloc(seg, len, flags, slot, gen);
 }
 
@@ -830,15 +879,16 @@ cache_detach_bottom(segkp_t *seg, kp_cache_t *c, int n)
 static void
 free_detached(segkp_t *seg, kp_rec_t *list)
 {
-	kp_rec_t *next;
+	kp_rec_t *next, dead;
 
 	for (; list != NULL; list = next) {
 		next = list->next;
-		pthread_mutex_lock(&seg->lock);
+		plat_mutex_lock(&seg->lock);
 		rec_remove(seg, list);
 		seg->st_releases++;
-		pthread_mutex_unlock(&seg->lock);
-		rec_destroy(seg, list);
+		rec_retire_locked(seg, list, &dead);
+		plat_mutex_unlock(&seg->lock);
+		rec_unback(seg, &dead);
 	}
 }
 
@@ -848,13 +898,13 @@ seg_cache_free(segkp_t *seg)
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++) {
 		kp_rec_t *list = NULL;
 
-		pthread_mutex_lock(&seg->lock);
+		plat_mutex_lock(&seg->lock);
 		if (seg->slots[i] >= 0) {
 			kp_cache_t *c = &cache_slots[seg->slots[i]];
 
 			list = cache_detach_bottom(seg, c, c->count);
 		}
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
 	}
 	/* The arena's quantum caches hold free address space: return it. */
@@ -892,9 +942,9 @@ segkp_cache_destroy(void *cookie)
 		return;
 	seg = c->seg;
 	pthread_mutex_lock(&slots_lock);
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	if (atomic_load(&c->gen) != gen) {
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		pthread_mutex_unlock(&slots_lock);
 		vmem_error_report(SEGKP_E_BADCOOKIE, 0, "segkp_cache_destroy",
 		    NULL, "segkp", (uintptr_t)cookie, 0,
@@ -907,7 +957,7 @@ segkp_cache_destroy(void *cookie)
 			seg->slots[i] = -1;
 	atomic_store(&c->gen, gen + 1);
 	c->seg = NULL;
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	pthread_mutex_unlock(&slots_lock);
 	free_detached(seg, list);
 }
@@ -925,7 +975,7 @@ reap_list(segkp_t *seg, kp_cache_t *c, unsigned gen, kp_rec_t *list, int n)
 			pages += usable_pages(seg, r);
 		}
 	}
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	for (kp_rec_t *r = list; r != NULL; r = r->next) {
 		rec_account(seg, r, -1);
 		r->resident = 0;
@@ -933,7 +983,7 @@ reap_list(segkp_t *seg, kp_cache_t *c, unsigned gen, kp_rec_t *list, int n)
 	}
 	seg->st_reaped += pages;
 	if (c->seg != seg || atomic_load(&c->gen) != gen) {
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
 		return pages;
 	}
@@ -942,7 +992,7 @@ reap_list(segkp_t *seg, kp_cache_t *c, unsigned gen, kp_rec_t *list, int n)
 	*pp = list;
 	c->count += n;
 	seg->st_cached += (size_t)n;
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return pages;
 }
 
@@ -962,7 +1012,7 @@ segkp_cache_reap(segkp_t *seg, int how)
 		unsigned gen = 0;
 		int n = 0;
 
-		pthread_mutex_lock(&seg->lock);
+		plat_mutex_lock(&seg->lock);
 		if (seg->slots[i] >= 0) {
 			c = &cache_slots[seg->slots[i]];
 			gen = atomic_load(&c->gen);
@@ -971,7 +1021,7 @@ segkp_cache_reap(segkp_t *seg, int how)
 			/* A new interval starts now. */
 			c->low = c->count + n;
 		}
-		pthread_mutex_unlock(&seg->lock);
+		plat_mutex_unlock(&seg->lock);
 		if (list != NULL)
 			pages += reap_list(seg, c, gen, list, n);
 	}
@@ -1005,11 +1055,11 @@ segkp_find(segkp_t *seg, const void *addr, segkp_info_t *info)
 
 	if (!seg_valid(seg))
 		return 0;
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	r = rec_lookup(seg, (uintptr_t)addr);
 	if (r != NULL)
 		fill_info(r, info);
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return r != NULL;
 }
 
@@ -1020,11 +1070,11 @@ segkp_set_tag(segkp_t *seg, const void *addr, void *tag)
 
 	if (!seg_valid(seg))
 		return -1;
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	r = rec_lookup(seg, (uintptr_t)addr);
 	if (r != NULL)
 		r->tag = tag;
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return r != NULL ? 0 : -1;
 }
 
@@ -1036,10 +1086,10 @@ segkp_page_held(segkp_t *seg, const void *addr)
 
 	if (!seg_valid(seg))
 		return 0;
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	held = page_index(seg, (uintptr_t)addr, &idx) &&
 	    bit_test(seg->held, idx);
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return held;
 }
 
@@ -1063,9 +1113,9 @@ segkp_classify(segkp_t *seg, const void *addr, segkp_info_t *info)
 
 	if (!seg_valid(seg))
 		return SEGKP_FAULT_NOTSEGKP;
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	f = classify_locked(seg, (uintptr_t)addr, info);
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return f;
 }
 
@@ -1147,12 +1197,12 @@ segkp_classify_any_nowait(uintptr_t addr, segkp_info_t *info)
 	for (segkp_t *s = segs_head; s != NULL &&
 	    f == SEGKP_FAULT_NOTSEGKP; s = s->list_next) {
 		for (tries = 0; tries < 1000; tries++)
-			if (pthread_mutex_trylock(&s->lock) == 0)
+			if (plat_mutex_trylock(&s->lock) == 0)
 				break;
 		if (tries == 1000)
 			continue;
 		f = classify_locked(s, addr, info);
-		pthread_mutex_unlock(&s->lock);
+		plat_mutex_unlock(&s->lock);
 	}
 	pthread_mutex_unlock(&segs_lock);
 	return f;
@@ -1252,9 +1302,9 @@ segkp_check(segkp_t *seg)
 		    "segkp", (uintptr_t)seg, 0, "not a segkp segment");
 		return -1;
 	}
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	what = check_locked(seg, &addr);
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	return what == NULL ? 0 : check_fail(seg, what, addr);
 }
 
@@ -1267,14 +1317,14 @@ fork_prepare(void)
 	pthread_mutex_lock(&slots_lock);
 	pthread_mutex_lock(&segs_lock);
 	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
-		pthread_mutex_lock(&s->lock);
+		plat_mutex_lock(&s->lock);
 }
 
 static void
 fork_release(void)
 {
 	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
-		pthread_mutex_unlock(&s->lock);
+		plat_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&segs_lock);
 	pthread_mutex_unlock(&slots_lock);
 }
@@ -1389,7 +1439,7 @@ seg_free_memory(segkp_t *seg)
 	free(seg->held);
 	free(seg->starts);
 	free(seg->hash);
-	pthread_mutex_destroy(&seg->lock);
+	plat_mutex_destroy(&seg->lock);
 	seg->magic = 0;
 	free(seg);
 }
@@ -1419,10 +1469,10 @@ segkp_create(kas_t *kas, segkp_placement_t placement, void *base,
 	seg->placement = placement;
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++)
 		seg->slots[i] = -1;
-	pthread_mutex_init(&seg->lock, NULL);
+	plat_mutex_init(&seg->lock);
 	if (!place(seg, placement, base, size)) {
 		seg->magic = 0;
-		pthread_mutex_destroy(&seg->lock);
+		plat_mutex_destroy(&seg->lock);
 		free(seg);
 		return NULL;
 	}
@@ -1510,7 +1560,7 @@ segkp_get_stats(segkp_t *seg, segkp_stats_t *st)
 	memset(st, 0, sizeof (*st));
 	if (!seg_valid(seg))
 		return;
-	pthread_mutex_lock(&seg->lock);
+	plat_mutex_lock(&seg->lock);
 	st->placement = seg->placement;
 	st->backing = seg->backing;
 	st->pagesize = seg->pagesize;
@@ -1532,7 +1582,7 @@ segkp_get_stats(segkp_t *seg, segkp_stats_t *st)
 	st->fixed_size = seg->fixed_size;
 	st->meta_bytes = seg->meta_bytes;
 	st->vmas = seg->backing == KAS_REAL ? 2 * seg->st_resident_allocs : 0;
-	pthread_mutex_unlock(&seg->lock);
+	plat_mutex_unlock(&seg->lock);
 	st->va_held = seg->placement == SEGKP_FIXED ? seg->fixed_size :
 	    vmem_size(seg->arena, VMEM_SPAN);
 	st->max_map_count = read_max_map_count();

@@ -70,6 +70,15 @@ plat_mutex_lock(plat_mutex_t *m)
 		(void)futex(&m->state, FUTEX_WAIT, M_CONTENDED, NULL);
 }
 
+int
+plat_mutex_trylock(plat_mutex_t *m)
+{
+	unsigned expected = M_FREE;
+
+	return atomic_compare_exchange_strong_explicit(&m->state, &expected,
+	    M_HELD, memory_order_acquire, memory_order_relaxed) ? 0 : 1;
+}
+
 void
 plat_mutex_unlock(plat_mutex_t *m)
 {

@@ -126,28 +126,34 @@ grow_heap(const kvsim_drive_opts_t *o, kvsim_sim_t *sim, kvsim_rng_t *rng,
     uint64_t base, uint64_t target, uint64_t *allocs, uint64_t *fail_size)
 {
 	const kvsim_engine_t *e = o->engine;
+	int (*kmem_alloc)(kvsim_sim_t *, uint64_t, uint64_t *) = e->kmem_alloc;
+	const kvsim_mix_t *mix = o->mix;
 	kvsim_sim_stats_t st;
-	uint64_t addr, gap, since = 0;
+	uint64_t addr, n = 0;
+	int rc = 0;
 
-	e->stats(sim, &st);
 	for (;;) {
-		uint64_t size;
+		uint64_t gap, since = 0, size;
 
+		e->stats(sim, &st);
 		if (st.heap_inuse - base >= target)
-			return 0;
+			break;
 		gap = target - (st.heap_inuse - base);
-		size = kvsim_mix_sample(o->mix, rng);
-		if (e->kmem_alloc(sim, size, &addr) != 0) {
-			*fail_size = size;
-			return -1;
-		}
-		(*allocs)++;
-		since += size;
-		if (since >= gap / 2 || gap < (64u << 10)) {
-			e->stats(sim, &st);
-			since = 0;
-		}
+		/* Allocate until the stats are worth reading again. */
+		do {
+			size = kvsim_mix_sample(mix, rng);
+			if (kmem_alloc(sim, size, &addr) != 0) {
+				*fail_size = size;
+				rc = -1;
+				goto out;
+			}
+			n++;
+			since += size;
+		} while (since < gap / 2 && gap >= (64u << 10));
 	}
+out:
+	*allocs += n;
+	return rc;
 }
 
 static int

@@ -4,8 +4,9 @@
  * Problem: the heap workloads need a realistic, swappable distribution of
  * kmem_alloc request sizes, drawn fast and reproducibly.
  *
- * Data: up to KVSIM_MIX_MAX classes with cumulative weights; sampling is a
- * binary search for the class, then a uniform size inside it.
+ * Data: up to KVSIM_MIX_MAX classes with cumulative weights; sampling finds
+ * the class through a guide table (a bucket of the weight range names the
+ * class to start from; see class_of), then draws a uniform size inside it.
  *
  * Invariants: after a successful parse n >= 1, every class has lo >= 1,
  * lo <= hi and weight > 0, and cum is strictly increasing with
@@ -254,23 +255,72 @@ kvsim_mix_mean(const kvsim_mix_t *mix)
 	return mix->n ? sum / mix->total : 0;
 }
 
+/*
+ * The guide table: bucket b of GUIDE_BUCKETS equal slices of [0, total)
+ * names the first class whose cumulative weight exceeds the slice's lower
+ * end, so a draw starts at (or just below) its class and walks a step or
+ * two instead of a binary search. The walk checks both neighbours, so the
+ * class found is exactly the binary search's whatever the start: a stale
+ * or approximate table costs speed, never a different size. mix.h has no
+ * room for the table, so the last mix sampled keeps one per thread.
+ */
+#define GUIDE_BUCKETS 256
+
+typedef struct mix_guide {
+	const kvsim_mix_t *mix;
+	int n;
+	double total, scale;  /* scale = GUIDE_BUCKETS / total */
+	uint8_t start[GUIDE_BUCKETS];
+} mix_guide_t;
+
+static _Thread_local mix_guide_t guide_cache;
+
+static void
+guide_build(mix_guide_t *g, const kvsim_mix_t *mix)
+{
+	int b, i = 0;
+
+	g->mix = mix;
+	g->n = mix->n;
+	g->total = mix->total;
+	g->scale = GUIDE_BUCKETS / mix->total;
+	for (b = 0; b < GUIDE_BUCKETS; b++) {
+		double lo = (double)b * mix->total / GUIDE_BUCKETS;
+
+		while (i < mix->n - 1 && mix->cls[i].cum <= lo)
+			i++;
+		g->start[b] = (uint8_t)i;
+	}
+}
+
+/* The class of u: the first with u < cum, or the last (as a binary
+ * search over cls[0 .. n-2] finds it). */
+static int
+class_of(const kvsim_mix_t *mix, double u)
+{
+	mix_guide_t *g = &guide_cache;
+	unsigned b;
+	int i;
+
+	if (g->mix != mix || g->n != mix->n || g->total != mix->total)
+		guide_build(g, mix);
+	b = (unsigned)(u * g->scale);
+	/* start[] <= n - 1 for the n it was built with, checked above. */
+	i = g->start[b < GUIDE_BUCKETS ? b : GUIDE_BUCKETS - 1];
+	while (i > 0 && u < mix->cls[i - 1].cum)
+		i--;
+	while (i < mix->n - 1 && u >= mix->cls[i].cum)
+		i++;
+	return i;
+}
+
 uint64_t
 kvsim_mix_sample(const kvsim_mix_t *mix, kvsim_rng_t *rng)
 {
 	double u = (double)(kvsim_rng_next(rng) >> 11) * 0x1.0p-53 *
 	    mix->total;
-	int lo = 0, hi = mix->n - 1;
-	const kvsim_mix_class_t *c;
+	const kvsim_mix_class_t *c = &mix->cls[class_of(mix, u)];
 
-	while (lo < hi) {
-		int mid = (lo + hi) / 2;
-
-		if (u < mix->cls[mid].cum)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	c = &mix->cls[lo];
 	if (c->hi == c->lo)
 		return c->lo;
 	return c->lo + kvsim_rng_next(rng) % (c->hi - c->lo + 1);

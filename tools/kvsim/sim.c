@@ -39,6 +39,7 @@
 
 struct kvsim_sim {
 	kas_t *kas;
+	kmem_heap_t *heap;    /* kas_heap(kas), looked up once */
 	segkp_t *segkp;
 	void *thread_cache;
 	uint64_t stack_len;
@@ -139,6 +140,7 @@ sim_boot(const kvsim_sim_config_t *cfg, char *err, size_t errlen)
 		sim_shutdown(sim);
 		return NULL;
 	}
+	sim->heap = kas_heap(sim->kas);
 	kas_settle_metadata(sim->kas);
 	return sim;
 }
@@ -172,8 +174,7 @@ sim_thread_exit(kvsim_sim_t *sim, uint64_t handle)
 static int
 sim_kmem_alloc(kvsim_sim_t *sim, uint64_t size, uint64_t *addr)
 {
-	void *p = kmem_heap_alloc(kas_heap(sim->kas), (size_t)size,
-	    KM_NOSLEEP);
+	void *p = kmem_heap_alloc(sim->heap, (size_t)size, KM_NOSLEEP);
 
 	kas_settle_metadata(sim->kas);
 	if (p == NULL)
@@ -186,8 +187,7 @@ sim_kmem_alloc(kvsim_sim_t *sim, uint64_t size, uint64_t *addr)
 static void
 sim_kmem_free(kvsim_sim_t *sim, uint64_t addr, uint64_t size)
 {
-	kmem_heap_free(kas_heap(sim->kas), (void *)(uintptr_t)addr,
-	    (size_t)size);
+	kmem_heap_free(sim->heap, (void *)(uintptr_t)addr, (size_t)size);
 	kas_settle_metadata(sim->kas);
 	sim->kmem_bytes -= size;
 }
@@ -199,7 +199,7 @@ sim_reap(kvsim_sim_t *sim)
 	(void)segkp_cache_reap(sim->segkp, SEGKP_REAP_ALL);
 	segkp_cache_free(sim->segkp);
 	vmem_reap(segkp_arena(sim->segkp));
-	kmem_heap_reap(kas_heap(sim->kas));
+	kmem_heap_reap(sim->heap);
 	kas_settle_metadata(sim->kas);
 }
 
