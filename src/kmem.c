@@ -54,6 +54,7 @@
 #include "vmem_string.h"
 
 #include "error.h"
+#include "fault.h"
 #include "qcache.h"
 
 #define KMEM_ALIGN_DEFAULT 8
@@ -185,22 +186,22 @@ static kmem_cache_t *kmem_list_head, *kmem_list_tail;
 static atomic_int kmem_init_state;
 static int kmem_default_debug;
 
+static void kmem_fork_prepare(void);
+static void kmem_fork_release(void);
+
 static void
+kmem_global_init_once(void)
+{
+	plat_mutex_init(&kmem_list_lock);
+	/* After vmem's: kmem's prepare handler then runs first. */
+	vmem_init();
+	plat_atfork(kmem_fork_prepare, kmem_fork_release, kmem_fork_release);
+}
+
+void
 kmem_global_init(void)
 {
-	int expected = 0;
-
-	if (atomic_load_explicit(&kmem_init_state, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&kmem_init_state, &expected, 1)) {
-		plat_mutex_init(&kmem_list_lock);
-		atomic_store_explicit(&kmem_init_state, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&kmem_init_state,
-	    memory_order_acquire) != 2)
-		continue;
+	plat_once(&kmem_init_state, kmem_global_init_once);
 }
 
 /* ------------------------------------------------------------------ */
@@ -546,6 +547,8 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	kslab_t *s;
 	uint32_t i;
 
+	if (fault_point(FAULT_SLAB))
+		return NULL;
 	if (cp->use_xalloc)
 		mem = vmem_xalloc(cp->vmp, cp->slabsize,
 		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, 0, 0,
@@ -1905,8 +1908,7 @@ static void *
 qc_create(vmem_t *vmp, const char *name, size_t size, size_t slabsize)
 {
 	return kmem_cache_create_slab(name, size, vmem_quantum(vmp), NULL,
-	    NULL, NULL, NULL, vmp, KMC_QCACHE | KMC_NOTOUCH | KMC_NODEBUG,
-	    slabsize);
+	    NULL, NULL, NULL, vmp, KMC_QCACHE | KMC_NOTOUCH, slabsize);
 }
 
 static void *
@@ -1945,6 +1947,59 @@ qc_idle(void *cache)
 	return kmem_cache_idle_bytes(cache);
 }
 
+static void
+qc_counts(void *cache, uint64_t *allocs, uint64_t *frees)
+{
+	kmem_cache_stats_t st;
+
+	kmem_cache_get_stats(cache, &st);
+	*allocs = st.alloc;
+	*frees = st.free;
+}
+
 const vmem_qcache_ops_t vmem_kmem_qcache_ops = {
-	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle
+	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle, qc_counts
 };
+
+/* ------------------------------------------------------------------ */
+/* Fork */
+
+/*
+ * Hold every kmem lock across fork(), in the locking order (the default
+ * heap's creation lock, the cache list, then per cache slab_lock, slot
+ * locks, depot and meta locks, and kmeta's lock last), so the child finds
+ * none of them held by a thread that does not exist there. No thread
+ * holds two caches' locks at once, so taking them cache after cache
+ * cannot deadlock.
+ */
+static void
+kmem_fork_prepare(void)
+{
+	kmem_cache_t *cp;
+
+	kmem_heap_fork_lock();
+	plat_mutex_lock(&kmem_list_lock);
+	for (cp = kmem_list_head; cp != NULL; cp = cp->gnext) {
+		plat_mutex_lock(&cp->slab_lock);
+		cpus_lock_all(cp);
+		plat_mutex_lock(&cp->depot_lock);
+		plat_mutex_lock(&cp->meta_lock);
+	}
+	kmeta_fork_lock();
+}
+
+static void
+kmem_fork_release(void)
+{
+	kmem_cache_t *cp;
+
+	kmeta_fork_unlock();
+	for (cp = kmem_list_head; cp != NULL; cp = cp->gnext) {
+		plat_mutex_unlock(&cp->meta_lock);
+		plat_mutex_unlock(&cp->depot_lock);
+		cpus_unlock_all(cp);
+		plat_mutex_unlock(&cp->slab_lock);
+	}
+	plat_mutex_unlock(&kmem_list_lock);
+	kmem_heap_fork_unlock();
+}

@@ -229,21 +229,29 @@ static atomic_int kmem_default_init; /* 0 none, 1 creating, 2 mutex ready */
 static plat_mutex_t kmem_default_lock;
 
 static void
+default_lock_init_once(void)
+{
+	plat_mutex_init(&kmem_default_lock);
+}
+
+static void
 default_lock_init(void)
 {
-	int expected = 0;
+	plat_once(&kmem_default_init, default_lock_init_once);
+}
 
-	if (atomic_load_explicit(&kmem_default_init, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&kmem_default_init, &expected, 1)) {
-		plat_mutex_init(&kmem_default_lock);
-		atomic_store_explicit(&kmem_default_init, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&kmem_default_init,
-	    memory_order_acquire) != 2)
-		continue;
+/* Held across fork() by kmem's fork handlers (taken first). */
+void
+kmem_heap_fork_lock(void)
+{
+	default_lock_init();
+	plat_mutex_lock(&kmem_default_lock);
+}
+
+void
+kmem_heap_fork_unlock(void)
+{
+	plat_mutex_unlock(&kmem_default_lock);
 }
 
 /* Spans of the private default arena are platform pages. */

@@ -35,6 +35,18 @@ int kmem_cache_owns(kmem_cache_t *cp, const void *buf);
 /* Bytes held by the cache but not allocated to callers. */
 size_t kmem_cache_idle_bytes(kmem_cache_t *cp);
 
+/*
+ * Global setup (idempotent): the cache list lock and kmem's fork handlers,
+ * which hold every kmem lock across fork() so that the child can go on
+ * using every cache whatever other threads were doing.
+ */
+void kmem_global_init(void);
+/* Fork hooks of the other kmem files, called by kmem.c's handlers. */
+void kmem_heap_fork_lock(void);
+void kmem_heap_fork_unlock(void);
+void kmeta_fork_lock(void);
+void kmeta_fork_unlock(void);
+
 /* Test hooks (tests include this header). */
 /* Pretend the depot lock was found busy n times in this interval. */
 void kmem_cache_test_contend(kmem_cache_t *cp, unsigned n);

@@ -39,23 +39,17 @@ static atomic_int kmeta_init_state;
 static atomic_size_t kmeta_page;
 
 static void
+kmeta_init_once(void)
+{
+	plat_mutex_init(&kmeta_lock);
+	atomic_store_explicit(&kmeta_page, plat_pagesize(),
+	    memory_order_relaxed);
+}
+
+static void
 kmeta_init(void)
 {
-	int expected = 0;
-
-	if (atomic_load_explicit(&kmeta_init_state, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&kmeta_init_state, &expected, 1)) {
-		plat_mutex_init(&kmeta_lock);
-		atomic_store_explicit(&kmeta_page, plat_pagesize(),
-		    memory_order_relaxed);
-		atomic_store_explicit(&kmeta_init_state, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&kmeta_init_state,
-	    memory_order_acquire) != 2)
-		continue;
+	plat_once(&kmeta_init_state, kmeta_init_once);
 }
 
 /* The class of a small size: the power of two at or above it, from 16. */
@@ -176,5 +170,19 @@ kmeta_free(void *p, size_t size)
 	plat_mutex_lock(&kmeta_lock);
 	ch->next = kmeta_free_list[c];
 	kmeta_free_list[c] = ch;
+	plat_mutex_unlock(&kmeta_lock);
+}
+
+/* Held across fork() by kmem's fork handlers (taken last). */
+void
+kmeta_fork_lock(void)
+{
+	kmeta_init();
+	plat_mutex_lock(&kmeta_lock);
+}
+
+void
+kmeta_fork_unlock(void)
+{
 	plat_mutex_unlock(&kmeta_lock);
 }

@@ -66,6 +66,28 @@ void plat_abort(void);
 void plat_atfork(void (*prepare)(void), void (*parent)(void),
     void (*child)(void));
 
+/*
+ * Run init() exactly once, whoever calls first; later and concurrent
+ * callers return only after it has finished. *state starts at 0. Built on
+ * C11 atomics alone, so freestanding platforms get it too.
+ */
+#include <stdatomic.h>
+static inline void
+plat_once(atomic_int *state, void (*init)(void))
+{
+	int expected = 0;
+
+	if (atomic_load_explicit(state, memory_order_acquire) == 2)
+		return;
+	if (atomic_compare_exchange_strong(state, &expected, 1)) {
+		init();
+		atomic_store_explicit(state, 2, memory_order_release);
+		return;
+	}
+	while (atomic_load_explicit(state, memory_order_acquire) != 2)
+		continue;
+}
+
 /* Fault injection hook for tests: nonzero means "fail this metadata page". */
 extern int (*plat_fail_hook)(const char *what);
 

@@ -16,4 +16,12 @@
 
 extern const vmem_qcache_ops_t vmem_kmem_qcache_ops;
 
+/*
+ * Set up vmem's global locks and register its fork handlers (idempotent).
+ * A layer whose locks are held across vmem calls registers its own fork
+ * handlers after calling this: prepare handlers run in reverse order of
+ * registration, so its locks are then taken before vmem's.
+ */
+void vmem_init(void);
+
 #endif

@@ -47,6 +47,9 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "kmem_impl.h"
+#include "qcache.h"
+#include "fault.h"
 #include "platform.h"
 
 #include <vmem/kmem.h>
@@ -131,16 +134,25 @@ struct kas {
 /* ---------------------------------------------------------------- */
 /* The list of live address spaces.                                  */
 
+/*
+ * Lookups (kas_of_arena, also from inside settle_lock) read the list under
+ * live_lock. Changes also hold live_change_lock, which lets the fork
+ * handlers walk the list and take every kas' settle_lock before live_lock,
+ * in the same order as a settling thread.
+ */
 static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_mutex_t live_change_lock = PTHREAD_MUTEX_INITIALIZER;
 static kas_t *live_list;
 
 static void
 live_insert(kas_t *kas)
 {
+	pthread_mutex_lock(&live_change_lock);
 	pthread_rwlock_wrlock(&live_lock);
 	kas->next_live = live_list;
 	live_list = kas;
 	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_change_lock);
 }
 
 static void
@@ -148,6 +160,7 @@ live_remove(kas_t *kas)
 {
 	kas_t **pp;
 
+	pthread_mutex_lock(&live_change_lock);
 	pthread_rwlock_wrlock(&live_lock);
 	for (pp = &live_list; *pp != NULL; pp = &(*pp)->next_live) {
 		if (*pp == kas) {
@@ -156,6 +169,7 @@ live_remove(kas_t *kas)
 		}
 	}
 	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_change_lock);
 }
 
 static int
@@ -469,7 +483,7 @@ undo_new_locks(kas_t *kas, size_t first, size_t n, const uint64_t *was)
 
 		while (i + run < n && !bit_get(was, i + run))
 			run++;
-		if (run > 0)
+		if (run > 0 && kas->backing == KAS_REAL)
 			(void)munlock((void *)(kas->base +
 			    ((first + i) << kas->pageshift)),
 			    run << kas->pageshift);
@@ -499,21 +513,6 @@ commit_failed(kas_t *kas, size_t first, size_t n, int lock_failed)
 	return -1;
 }
 
-/* Real backing: make the pages accessible (and locked); on failure undo
- * and count it. Out of line: the simulated path stays small. */
-static SEGKMEM_NOINLINE int
-host_commit_range(kas_t *kas, void *addr, size_t size, int flags)
-{
-	size_t first = page_index(kas, (uintptr_t)addr);
-	size_t n = size >> kas->pageshift;
-
-	if (host_commit(addr, size) != 0)
-		return commit_failed(kas, first, n, 0);
-	if ((flags & KAS_COMMIT_LOCK) && mlock(addr, size) != 0)
-		return commit_failed(kas, first, n, 1);
-	return 0;
-}
-
 int
 kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 {
@@ -523,9 +522,12 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL && host_commit_range(kas, addr, size,
-	    flags) != 0)
-		return -1;
+	if (fault_point(FAULT_COMMIT) ||
+	    (kas->backing == KAS_REAL && host_commit(addr, size) != 0))
+		return commit_failed(kas, first, n, 0);
+	if ((flags & KAS_COMMIT_LOCK) && (fault_point(FAULT_MLOCK) ||
+	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)))
+		return commit_failed(kas, first, n, 1);
 	plat_mutex_lock(&kas->page_lock);
 	kas->ncommitted += bits_set(kas->committed_map, first, n, 1);
 	if (flags & KAS_COMMIT_LOCK)
@@ -534,7 +536,8 @@ kas_pages_commit(kas_t *kas, void *addr, size_t size, int flags)
 	return 0;
 }
 
-/* Real backing: discard the pages (out of line, as host_commit_range). */
+/* Real backing: discard the pages (out of line: the simulated path stays
+ * small). */
 static SEGKMEM_NOINLINE void
 host_decommit_range(kas_t *kas, void *addr, size_t size)
 {
@@ -577,7 +580,8 @@ kas_pages_lock(kas_t *kas, void *addr, size_t size)
 		return -1;
 	first = page_index(kas, (uintptr_t)addr);
 	n = size >> kas->pageshift;
-	if (kas->backing == KAS_REAL && mlock(addr, size) != 0) {
+	if (fault_point(FAULT_MLOCK) ||
+	    (kas->backing == KAS_REAL && mlock(addr, size) != 0)) {
 		uint64_t *was = snapshot_bits(kas, kas->locked_map, first, n);
 
 		if (was != NULL)
@@ -640,15 +644,16 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 int
 kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 {
-	int ok = 1;
+	int ok = 1, injected;
 
 	if (kas == NULL) {
 		vmem_error_report(SEGKMEM_E_NOTKAS, 0, "kas_page_resv", NULL,
 		    "?", 0, npages, "no address space");
 		return 0;
 	}
+	injected = fault_point(FAULT_RESV);
 	plat_mutex_lock(&kas->resv_lock);
-	if (npages > kas->physmem) {
+	if (npages > kas->physmem || injected) {
 		ok = 0;
 	} else {
 		while (kas->availrmem < npages) {
@@ -1323,6 +1328,8 @@ create_kmem_arenas(kas_t *kas, const kas_config_t *cfg)
 	return 0;
 }
 
+static void segkmem_fork_init(void);
+
 kas_t *
 kas_create(const kas_config_t *cfg)
 {
@@ -1341,6 +1348,7 @@ kas_create(const kas_config_t *cfg)
 		    cfg->size, "%s", problem);
 		return NULL;
 	}
+	segkmem_fork_init();
 	kas = kas_alloc_base(cfg);
 	if (kas == NULL)
 		return NULL;
@@ -1896,4 +1904,81 @@ kas_print_stats(kas_t *kas, void *stdio_file)
 {
 	kas_dump_stats(kas, out_stdio, stdio_file != NULL ? stdio_file :
 	    (void *)stdout);
+}
+
+/* ---------------------------------------------------------------- */
+/* Fork.                                                             */
+
+/*
+ * Every segkmem lock is held across fork(), so the child can go on using
+ * every address space whatever other threads were doing. settle_lock and
+ * default_lock are held across calls into vmem and kmem, so these handlers
+ * are registered after theirs (prepare handlers run in reverse order):
+ * segkmem's locks are taken first, as in normal operation.
+ */
+static void
+segkmem_fork_prepare(void)
+{
+	pthread_mutex_lock(&default_lock);
+	pthread_mutex_lock(&live_change_lock);
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		plat_mutex_lock(&k->settle_lock);
+		plat_mutex_lock(&k->reg_lock);
+		plat_mutex_lock(&k->resv_lock);
+		plat_mutex_lock(&k->page_lock);
+	}
+	pthread_rwlock_wrlock(&live_lock);
+}
+
+static void
+kas_locks_release(void)
+{
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		plat_mutex_unlock(&k->page_lock);
+		plat_mutex_unlock(&k->resv_lock);
+		plat_mutex_unlock(&k->reg_lock);
+		plat_mutex_unlock(&k->settle_lock);
+	}
+}
+
+static void
+segkmem_fork_parent(void)
+{
+	pthread_rwlock_unlock(&live_lock);
+	kas_locks_release();
+	pthread_mutex_unlock(&live_change_lock);
+	pthread_mutex_unlock(&default_lock);
+}
+
+/*
+ * In the child the forking thread has a new thread id, and an rwlock
+ * write-locked under the old one cannot be unlocked: start it afresh (no
+ * other thread exists yet to look at it).
+ */
+static void
+segkmem_fork_child(void)
+{
+	static const pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
+
+	memcpy(&live_lock, &fresh, sizeof (live_lock));
+	kas_locks_release();
+	pthread_mutex_unlock(&live_change_lock);
+	pthread_mutex_unlock(&default_lock);
+}
+
+static void
+segkmem_fork_register(void)
+{
+	vmem_init();
+	kmem_global_init();
+	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_parent,
+	    segkmem_fork_child);
+}
+
+static void
+segkmem_fork_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	(void)pthread_once(&once, segkmem_fork_register);
 }

@@ -82,6 +82,7 @@
 #include <vmem/vmem.h>
 
 #include "error.h"
+#include "fault.h"
 #include "platform.h"
 #ifdef VMEM_WITH_KMEM
 #include "qcache.h"
@@ -100,7 +101,19 @@ struct vseg {
 	uint8_t imported;       /* SPAN: came from the source */
 	uint8_t via_qcache;     /* SPAN: imported through the source's qcache */
 	uint16_t cls;           /* FREE: freelist class */
+	/*
+	 * Padding to 64 bytes: tag pages are page-aligned, so every tag sits
+	 * in one cache line (at 56 bytes, 7 tags in 8 straddled two).
+	 */
+	char pad[64 - 4 * sizeof (void *) - sizeof (uintptr_t) -
+	    sizeof (size_t) - 4 - 2];
 };
+
+#if defined(__GNUC__)
+#define VMEM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define VMEM_ALWAYS_INLINE inline
+#endif
 
 #define NCLASS          496
 #define NCLASS_WORDS    ((NCLASS + 63) / 64)
@@ -124,8 +137,12 @@ struct vmem {
 	vmem_t *source;
 	void *priv;
 
-	plat_mutex_t lock;
-	plat_cond_t cv;
+	/*
+	 * The lock has a cache line of its own: waiting threads spin on it
+	 * while the owner writes the arena's state.
+	 */
+	_Alignas(64) plat_mutex_t lock;
+	_Alignas(64) plat_cond_t cv;
 	unsigned nwaiters;
 	uint64_t gen;           /* bumped by every free, add and import */
 
@@ -156,8 +173,6 @@ struct vmem {
 	size_t nspans, nalloc, nfree;
 	uint64_t st_alloc, st_free, st_wait, st_fail, st_lookup, st_search;
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
-	/* Counted outside the lock: the quantum-cache path never takes it. */
-	atomic_uint_fast64_t st_qalloc, st_qfree;
 
 	vmem_t *list_next, *list_prev;
 };
@@ -200,27 +215,22 @@ static void fork_parent(void);
 static void fork_child(void);
 
 static void
+vmem_init_once(void)
+{
+	plat_mutex_init(&arena_list_lock);
+	plat_mutex_init(&tagpool_lock);
+#ifdef VMEM_WITH_KMEM
+	if (qcache_ops == NULL)
+		qcache_ops = &vmem_kmem_qcache_ops;
+#endif
+	plat_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* Not static: layers above call it before registering their fork handlers. */
+void
 vmem_init(void)
 {
-	int expected = 0;
-
-	if (atomic_load_explicit(&vmem_initialized, memory_order_acquire) == 2)
-		return;
-	if (atomic_compare_exchange_strong(&vmem_initialized, &expected, 1)) {
-		plat_mutex_init(&arena_list_lock);
-		plat_mutex_init(&tagpool_lock);
-#ifdef VMEM_WITH_KMEM
-		if (qcache_ops == NULL)
-			qcache_ops = &vmem_kmem_qcache_ops;
-#endif
-		plat_atfork(fork_prepare, fork_parent, fork_child);
-		atomic_store_explicit(&vmem_initialized, 2,
-		    memory_order_release);
-		return;
-	}
-	while (atomic_load_explicit(&vmem_initialized,
-	    memory_order_acquire) != 2)
-		;
+	plat_once(&vmem_initialized, vmem_init_once);
 }
 
 void
@@ -1081,9 +1091,17 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
 	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/* An import function that broke its contract. */
+		/*
+		 * An import function that broke its contract. The span is
+		 * unusable here but is the source's: hand it back as it was
+		 * given, so the source does not leak it.
+		 */
+		uintptr_t bad = (uintptr_t)p;
+		size_t bad_size = *sizep;
+
+		vmp->ffunc(vmp->source, p, bad_size);
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    (uintptr_t)p, *sizep, "import returned a misaligned or "
+		    bad, bad_size, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
 		return 0;
 	}
@@ -1133,7 +1151,8 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		if (addr != 0 || *nometa)
 			break;
 		if ((a->afunc == NULL && a->xafunc == NULL) ||
-		    !import_req(a, &lv[i].req, &ir))
+		    !import_req(a, &lv[i].req, &ir) ||
+		    fault_point(FAULT_IMPORT))
 			break;
 		if (!chain_internal(a)) {
 			size_t got;
@@ -1270,10 +1289,17 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			return alloc_fail(vmp, r, call);
 		if (qcache_ops != NULL)
 			qcache_reap_all();
+		if (failed != vmp) {
+			/* Waiting on the source: count it under our lock. */
+			plat_mutex_lock(&vmp->lock);
+			vmp->st_wait++;
+			plat_mutex_unlock(&vmp->lock);
+		}
 		plat_mutex_lock(&failed->lock);
 		if (failed->gen == gen) {
 			failed->nwaiters++;
-			vmp->st_wait++;
+			if (failed == vmp)
+				vmp->st_wait++;
 			plat_cond_timedwait(&failed->cv, &failed->lock, WAIT_MS);
 			failed->nwaiters--;
 		}
@@ -1286,6 +1312,25 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 /* Freeing. */
 
 static void qcache_free(vmem_t *vmp, void *addr, size_t size);
+
+/*
+ * Free the allocated segment *slot points to (lock held), wake waiters,
+ * trim the tag reserve and drop the lock. Returns seg_free()'s answer: true
+ * if a whole imported span, now in *span_addr and *span_size, must go.
+ */
+static bool
+free_and_unlock(vmem_t *vmp, vseg_t **slot, uintptr_t *span_addr,
+    size_t *span_size, bool *via_qcache)
+{
+	vseg_t *s = hash_unlink(vmp, slot);
+	bool release = seg_free(vmp, s, span_addr, span_size, via_qcache);
+
+	if (vmp->nwaiters > 0)
+		plat_cond_broadcast(&vmp->cv);
+	tags_trim(vmp);
+	plat_mutex_unlock(&vmp->lock);
+	return release;
+}
 
 /*
  * Release a span that became entirely free to the source of vmp, following
@@ -1318,12 +1363,7 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 			    "its source");
 			return;
 		}
-		(void)hash_unlink(src, slot);
-		more = seg_free(src, s, &addr, &size, &q);
-		if (src->nwaiters > 0)
-			plat_cond_broadcast(&src->cv);
-		tags_trim(src);
-		plat_mutex_unlock(&src->lock);
+		more = free_and_unlock(src, slot, &addr, &size, &q);
 		if (!more)
 			return;
 		vmp = src;
@@ -1402,12 +1442,8 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 			    "%s", vmem_strerror(err));
 		return;
 	}
-	(void)hash_unlink(vmp, slot);
-	release = seg_free(vmp, s, &span_addr, &span_size, &via_qcache);
-	if (vmp->nwaiters > 0)
-		plat_cond_broadcast(&vmp->cv);
-	tags_trim(vmp);
-	plat_mutex_unlock(&vmp->lock);
+	release = free_and_unlock(vmp, slot, &span_addr, &span_size,
+	    &via_qcache);
 	if (release)
 		vmem_release_span(vmp, span_addr, span_size, via_qcache);
 }
@@ -1421,9 +1457,6 @@ qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
 	void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >> vmp->qshift],
 	    vmflag);
 
-	if (p != NULL)
-		atomic_fetch_add_explicit(&vmp->st_qalloc, 1,
-		    memory_order_relaxed);
 	return p;
 }
 
@@ -1431,7 +1464,6 @@ static void
 qcache_free(vmem_t *vmp, void *addr, size_t size)
 {
 	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
-	atomic_fetch_add_explicit(&vmp->st_qfree, 1, memory_order_relaxed);
 }
 
 static size_t
@@ -1682,6 +1714,48 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 	return vaddr;
 }
 
+/*
+ * The common case of vmem_alloc and vmem_xalloc: any policy and
+ * constraint, in one critical section.
+ * Returns the address; or 0 with *failed set when the request has failed
+ * for good (no room, nothing to import, no waiting), so the failure path
+ * costs one lock too; or 0 to send the caller down the general path.
+ */
+static VMEM_ALWAYS_INLINE uintptr_t
+alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
+{
+	uintptr_t addr = 0;
+	unsigned c;
+	vseg_t *s;
+
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->tag_nfree >= 2) {
+		c = (r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) ||
+		    req_constrained(vmp, r) ? NCLASS : class_next(vmp,
+		    class_guaranteed(r->size >> vmp->qshift));
+		if (c < NCLASS) {
+			s = vmp->freelist[c];
+			vmp->st_search++;
+			addr = (r->flags & VM_ENDALLOC) ?
+			    s->start + (s->size - r->size) : s->start;
+			(void)seg_carve(vmp, s, addr, r->size);
+		} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
+			s = seg_carve(vmp, s, addr, r->size);
+			if (r->flags & VM_NEXTFIT) {
+				vmp->rotor = s;
+				vmp->rotor_addr = s->start + s->size;
+			}
+		} else if ((r->flags & (VM_NOSLEEP | VM_ABORT)) &&
+		    vmp->afunc == NULL && vmp->xafunc == NULL &&
+		    vmp->nqcache == 0 && !(r->flags & VM_PANIC)) {
+			vmp->st_fail++;
+			*failed = true;
+		}
+	}
+	plat_mutex_unlock(&vmp->lock);
+	return addr;
+}
+
 void *
 vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
     size_t nocross, void *minaddr, void *maxaddr, int vmflag)
@@ -1725,31 +1799,11 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	r.flags = vmflag;
 	if (r.hi < r.lo || r.hi - r.lo < r.size - 1)
 		return alloc_fail(vmp, &r, "vmem_xalloc");
+	bool failed = false;
+	uintptr_t addr = alloc_instant(vmp, &r, &failed);
+	if (addr != 0 || failed)
+		return (void *)addr;
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
-}
-
-/*
- * The common case of vmem_alloc: instant fit from a class whose members
- * all fit. Returns 0 to send the caller down the general path.
- */
-static inline uintptr_t
-alloc_instant(vmem_t *vmp, size_t size, int vmflag)
-{
-	uintptr_t addr = 0;
-	unsigned c;
-
-	plat_mutex_lock(&vmp->lock);
-	if (vmp->tag_nfree >= 2 &&
-	    (c = class_next(vmp, class_guaranteed(size >> vmp->qshift))) <
-	    NCLASS) {
-		vseg_t *s = vmp->freelist[c];
-		vmp->st_search++;
-		addr = (vmflag & VM_ENDALLOC) ? s->start + (s->size - size) :
-		    s->start;
-		(void)seg_carve(vmp, s, addr, size);
-	}
-	plat_mutex_unlock(&vmp->lock);
-	return addr;
 }
 
 void *
@@ -1771,23 +1825,23 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 		r.size = size;
 		return alloc_fail(vmp, &r, "vmem_alloc");
 	}
-	if (!(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) &&
-	    (r.size > vmp->qcache_max || vmp->nqcache == 0)) {
-		uintptr_t addr = alloc_instant(vmp, r.size, vmflag);
-		if (addr != 0)
-			return (void *)addr;
-	}
+	r.align = vmp->quantum;
 	r.phase = 0;
 	r.nocross = 0;
 	r.lo = 0;
+	r.hi = UINTPTR_MAX;
+	if (r.size > vmp->qcache_max || vmp->nqcache == 0) {
+		bool failed = false;
+		uintptr_t addr = alloc_instant(vmp, &r, &failed);
+		if (addr != 0 || failed)
+			return (void *)addr;
+	}
 	if (r.size <= vmp->qcache_max && vmp->nqcache > 0) {
 		void *p = qcache_alloc(vmp, r.size, vmflag);
 		if (p == NULL)
 			return alloc_fail(vmp, &r, "vmem_alloc");
 		return p;
 	}
-	r.align = vmp->quantum;
-	r.hi = UINTPTR_MAX;
 	return xalloc_impl(vmp, &r, "vmem_alloc");
 }
 
@@ -2004,10 +2058,6 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 	st->contains = vmp->st_contains;
 	st->import = vmp->st_import;
 	st->release = vmp->st_release;
-	st->qcache_alloc = atomic_load_explicit(&vmp->st_qalloc,
-	    memory_order_relaxed);
-	st->qcache_free = atomic_load_explicit(&vmp->st_qfree,
-	    memory_order_relaxed);
 	st->nspans = vmp->nspans;
 	st->nalloc_segs = vmp->nalloc;
 	st->nfree_segs = vmp->nfree;
@@ -2020,6 +2070,15 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 				st->largest_free = s->size;
 		}
 	plat_mutex_unlock(&vmp->lock);
+	/* Quantum caches count their own traffic (no shared counter here). */
+	for (unsigned i = 0; i < vmp->nqcache; i++) {
+		uint64_t a = 0, f = 0;
+		if (qcache_ops->counts == NULL)
+			break;
+		qcache_ops->counts(vmp->qcache[i], &a, &f);
+		st->qcache_alloc += a;
+		st->qcache_free += f;
+	}
 }
 
 void

@@ -265,6 +265,9 @@ typedef struct vmem_qcache_ops {
 	void (*destroy)(void *cache);
 	/* Bytes held by the cache but not allocated to users (for vmem_size). */
 	size_t (*idle)(void *cache);
+	/* Allocations and frees the cache served (for vmem_get_stats); may be
+	 * NULL. Counting stays in the cache, off vmem's hot path. */
+	void (*counts)(void *cache, uint64_t *allocs, uint64_t *frees);
 } vmem_qcache_ops_t;
 void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
 
@@ -274,6 +277,20 @@ void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
  * source. No effect on an arena without quantum caches.
  */
 void vmem_reap(vmem_t *vmp);
+
+/*
+ * Fault injection (for tests). hook(site, arg) is called at every point
+ * where the library depends on a resource that can run out; a nonzero
+ * return makes that point fail exactly as if the resource were exhausted.
+ * Sites: "metadata" (a page of library metadata), "import" (a span
+ * imported from a source arena), "slab" (a kmem cache taking a slab),
+ * "commit", "resv" and "mlock" (a kernel address space committing pages,
+ * reserving them from its page budget, locking them). Every such failure
+ * is clean: the call returns its failure value with nothing leaked. NULL
+ * removes the hook. Install it while no other thread uses the library.
+ */
+typedef int vmem_fault_hook_t(const char *site, void *arg);
+void vmem_set_fault_hook(vmem_fault_hook_t *hook, void *arg);
 
 #ifdef __cplusplus
 }

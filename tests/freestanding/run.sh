@@ -15,7 +15,7 @@ if [ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]; then
   echo "freestanding test kernel is x86_64 Linux only: skipped"; exit 77
 fi
 rm -rf "$work"; mkdir -p "$work"
-core="vmem error format kmem kmem_heap kmem_meta stats_json"
+core="vmem error format fault kmem kmem_heap kmem_meta stats_json"
 cflags=(-std=c11 -O2 -g -Wall -Wextra -Werror -ffreestanding -nostdinc
   -isystem "$("$cc" -print-file-name=include)"
   -fno-stack-protector -fno-pie

@@ -1,0 +1,45 @@
+/*
+ * Fault injection points (internal side of vmem_set_fault_hook).
+ *
+ * Every place where the library depends on a resource that can run out --
+ * metadata pages, an import from a source, a slab, a page commit, a page
+ * reservation, an mlock -- asks fault_point(site) first and, when it says
+ * yes, takes the very path it takes when the resource really is missing.
+ * Metadata pages are the platform's business: plat_pages_alloc asks the
+ * platform hook plat_fail_hook("metadata") (documented there as
+ * metadata-only, and used so by tests that count page requests);
+ * vmem_set_fault_hook installs a trampoline to the public hook there. The
+ * other sites ask the public hook directly through fault_point(). Without
+ * a hook the cost is one load and a predictable branch.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#ifndef VMEM_FAULT_H
+#define VMEM_FAULT_H
+
+#include "platform.h"
+
+/* Site names, as the hook sees them. */
+#define FAULT_METADATA "metadata" /* plat_pages_alloc */
+#define FAULT_IMPORT   "import"   /* a span imported from a source */
+#define FAULT_SLAB     "slab"     /* a kmem cache takes a slab */
+#define FAULT_COMMIT   "commit"   /* kas pages made read-write */
+#define FAULT_RESV     "resv"     /* kas page budget reservation */
+#define FAULT_MLOCK    "mlock"    /* kas pages locked */
+
+#include <vmem/vmem.h>
+
+/* The installed public hook and its argument (src/fault.c). */
+extern vmem_fault_hook_t *fault_hook_fn;
+extern void *fault_hook_arg;
+
+/* Nonzero: this failure point must fail now. */
+static inline int
+fault_point(const char *site)
+{
+	vmem_fault_hook_t *hook = fault_hook_fn;
+
+	return hook != NULL && hook(site, fault_hook_arg) != 0;
+}
+
+#endif

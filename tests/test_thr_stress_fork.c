@@ -1,0 +1,257 @@
+/*
+ * fork() while another thread allocates: the child must be able to
+ * allocate and free in every kind of arena the parent had -- a vmem arena
+ * with quantum caches, a child arena importing from it, a kmem object
+ * cache, the default kmem heap, a simulated kernel address space (its
+ * heap arena through segkmem and its kmem heap), and segkp stacks in that
+ * address space (plain and from a stack cache).
+ *
+ * A worker thread churns through all of them without pause while the main
+ * thread forks. Whatever lock the worker held at the instant of the fork
+ * must be free in the child: every layer takes its locks around fork().
+ * The child runs under alarm(): a lock left held shows up as SIGALRM
+ * instead of a hung test. The child also checks every arena it used.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vmem/kmem.h>
+#include <vmem/segkmem.h>
+#include <vmem/segkp.h>
+
+#include "testutil.h"
+
+#define Q       ((size_t)4096)
+#define NHOLD   64
+
+static vmem_t *qarena, *child_arena, *mem_arena;
+static kmem_cache_t *cache;
+static kas_t *kas;
+static segkp_t *seg;
+static void *stack_cache;
+static atomic_int stop;
+static _Alignas(4096) char region[8 << 20];
+
+/* One step of churn in every arena; slot i of each array is reused. */
+typedef struct held {
+	void *q[NHOLD], *c[NHOLD], *k[NHOLD], *o[NHOLD], *h[NHOLD], *s[NHOLD];
+	void *st[NHOLD];
+	size_t qsz[NHOLD], ksz[NHOLD], hsz[NHOLD];
+} held_t;
+
+static void
+churn_one(held_t *hd, tu_rng_t *r)
+{
+	unsigned i = (unsigned)tu_range(r, 0, NHOLD - 1);
+
+	switch (tu_range(r, 0, 6)) {
+	case 0:
+		if (hd->q[i] != NULL) {
+			vmem_free(qarena, hd->q[i], hd->qsz[i]);
+			hd->q[i] = NULL;
+		} else {
+			hd->qsz[i] = Q * tu_range(r, 1, 6);
+			hd->q[i] = vmem_alloc(qarena, hd->qsz[i], VM_NOSLEEP);
+		}
+		break;
+	case 1:
+		if (hd->c[i] != NULL) {
+			vmem_free(child_arena, hd->c[i], Q);
+			hd->c[i] = NULL;
+		} else {
+			hd->c[i] = vmem_alloc(child_arena, Q, VM_NOSLEEP);
+		}
+		break;
+	case 2:
+		if (hd->o[i] != NULL) {
+			kmem_cache_free(cache, hd->o[i]);
+			hd->o[i] = NULL;
+		} else {
+			hd->o[i] = kmem_cache_alloc(cache, KM_NOSLEEP);
+		}
+		break;
+	case 3:
+		if (hd->k[i] != NULL) {
+			kmem_free(hd->k[i], hd->ksz[i]);
+			hd->k[i] = NULL;
+		} else {
+			hd->ksz[i] = tu_range(r, 1, 3000);
+			hd->k[i] = kmem_alloc(hd->ksz[i], KM_NOSLEEP);
+		}
+		break;
+	case 4:
+		if (hd->h[i] != NULL) {
+			kmem_heap_free(kas_heap(kas), hd->h[i], hd->hsz[i]);
+			hd->h[i] = NULL;
+		} else {
+			hd->hsz[i] = tu_range(r, 1, 20000);
+			hd->h[i] = kmem_heap_alloc(kas_heap(kas), hd->hsz[i],
+			    KM_NOSLEEP);
+		}
+		break;
+	case 5:
+		if (hd->st[i] != NULL) {
+			segkp_release(seg, hd->st[i]);
+			hd->st[i] = NULL;
+		} else {
+			hd->st[i] = (i & 1) ? segkp_cache_get(stack_cache) :
+			    segkp_get(seg, 2 * Q, KPD_HASREDZONE | KPD_NOWAIT);
+		}
+		break;
+	default:
+		if (hd->s[i] != NULL) {
+			segkmem_free(kas_heap_arena(kas), hd->s[i], 2 * Q);
+			hd->s[i] = NULL;
+		} else {
+			hd->s[i] = segkmem_alloc(kas_heap_arena(kas), 2 * Q,
+			    VM_NOSLEEP);
+		}
+		break;
+	}
+}
+
+static void
+release_all(held_t *hd)
+{
+	for (unsigned i = 0; i < NHOLD; i++) {
+		if (hd->q[i] != NULL)
+			vmem_free(qarena, hd->q[i], hd->qsz[i]);
+		if (hd->c[i] != NULL)
+			vmem_free(child_arena, hd->c[i], Q);
+		if (hd->o[i] != NULL)
+			kmem_cache_free(cache, hd->o[i]);
+		if (hd->k[i] != NULL)
+			kmem_free(hd->k[i], hd->ksz[i]);
+		if (hd->h[i] != NULL)
+			kmem_heap_free(kas_heap(kas), hd->h[i], hd->hsz[i]);
+		if (hd->s[i] != NULL)
+			segkmem_free(kas_heap_arena(kas), hd->s[i], 2 * Q);
+		if (hd->st[i] != NULL)
+			segkp_release(seg, hd->st[i]);
+	}
+	memset(hd, 0, sizeof (*hd));
+}
+
+static void *
+worker(void *arg)
+{
+	static held_t hd;
+	tu_rng_t r;
+
+	(void)arg;
+	tu_seed(&r, 12345);
+	while (!atomic_load(&stop))
+		churn_one(&hd, &r);
+	release_all(&hd);
+	return NULL;
+}
+
+/* In the child: use every arena, check them, exit 0. */
+static int
+child_body(void)
+{
+	static held_t hd;
+	tu_rng_t r;
+	int bad = 0;
+	size_t inherited;
+
+	alarm(10);
+	/* The worker's allocations at the fork stay allocated here. */
+	inherited = vmem_size(child_arena, VMEM_ALLOC);
+	tu_seed(&r, (uint64_t)getpid());
+	for (int i = 0; i < 2000; i++)
+		churn_one(&hd, &r);
+	release_all(&hd);
+	kmem_reap();
+	vmem_reap(qarena);
+	bad |= vmem_check(qarena) != 0;
+	bad |= vmem_check(child_arena) != 0;
+	bad |= vmem_check(mem_arena) != 0;
+	bad |= vmem_check(kas_heap_arena(kas)) != 0;
+	bad |= vmem_check(kas_kmem_va(kas)) != 0;
+	bad |= vmem_check(kas_kmem_default(kas)) != 0;
+	bad |= segkp_check(seg) != 0;
+	/* Every byte the child took came back. */
+	bad |= vmem_size(child_arena, VMEM_ALLOC) != inherited;
+	return bad ? 2 : 0;
+}
+
+static void
+test_fork_while_allocating(void)
+{
+	int forks = tu_slow_build() ? 20 : 150;
+	pthread_t t;
+	kas_config_t cfg;
+
+	qarena = vmem_create("fk_q", (void *)(uintptr_t)0x10000000, 256 << 20,
+	    Q, NULL, NULL, NULL, 5 * Q, VM_SLEEP);
+	child_arena = vmem_create("fk_child", NULL, 0, Q, vmem_alloc,
+	    vmem_free, qarena, 0, VM_SLEEP);
+	mem_arena = vmem_create("fk_mem", region, sizeof (region), Q, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	cache = kmem_cache_create("fk_obj", 200, 0, NULL, NULL, NULL, NULL,
+	    mem_arena, 0);
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.name = "fk_kas";
+	cfg.size = 256 << 20;
+	kas = kas_create(&cfg);
+	REQUIRE(qarena && child_arena && mem_arena && cache && kas);
+	seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+	REQUIRE(seg != NULL);
+	stack_cache = segkp_cache_init(seg, 8, 2 * Q,
+	    KPD_HASREDZONE | KPD_NOWAIT);
+	REQUIRE(stack_cache != NULL);
+
+	REQUIRE(pthread_create(&t, NULL, worker, NULL) == 0);
+	for (int i = 0; i < forks; i++) {
+		int status;
+		pid_t pid;
+
+		fflush(NULL);
+		pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(child_body());
+		REQUIRE(waitpid(pid, &status, 0) == pid);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "fork %d: child %s %d\n", i,
+			    WIFSIGNALED(status) ? "killed by signal" :
+			    "exited with", WIFSIGNALED(status) ?
+			    WTERMSIG(status) : WEXITSTATUS(status));
+			tu_failures++;
+			break;
+		}
+	}
+	atomic_store(&stop, 1);
+	pthread_join(t, NULL);
+
+	kmem_cache_destroy(cache);
+	CHECK_EQ(vmem_size(mem_arena, VMEM_ALLOC), 0);
+	vmem_destroy(mem_arena);
+	vmem_destroy(child_arena);
+	vmem_reap(qarena);
+	CHECK_ARENA(qarena);
+	CHECK_EQ(vmem_size(qarena, VMEM_ALLOC), 0);
+	vmem_destroy(qarena);
+	segkp_cache_destroy(stack_cache);
+	CHECK(segkp_check(seg) == 0);
+	segkp_destroy(seg);
+	kas_destroy(kas);
+}
+
+int
+main(void)
+{
+	tu_record_errors();
+	RUN(test_fork_while_allocating);
+	CHECK_EQ(tu_err.count, 0);
+	return tu_finish();
+}
