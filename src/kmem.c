@@ -60,6 +60,10 @@
 #define KMEM_ALIGN_DEFAULT 8
 #define KMEM_REDZONE_BYTES 8
 #define KMEM_CONTENTION_LIMIT 3 /* depot contention per interval to grow */
+/* Between updates: grow when more than KMEM_WINDOW_CONTENDED of the last
+ * KMEM_WINDOW depot entries found the depot lock busy. */
+#define KMEM_WINDOW 1024
+#define KMEM_WINDOW_CONTENDED 16
 #define KMEM_DEADBEEF_WORD 0xdeadbeefdeadbeefULL
 #define KMEM_REDZONE_BYTE 0xfe
 #define KMEM_CACHELINE 64
@@ -145,6 +149,9 @@ struct kmem_cache {
 	 * purge can leave rounds behind it, used again after the next free.
 	 */
 	atomic_int mag_loaded;
+	/* Set by the depot when contention asks for bigger magazines; read
+	 * on every magazine operation, so kept off the depot's lines. */
+	atomic_int resize_wanted;
 
 	/* Depot */
 	plat_mutex_t depot_lock;
@@ -154,6 +161,7 @@ struct kmem_cache {
 	unsigned magidx;
 	size_t magheld;            /* kmeta_size(mag_bytes(magsize)) */
 	uint64_t contention, contention_mark;
+	uint64_t depot_enters, window_mark;
 	uint64_t depot_alloc, depot_free, mag_resize;
 
 	/* Slab layer */
@@ -345,6 +353,25 @@ cpus_unlock_all(kmem_cache_t *cp)
 		slot_unlock(cpu_slot(cp, i));
 }
 
+/*
+ * Bonwick's magazines grow when the depot lock is contended; illumos
+ * checks every 15 seconds (kmem_cache_update). A library has no clock
+ * thread of its own, so the depot also judges itself every KMEM_WINDOW
+ * entries: two threads hammering one cache get bigger magazines within
+ * milliseconds, and a cache nobody contends never changes. The resize
+ * itself needs every slot lock, so it is only asked for here and done by
+ * the thread after it has left its slot (kmem_resize_if_wanted).
+ */
+static void
+depot_window_end(kmem_cache_t *cp)
+{
+	if (cp->contention - cp->window_mark > KMEM_WINDOW_CONTENDED &&
+	    cp->magidx + 1 < KMEM_NMAGSIZES && cp->magsize != 0)
+		atomic_store_explicit(&cp->resize_wanted, 1,
+		    memory_order_relaxed);
+	cp->window_mark = cp->contention;
+}
+
 static void
 depot_enter(kmem_cache_t *cp)
 {
@@ -352,9 +379,11 @@ depot_enter(kmem_cache_t *cp)
 	    memory_order_relaxed) != 0) {
 		plat_mutex_lock(&cp->depot_lock);
 		cp->contention++;
-		return;
+	} else {
+		plat_mutex_lock(&cp->depot_lock);
 	}
-	plat_mutex_lock(&cp->depot_lock);
+	if ((++cp->depot_enters & (KMEM_WINDOW - 1)) == 0)
+		depot_window_end(cp);
 }
 
 static void
@@ -1142,6 +1171,18 @@ alloc_from_slab(kmem_cache_t *cp, int kmflag)
 	return buf;
 }
 
+static void magazine_resize(kmem_cache_t *cp);
+
+/* Do the resize the depot asked for (depot_window_end); no lock held. */
+static inline void
+resize_if_wanted(kmem_cache_t *cp)
+{
+	if (atomic_load_explicit(&cp->resize_wanted, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&cp->resize_wanted, 0,
+	    memory_order_relaxed))
+		magazine_resize(cp);
+}
+
 /* The magazine layer's allocation (falls back to the slab layer). */
 static KMEM_NOINLINE void *
 alloc_from_magazine(kmem_cache_t *cp, int kmflag)
@@ -1151,12 +1192,14 @@ alloc_from_magazine(kmem_cache_t *cp, int kmflag)
 
 	if (buf == NULL) {
 		slot_unlock(c);
+		resize_if_wanted(cp);
 		return alloc_from_slab(cp, kmflag);
 	}
 	c->alloc++;
 	if (cp->debug & KMF_DOUBLEFREE)
 		(void)user_bit(cp, buf, 1);
 	slot_unlock(c);
+	resize_if_wanted(cp);
 	if (cp->debug)
 		alloc_debug(cp, buf);
 	if (!cp->mag_constructed && construct(cp, buf, kmflag) != 0) {
@@ -1306,9 +1349,11 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 		    memory_order_relaxed))
 			atomic_store_explicit(&cp->mag_loaded, 1,
 			    memory_order_relaxed);
+		resize_if_wanted(cp);
 		return 0;
 	}
 	slot_unlock(c);
+	resize_if_wanted(cp);
 	/* No magazine room: back to the slab layer. */
 	if (cp->mag_constructed)
 		destruct(cp, buf);
@@ -1459,6 +1504,7 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	atomic_init(&cp->empty.avail, 0);
 	atomic_init(&cp->construct, 0);
 	atomic_init(&cp->destruct, 0);
+	atomic_init(&cp->resize_wanted, 0);
 
 	cp->ncpu = plat_ncpus();
 	cp->cpustride = (sizeof (kcpu_t) + KMEM_CACHELINE - 1) /
@@ -1622,6 +1668,7 @@ magazine_resize(kmem_cache_t *cp)
 		return;
 	}
 	cp->magidx++;
+	cp->window_mark = cp->contention;
 	newsize = kmem_magsizes[cp->magidx];
 	set_magsize(cp, newsize);
 	cp->mag_resize++;

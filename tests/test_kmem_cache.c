@@ -327,6 +327,60 @@ test_magazine_resize(void)
 	vmem_destroy(a);
 }
 
+/* Depot traffic: fill and empty the magazines many times over. */
+static void
+depot_traffic(kmem_cache_t *cp, void **v, int n, int rounds)
+{
+	for (int r = 0; r < rounds; r++) {
+		for (int i = 0; i < n; i++)
+			REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) !=
+			    NULL);
+		for (int i = 0; i < n; i++)
+			kmem_cache_free(cp, v[i]);
+	}
+}
+
+/*
+ * Without any kmem_cache_update: contention seen in a window of depot
+ * entries grows the magazines by one step, at once; traffic without
+ * contention never does.
+ */
+static void
+test_magazine_resize_between_updates(void)
+{
+	vmem_t *a = vmem_create("kc_window", FAKE_BASE, (size_t)1 << 30, PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *quiet = kmem_cache_create("window_quiet", PAGE, 0, NULL,
+	    NULL, NULL, NULL, a, KMC_NOTOUCH);
+	kmem_cache_t *cp = kmem_cache_create("window", PAGE, 0, NULL, NULL,
+	    NULL, NULL, a, KMC_NOTOUCH);
+	static void *v[300];
+	kmem_cache_stats_t st;
+	size_t m0;
+
+	/* 300 buffers through magazines of a few rounds: hundreds of depot
+	 * entries per pass, thousands in all. */
+	depot_traffic(quiet, v, 300, 40);
+	kmem_cache_get_stats(quiet, &st);
+	CHECK(st.depot_alloc + st.depot_free > 4096);  /* 4 windows */
+	CHECK_EQ(st.mag_resize, 0);
+
+	kmem_cache_get_stats(cp, &st);
+	m0 = st.magsize;
+	kmem_cache_test_contend(cp, 40);
+	depot_traffic(cp, v, 300, 40);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.mag_resize, 1);   /* one window saw it, once */
+	CHECK(st.magsize > m0);
+	CHECK_EQ(st.buf_inuse, 0);
+	kmem_cache_reap_now(cp);
+	kmem_cache_reap_now(quiet);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	kmem_cache_destroy(quiet);
+	vmem_destroy(a);
+}
+
 static void
 test_wrong_cache_and_debug_errors(void)
 {
@@ -576,6 +630,7 @@ main(void)
 	RUN(test_notouch_over_integers);
 	RUN(test_depot_working_set);
 	RUN(test_magazine_resize);
+	RUN(test_magazine_resize_between_updates);
 	RUN(test_wrong_cache_and_debug_errors);
 	RUN(test_meta_charge);
 	RUN(test_kmastat);
