@@ -129,6 +129,7 @@ struct kmem_cache {
 	unsigned recipshift;
 	int cflags, debug;
 	int mag_constructed;       /* magazine rounds are constructed */
+	int fastpath;              /* magazines and no debugging */
 	int use_xalloc;
 	int (*ctor)(void *, void *, int);
 	void (*dtor)(void *, void *);
@@ -421,28 +422,31 @@ slab_chunk_index(const kmem_cache_t *cp, const kslab_t *s, uintptr_t addr)
 	return (long)idx;
 }
 
-/* Find the slab holding addr as a chunk start; *idx gets the chunk. */
-static kslab_t *
+/* Find the slab holding addr as a chunk start; *idx gets the chunk. A
+ * slab starts in addr's block or up to maxback blocks before it. */
+static inline kslab_t *
 hash_lookup(const kmem_cache_t *cp, uintptr_t addr, long *idx)
 {
 	uintptr_t block = addr >> cp->blockshift;
-	unsigned k;
+	unsigned back = 0;
 
-	for (k = 0; k <= cp->maxback && k <= block; k++) {
-		uintptr_t key = block - k;
+	for (;;) {
 		kslab_t *s;
 
-		for (s = cp->hash[hash_index(cp, key)]; s != NULL;
+		for (s = cp->hash[hash_index(cp, block)]; s != NULL;
 		    s = s->hnext) {
-			if (s->block != key)
+			if (s->block != block)
 				continue;
-			if (addr < s->base || addr - s->base >= cp->slabsize)
-				break; /* the slab starting here is not it */
+			/* (wraps when addr is below the slab: not it either) */
+			if (addr - s->base >= cp->slabsize)
+				break;
 			*idx = slab_chunk_index(cp, s, addr);
 			return *idx < 0 ? NULL : s;
 		}
+		if (back++ == cp->maxback || block == 0)
+			return NULL;
+		block--;
 	}
-	return NULL;
 }
 
 static void
@@ -1183,11 +1187,11 @@ resize_if_wanted(kmem_cache_t *cp)
 		magazine_resize(cp);
 }
 
-/* The magazine layer's allocation (falls back to the slab layer). */
+/* The magazine layer's allocation, slot c held (falls back to the slab
+ * layer). */
 static KMEM_NOINLINE void *
-alloc_from_magazine(kmem_cache_t *cp, int kmflag)
+alloc_from_magazine(kmem_cache_t *cp, kcpu_t *c, int kmflag)
 {
-	kcpu_t *c = cpu_enter(cp);
 	void *buf = mag_pop(cp, c);
 
 	if (buf == NULL) {
@@ -1217,13 +1221,33 @@ alloc_from_magazine(kmem_cache_t *cp, int kmflag)
 	return buf;
 }
 
-void *
-kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+/*
+ * The fast path is a round in the loaded magazine of a cache without
+ * debugging: one slot lock, one pop. Magazine rounds are constructed, so
+ * nothing else is owed to the caller.
+ */
+static inline void *
+cache_alloc(kmem_cache_t *cp, int kmflag)
 {
+	kcpu_t *c;
+
 	if ((cp->cflags & KMC_NOMAGAZINE) ||
 	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
 		return alloc_from_slab(cp, kmflag);
-	return alloc_from_magazine(cp, kmflag);
+	c = cpu_enter(cp);
+	if (cp->fastpath && c->rounds > 0) {
+		void *buf = c->loaded->round[--c->rounds];
+		c->alloc++;
+		slot_unlock(c);
+		return buf;
+	}
+	return alloc_from_magazine(cp, c, kmflag);
+}
+
+void *
+kmem_cache_alloc(kmem_cache_t *cp, int kmflag)
+{
+	return cache_alloc(cp, kmflag);
 }
 
 /* Debug work on a buffer a caller frees: redzone, destructor, poison.
@@ -1305,20 +1329,13 @@ free_nomagazine(kmem_cache_t *cp, void *buf, const char *call)
 	return 0;
 }
 
-int
-kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
+/* A free that is not the fast path: debugging, or no room in the loaded
+ * magazine. Slot c held; the buffer is a chunk of this cache. */
+static KMEM_NOINLINE int
+free_to_magazine(kmem_cache_t *cp, kcpu_t *c, void *buf, const char *call)
 {
-	kcpu_t *c;
-	long idx;
 	int err, pushed;
 
-	if (cp->cflags & KMC_NOMAGAZINE)
-		return free_nomagazine(cp, buf, call);
-	c = cpu_enter(cp);
-	if (hash_lookup(cp, (uintptr_t)buf, &idx) == NULL) {
-		slot_unlock(c);
-		return -1;
-	}
 	if ((cp->debug & KMF_DOUBLEFREE) && user_bit(cp, buf, 0) == 0) {
 		slot_unlock(c);
 		report_free_error(cp, KMEM_E_DOUBLEFREE, call, buf);
@@ -1361,6 +1378,44 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 	if (err != 0)
 		report_free_error(cp, err, call, buf);
 	return 0;
+}
+
+/*
+ * Every free first proves the buffer is a chunk of this cache (the slab
+ * hash, read under the slot lock); the fast path then pushes it into the
+ * loaded magazine. Returns -1, changing nothing, for a foreign buffer.
+ */
+static inline int
+cache_free(kmem_cache_t *cp, void *buf, const char *call)
+{
+	kcpu_t *c;
+	long idx;
+
+	if (cp->cflags & KMC_NOMAGAZINE)
+		return free_nomagazine(cp, buf, call);
+	c = cpu_enter(cp);
+	if (hash_lookup(cp, (uintptr_t)buf, &idx) == NULL) {
+		slot_unlock(c);
+		return -1;
+	}
+	if (cp->fastpath && c->loaded != NULL && c->rounds < c->magsize) {
+		c->loaded->round[c->rounds++] = buf;
+		c->free++;
+		slot_unlock(c);
+		/* Set only after a purge; a plain load keeps the line shared. */
+		if (!atomic_load_explicit(&cp->mag_loaded,
+		    memory_order_relaxed))
+			atomic_store_explicit(&cp->mag_loaded, 1,
+			    memory_order_relaxed);
+		return 0;
+	}
+	return free_to_magazine(cp, c, buf, call);
+}
+
+int
+kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
+{
+	return cache_free(cp, buf, call);
 }
 
 void
@@ -1493,6 +1548,7 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	if (cflags & KMC_NOTOUCH)
 		cp->debug &= ~(KMF_DEADBEEF | KMF_REDZONE);
 	cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
+	cp->fastpath = cp->debug == 0 && !(cflags & KMC_NOMAGAZINE);
 	cp->use_xalloc = (cflags & KMC_QCACHE) ||
 	    cp->align > vmem_quantum(vmp);
 	cache_choose_geometry(cp, slabsize);
@@ -1790,6 +1846,7 @@ kmem_cache_set_debug(kmem_cache_t *cp, int kmflags)
 	plat_mutex_lock(&cp->slab_lock);
 	cp->debug = kmflags & KMF_DEBUG;
 	cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
+	cp->fastpath = cp->debug == 0 && !(cp->cflags & KMC_NOMAGAZINE);
 	cache_choose_geometry(cp, (cp->cflags & KMC_QCACHE) ? cp->slabsize :
 	    0);
 	plat_mutex_unlock(&cp->slab_lock);
@@ -1961,7 +2018,7 @@ qc_create(vmem_t *vmp, const char *name, size_t size, size_t slabsize)
 static void *
 qc_alloc(void *cache, int vmflag)
 {
-	return kmem_cache_alloc(cache, vmflag & KM_VMFLAGS);
+	return cache_alloc(cache, vmflag & KM_VMFLAGS);
 }
 
 static void
@@ -1969,7 +2026,7 @@ qc_free(void *cache, void *addr)
 {
 	kmem_cache_t *cp = cache;
 
-	if (kmem_cache_free_quiet(cp, addr, "vmem_free") != 0)
+	if (cache_free(cp, addr, "vmem_free") != 0)
 		vmem_error_report(VMEM_E_BADFREE, 0, "vmem_free", cp->vmp,
 		    NULL, (uintptr_t)addr, cp->bufsize,
 		    "free of an address not allocated from quantum cache %s",

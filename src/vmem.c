@@ -130,6 +130,7 @@ struct vmem {
 	unsigned qshift;
 	int cflags;
 	size_t qcache_max;
+	size_t qcache_limit;       /* qcache_max with caches, else 0 */
 	size_t min_import;
 	vmem_alloc_t *afunc;
 	vmem_ximport_t *xafunc;
@@ -1509,6 +1510,7 @@ qcache_setup(vmem_t *vmp, size_t qcache_max)
 		}
 	}
 	vmp->nqcache = n;
+	vmp->qcache_limit = vmp->qcache_max;
 	return true;
 }
 
@@ -1815,6 +1817,18 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 		if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
 			return NULL;
 	}
+	/* A small request goes to its quantum cache before anything else
+	 * (size - 1 wraps for 0, which then takes the checked path). The
+	 * cache index of size is that of size rounded to the quantum. */
+	if (size - 1 < vmp->qcache_limit) {
+		void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >>
+		    vmp->qshift], vmflag);
+		if (p != NULL)
+			return p;
+		r.flags = vmflag;
+		r.size = (size + vmp->quantum - 1) & ~(vmp->quantum - 1);
+		return alloc_fail(vmp, &r, "vmem_alloc");
+	}
 	if (size == 0) {
 		vmem_error_report(VMEM_E_BADARG, 0, "vmem_alloc", vmp, NULL, 0,
 		    size, "size 0");
@@ -1830,17 +1844,11 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 	r.nocross = 0;
 	r.lo = 0;
 	r.hi = UINTPTR_MAX;
-	if (r.size > vmp->qcache_max || vmp->nqcache == 0) {
+	{
 		bool failed = false;
 		uintptr_t addr = alloc_instant(vmp, &r, &failed);
 		if (addr != 0 || failed)
 			return (void *)addr;
-	}
-	if (r.size <= vmp->qcache_max && vmp->nqcache > 0) {
-		void *p = qcache_alloc(vmp, r.size, vmflag);
-		if (p == NULL)
-			return alloc_fail(vmp, &r, "vmem_alloc");
-		return p;
 	}
 	return xalloc_impl(vmp, &r, "vmem_alloc");
 }
@@ -1848,9 +1856,9 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 void
 vmem_free(vmem_t *vmp, void *vaddr, size_t size)
 {
-	if (size != 0 && size <= vmp->qcache_max && vmp->nqcache > 0) {
-		qcache_free(vmp, vaddr, (size + vmp->quantum - 1) &
-		    ~(vmp->quantum - 1));
+	if (size - 1 < vmp->qcache_limit) {
+		qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift],
+		    vaddr);
 		return;
 	}
 	xfree_impl(vmp, vaddr, size, "vmem_free");
@@ -1872,6 +1880,7 @@ vmem_destroy(vmem_t *vmp)
 	for (unsigned i = 0; i < vmp->nqcache; i++)
 		qcache_ops->destroy(vmp->qcache[i]);
 	vmp->nqcache = 0;
+	vmp->qcache_limit = 0;
 	arena_list_remove(vmp);
 	plat_mutex_lock(&vmp->lock);
 	leaked = vmp->mem_inuse;
