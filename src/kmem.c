@@ -1329,6 +1329,15 @@ free_nomagazine(kmem_cache_t *cp, void *buf, const char *call)
 	return 0;
 }
 
+/* A magazine holds a round again. The flag is cleared only by a purge, so
+ * a load first keeps its line shared between CPUs. */
+static inline void
+note_rounds_loaded(kmem_cache_t *cp)
+{
+	if (!atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
+		atomic_store_explicit(&cp->mag_loaded, 1, memory_order_relaxed);
+}
+
 /* A free that is not the fast path: debugging, or no room in the loaded
  * magazine. Slot c held; the buffer is a chunk of this cache. */
 static KMEM_NOINLINE int
@@ -1362,10 +1371,7 @@ free_to_magazine(kmem_cache_t *cp, kcpu_t *c, void *buf, const char *call)
 	if (pushed) {
 		c->free++;
 		slot_unlock(c);
-		if (!atomic_load_explicit(&cp->mag_loaded,
-		    memory_order_relaxed))
-			atomic_store_explicit(&cp->mag_loaded, 1,
-			    memory_order_relaxed);
+		note_rounds_loaded(cp);
 		resize_if_wanted(cp);
 		return 0;
 	}
@@ -1402,11 +1408,7 @@ cache_free(kmem_cache_t *cp, void *buf, const char *call)
 		c->loaded->round[c->rounds++] = buf;
 		c->free++;
 		slot_unlock(c);
-		/* Set only after a purge; a plain load keeps the line shared. */
-		if (!atomic_load_explicit(&cp->mag_loaded,
-		    memory_order_relaxed))
-			atomic_store_explicit(&cp->mag_loaded, 1,
-			    memory_order_relaxed);
+		note_rounds_loaded(cp);
 		return 0;
 	}
 	return free_to_magazine(cp, c, buf, call);
