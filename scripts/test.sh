@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: builds libvmem and runs every test with CTest, then
 # again under ASan+UBSan (randomized tests sized down), then the threaded
-# tests under TSan, then each libFuzzer target for FUZZ_SECONDS (default
-# 60, fixed seed). Installs missing Debian packages first.
+# tests under TSan and under valgrind's helgrind (scripts/helgrind.sh), then
+# each libFuzzer target for FUZZ_SECONDS (default 60, fixed seed). Installs
+# missing Debian packages first.
 #   scripts/test.sh            all three builds
 #   scripts/test.sh quick      the normal build only
 set -euo pipefail
@@ -31,6 +32,7 @@ if [ "$mode" = all ]; then
     run_build build-asan -DVMEM_SANITIZE=address,undefined -DVMEM_BUILD_BENCH=OFF --
   VMEM_SLOW_BUILD=1 TSAN_OPTIONS=halt_on_error=1 \
     run_build build-tsan -DVMEM_SANITIZE=thread -DVMEM_BUILD_BENCH=OFF -- -L threads
+  bash scripts/helgrind.sh
   echo "=== fuzz (${FUZZ_SECONDS:-60} s per target)"
   FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash scripts/fuzz.sh
 fi

@@ -55,6 +55,7 @@
 
 #include "error.h"
 #include "fault.h"
+#include "hg.h"
 #include "qcache.h"
 
 #define KMEM_ALIGN_DEFAULT 8
@@ -302,8 +303,12 @@ cpu_slot(kmem_cache_t *cp, unsigned i)
 static int
 slot_trylock(kcpu_t *c)
 {
-	return atomic_load_explicit(&c->lock, memory_order_relaxed) == 0 &&
-	    atomic_exchange_explicit(&c->lock, 1, memory_order_acquire) == 0;
+	if (atomic_load_explicit(&c->lock, memory_order_relaxed) == 0 &&
+	    atomic_exchange_explicit(&c->lock, 1, memory_order_acquire) == 0) {
+		HG_LOCK_ACQUIRED(&c->lock);
+		return 1;
+	}
+	return 0;
 }
 
 static void
@@ -316,6 +321,7 @@ slot_lock(kcpu_t *c)
 static void
 slot_unlock(kcpu_t *c)
 {
+	HG_LOCK_RELEASED(&c->lock);
 	atomic_store_explicit(&c->lock, 0, memory_order_release);
 }
 
@@ -1563,6 +1569,12 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	atomic_init(&cp->construct, 0);
 	atomic_init(&cp->destruct, 0);
 	atomic_init(&cp->resize_wanted, 0);
+	/* Hints read without a lock on purpose (see their declarations). */
+	HG_BENIGN(&cp->mag_loaded, "hint: rounds may be in magazines");
+	HG_BENIGN(&cp->resize_wanted, "hint: the depot asks for a resize");
+	HG_BENIGN(&cp->depot_busy, "contention counter");
+	HG_BENIGN(&cp->full.avail, "hint: full magazines in the depot");
+	HG_BENIGN(&cp->empty.avail, "hint: empty magazines in the depot");
 
 	cp->ncpu = plat_ncpus();
 	cp->cpustride = (sizeof (kcpu_t) + KMEM_CACHELINE - 1) /
@@ -1585,6 +1597,9 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
 		atomic_init(&c->lock, 0);
+		/* The word itself is the lock (HG_LOCK_* on taking and
+		 * dropping it): its atomic accesses are not races. */
+		HG_BENIGN(&c->lock, "slot lock word");
 		c->magsize = cp->magsize;
 	}
 

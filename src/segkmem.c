@@ -50,6 +50,7 @@
 #include "kmem_impl.h"
 #include "qcache.h"
 #include "fault.h"
+#include "hg.h"
 #include "platform.h"
 
 #include <vmem/kmem.h>
@@ -1258,6 +1259,7 @@ kas_alloc_base(const kas_config_t *cfg)
 	plat_mutex_init(&kas->resv_lock);
 	plat_cond_init(&kas->resv_cv);
 	plat_mutex_init(&kas->settle_lock);
+	HG_BENIGN(&kas->meta_settled_version, "hint: settle() can skip");
 	plat_mutex_init(&kas->reg_lock);
 	kas->physmem = cfg->physmem_pages != 0 ? cfg->physmem_pages :
 	    default_physmem(kas);
@@ -1960,6 +1962,10 @@ segkmem_fork_child(void)
 {
 	static const pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
 
+	/* Helgrind: the old holder's write lock ends here, and what the
+	 * parent's other threads did to the word is history. */
+	HG_LOCK_RELEASED(&live_lock);
+	HG_FORGET(&live_lock);
 	memcpy(&live_lock, &fresh, sizeof (live_lock));
 	kas_locks_release();
 	pthread_mutex_unlock(&live_change_lock);

@@ -186,7 +186,8 @@ child_body(void)
 static void
 test_fork_while_allocating(void)
 {
-	int forks = tu_slow_build() ? 20 : 150;
+	int forks = (int)tu_env_long("VMEM_TEST_FORKS",
+	    tu_slow_build() ? 20 : 150);
 	pthread_t t;
 	kas_config_t cfg;
 

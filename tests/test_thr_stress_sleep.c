@@ -26,6 +26,7 @@
 #include <vmem/kmem.h>
 #include <vmem/segkmem.h>
 
+#include "hg.h"
 #include "testutil.h"
 
 #define Q       ((size_t)4096)
@@ -66,6 +67,7 @@ waiter(void *arg)
 			return NULL;
 		h->got = vmem_alloc(h->arena, h->size, VM_SLEEP);
 		rounds++;
+		HG_HAPPENS_BEFORE(&h->done);
 		atomic_store(&h->done, rounds);
 	}
 }
@@ -94,6 +96,7 @@ handoff_rounds(handoff_t *h, vmem_t *fill_arena, size_t fill_size,
 		vmem_xfree(fill_arena, all, fill_size);
 		while (atomic_load(&h->done) != i)
 			sched_yield();
+		HG_HAPPENS_AFTER(&h->done);
 		CHECK(h->got != NULL);
 		if (h->got != NULL)
 			vmem_free(h->arena, h->got, h->size);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #endif
 #include "../platform.h"
+#include "../hg.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -69,9 +70,15 @@ void
 plat_mutex_init(plat_mutex_t *m)
 {
 	atomic_init(&m->state, M_FREE);
+	HG_LOCK_CREATE(m);
 }
 
-void plat_mutex_destroy(plat_mutex_t *m) { (void)m; }
+void
+plat_mutex_destroy(plat_mutex_t *m)
+{
+	(void)m;
+	HG_LOCK_DESTROY(m);
+}
 
 /* Poll with growing gaps; take the lock as `take`. Returns 1 if taken. */
 static int
@@ -127,6 +134,7 @@ plat_mutex_lock(plat_mutex_t *m)
 	if (!atomic_compare_exchange_strong_explicit(&m->state, &expected,
 	    M_HELD, memory_order_acquire, memory_order_relaxed))
 		mutex_lock_slow(m);
+	HG_LOCK_ACQUIRED(m);
 }
 
 int
@@ -134,13 +142,17 @@ plat_mutex_trylock(plat_mutex_t *m)
 {
 	unsigned expected = M_FREE;
 
-	return atomic_compare_exchange_strong_explicit(&m->state, &expected,
-	    M_HELD, memory_order_acquire, memory_order_relaxed) ? 0 : 1;
+	if (!atomic_compare_exchange_strong_explicit(&m->state, &expected,
+	    M_HELD, memory_order_acquire, memory_order_relaxed))
+		return 1;
+	HG_LOCK_ACQUIRED(m);
+	return 0;
 }
 
 void
 plat_mutex_unlock(plat_mutex_t *m)
 {
+	HG_LOCK_RELEASED(m);
 	if (atomic_exchange_explicit(&m->state, M_FREE,
 	    memory_order_release) == M_CONTENDED)
 		(void)futex(&m->state, FUTEX_WAKE, 1, NULL);
@@ -206,6 +218,7 @@ plat_rseq_choose(void)
 	const char *env = getenv("VMEM_NO_RSEQ");
 	int mode = 2;
 
+	HG_BENIGN(&plat_rseq_mode, "chosen once, same value by every thread");
 	if ((env == NULL || env[0] == '\0' || env[0] == '0') &&
 	    __rseq_size >= 8)
 		mode = 1;
