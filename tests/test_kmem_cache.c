@@ -381,6 +381,54 @@ test_magazine_resize_between_updates(void)
 	vmem_destroy(a);
 }
 
+/*
+ * A double free whose first free emptied the buffer's slab and sent the
+ * slab back to the arena (a spare empty slab was already kept) finds no
+ * slab: it is reported as a foreign pointer, and changes nothing. Found by
+ * fuzz_kmem (fuzz/crashes/kmem/double-free-after-slab-released).
+ */
+static void
+test_double_free_after_slab_released(void)
+{
+	vmem_t *a = page_arena("kc_released");
+	kmem_cache_t *cp = kmem_cache_create("released", 2000, 0, NULL, NULL,
+	    NULL, NULL, a, KMC_NOMAGAZINE);
+	kmem_cache_stats_t st;
+	static void *v[64];
+	size_t per, i;
+	int gone = 0, kept = 0;
+
+	kmem_cache_get_stats(cp, &st);
+	per = st.bufs_per_slab;
+	REQUIRE(2 * per <= 64);
+	for (i = 0; i < 2 * per; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_SLEEP)) != NULL);
+	for (i = 0; i < 2 * per; i++)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.slabs, 1);            /* the spare */
+	tu_record_errors();
+	for (i = 0; i < 2 * per; i += per) {
+		int owned = kmem_cache_owns(cp, v[i]);
+		tu_reset_errors();
+		kmem_cache_free(cp, v[i]);
+		CHECK_EQ(tu_err.count, 1);
+		CHECK_EQ(tu_err.code, owned ? KMEM_E_DOUBLEFREE :
+		    KMEM_E_WRONGCACHE);
+		gone += !owned;
+		kept += owned;
+	}
+	tu_default_errors();
+	CHECK_EQ(gone, 1);
+	CHECK_EQ(kept, 1);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.buf_inuse, 0);
+	CHECK_EQ(st.slabs, 1);
+	kmem_cache_destroy(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	vmem_destroy(a);
+}
+
 static void
 test_wrong_cache_and_debug_errors(void)
 {
@@ -632,6 +680,7 @@ main(void)
 	RUN(test_magazine_resize);
 	RUN(test_magazine_resize_between_updates);
 	RUN(test_wrong_cache_and_debug_errors);
+	RUN(test_double_free_after_slab_released);
 	RUN(test_meta_charge);
 	RUN(test_kmastat);
 	RUN(test_quantum_caches);
