@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets in fuzz/ with clang (ASan + UBSan) and run
-# each for FUZZ_SECONDS (default 60). Usage: scripts/fuzz.sh [target...]
+# each for FUZZ_SECONDS (default 60) with libFuzzer seed FUZZ_SEED (default
+# 1, so CI runs are repeatable). Usage: scripts/fuzz.sh [target...]
 # (targets: vmem kmem trace segkp; default all). New inputs go to
 # build-fuzz/corpus/<target> (the committed seeds in fuzz/corpus/<target>
 # are read, never written); crashes are written to build-fuzz/ and make the
@@ -40,7 +41,7 @@ for t in $TARGETS; do
 	    "$OUT/libvmem_fuzz.a" -lpthread -o "$OUT/fuzz_$t"
 	mkdir -p "$OUT/corpus/$t"
 	echo "== fuzz_$t: ${SECONDS_EACH}s"
-	if ! "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -max_len=4096 -seed=1 \
+	if ! "$OUT/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -max_len=4096 -seed="${FUZZ_SEED:-1}" \
 	    -rss_limit_mb=2048 -artifact_prefix="$OUT/$t-" \
 	    -print_final_stats=1 "$OUT/corpus/$t" "fuzz/corpus/$t" \
 	    > "$OUT/fuzz_$t.log" 2>&1; then
