@@ -1429,7 +1429,7 @@ kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call)
 void
 kmem_cache_free(kmem_cache_t *cp, void *buf)
 {
-	if (kmem_cache_free_quiet(cp, buf, "kmem_cache_free") != 0)
+	if (cache_free(cp, buf, "kmem_cache_free") != 0)
 		report_free_error(cp, KMEM_E_WRONGCACHE, "kmem_cache_free",
 		    buf);
 }
