@@ -432,11 +432,24 @@ kbase_check(kas_t *kas, const kas_base_t *b)
 
 #define NK 24
 
+/* The small kernel address space both scripted parts run on. */
+static kas_t *
+sweep_kas_create(kas_backing_t backing, const char *name)
+{
+	kas_config_t cfg;
+
+	kas_config_init(&cfg);
+	cfg.backing = backing;
+	cfg.name = name;
+	cfg.size = (size_t)16 << 20;
+	cfg.physmem_pages = 2048;
+	return kas_create(&cfg);
+}
+
 static void
 kas_part(run_t *r, kas_backing_t backing)
 {
 	const int nf = VM_NOSLEEP;
-	kas_config_t cfg;
 	kas_t *kas;
 	kas_base_t kb;
 	vmem_t *heap, *priv = NULL;
@@ -448,12 +461,8 @@ kas_part(run_t *r, kas_backing_t backing)
 	int i, stack_resv = 0, stack_commit = 0, stack_locked = 0;
 	const int cflags = backing == KAS_SIM ? KMC_NOTOUCH : 0;
 
-	kas_config_init(&cfg);
-	cfg.backing = backing;
-	cfg.name = backing == KAS_SIM ? "fs_simkas" : "fs_realkas";
-	cfg.size = (size_t)16 << 20;
-	cfg.physmem_pages = 2048;
-	kas = kas_create(&cfg);
+	kas = sweep_kas_create(backing, backing == KAS_SIM ? "fs_simkas" :
+	    "fs_realkas");
 	if (kas == NULL) {
 		FAILED(r, "call");
 		return;
@@ -627,17 +636,12 @@ segkp_stacks(run_t *r, segkp_t *seg)
 static void
 segkp_part(run_t *r, kas_backing_t backing)
 {
-	kas_config_t cfg;
 	kas_t *kas;
 	kas_base_t kb;
 	segkp_t *seg;
 
-	kas_config_init(&cfg);
-	cfg.backing = backing;
-	cfg.name = backing == KAS_SIM ? "fs_kp_simkas" : "fs_kp_realkas";
-	cfg.size = (size_t)16 << 20;
-	cfg.physmem_pages = 2048;
-	kas = kas_create(&cfg);
+	kas = sweep_kas_create(backing, backing == KAS_SIM ? "fs_kp_simkas" :
+	    "fs_kp_realkas");
 	if (kas == NULL) {
 		FAILED(r, "kas_create");
 		return;
