@@ -111,8 +111,10 @@ struct vseg {
 
 #if defined(__GNUC__)
 #define VMEM_ALWAYS_INLINE inline __attribute__((always_inline))
+#define VMEM_NOINLINE __attribute__((noinline))
 #else
 #define VMEM_ALWAYS_INLINE inline
+#define VMEM_NOINLINE
 #endif
 
 #define NCLASS          496
@@ -1808,26 +1810,56 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
 }
 
+static void *alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag);
+static void *alloc_arena(vmem_t *vmp, size_t size, int vmflag);
+
 void *
 vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
+{
+	/* A small request goes to its quantum cache before anything else
+	 * (size - 1 wraps for 0, which then takes the checked path). The
+	 * cache index of size is that of size rounded to the quantum. Both
+	 * ways are functions of their own: this one is two tests and a jump,
+	 * and neither pays for the other's stack frame. */
+	if (size - 1 < vmp->qcache_limit &&
+	    !(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)))
+		return alloc_from_qcache(vmp, size, vmflag);
+	return alloc_arena(vmp, size, vmflag);
+}
+
+/* A quantum cache could not serve: alloc_fail reaps the caches and tries
+ * the arena, or fails (it knows what VM_SLEEP asks for). */
+static VMEM_NOINLINE void *
+qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
+{
+	req_t r;
+
+	r.flags = vmflag;
+	r.size = (size + vmp->quantum - 1) & ~(vmp->quantum - 1);
+	return alloc_fail(vmp, &r, "vmem_alloc");
+}
+
+static VMEM_NOINLINE void *
+alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag)
+{
+	void *p = qcache_alloc(vmp, size, vmflag);
+
+	return p != NULL ? p : qcache_alloc_failed(vmp, size, vmflag);
+}
+
+/* vmem_alloc of the arena itself: validation, instant fit inline (the
+ * common case), everything else in xalloc_impl. */
+static VMEM_NOINLINE void *
+alloc_arena(vmem_t *vmp, size_t size, int vmflag)
 {
 	req_t r;
 
 	if (vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) {
 		if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
 			return NULL;
-	}
-	/* A small request goes to its quantum cache before anything else
-	 * (size - 1 wraps for 0, which then takes the checked path). The
-	 * cache index of size is that of size rounded to the quantum. */
-	if (size - 1 < vmp->qcache_limit) {
-		void *p = qcache_ops->alloc(vmp->qcache[(size - 1) >>
-		    vmp->qshift], vmflag);
-		if (p != NULL)
-			return p;
-		r.flags = vmflag;
-		r.size = (size + vmp->quantum - 1) & ~(vmp->quantum - 1);
-		return alloc_fail(vmp, &r, "vmem_alloc");
+		/* (quantum caches have no policy) */
+		if (size - 1 < vmp->qcache_limit)
+			return alloc_from_qcache(vmp, size, vmflag);
 	}
 	if (size == 0) {
 		vmem_error_report(VMEM_E_BADARG, 0, "vmem_alloc", vmp, NULL, 0,
