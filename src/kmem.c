@@ -65,6 +65,16 @@
  * KMEM_WINDOW depot entries found the depot lock busy. */
 #define KMEM_WINDOW 1024
 #define KMEM_WINDOW_CONTENDED 16
+/* Depot traffic: a slot whose last KMEM_TRAFFIC_WINDOW magazine misses
+ * came in fewer than KMEM_TRAFFIC_OPS operations each asks for the next
+ * magazine size, as long as a magazine's buffers stay within
+ * KMEM_TRAFFIC_MAXBYTES (illumos bounds its magazine types near there). */
+#define KMEM_TRAFFIC_WINDOW 64
+#define KMEM_TRAFFIC_OPS 16
+#define KMEM_TRAFFIC_MAXBYTES (128 * 1024)
+/* Why a resize is wanted (bits of resize_wanted). */
+#define KMEM_GROW_CONTENTION 1
+#define KMEM_GROW_TRAFFIC 2
 #define KMEM_DEADBEEF_WORD 0xdeadbeefdeadbeefULL
 #define KMEM_REDZONE_BYTE 0xfe
 #define KMEM_CACHELINE 64
@@ -103,6 +113,8 @@ typedef struct kcpu {
 	kmag_t *prev;
 	uint64_t alloc;     /* served here */
 	uint64_t free;      /* taken here */
+	unsigned misses;    /* loaded and prev could not serve, this window */
+	uint64_t ops_mark;  /* alloc + free when the window began */
 } kcpu_t;
 
 typedef struct kslab {
@@ -151,8 +163,9 @@ struct kmem_cache {
 	 * purge can leave rounds behind it, used again after the next free.
 	 */
 	atomic_int mag_loaded;
-	/* Set by the depot when contention asks for bigger magazines; read
-	 * on every magazine operation, so kept off the depot's lines. */
+	/* KMEM_GROW_* bits: set by the depot (contention) or a slot
+	 * (traffic) to ask for bigger magazines; read on every magazine
+	 * slow path, so kept off the depot's lines. */
 	atomic_int resize_wanted;
 
 	/* Depot */
@@ -164,7 +177,7 @@ struct kmem_cache {
 	size_t magheld;            /* kmeta_size(mag_bytes(magsize)) */
 	uint64_t contention, contention_mark;
 	uint64_t depot_enters, window_mark;
-	uint64_t depot_alloc, depot_free, mag_resize;
+	uint64_t depot_alloc, depot_free, mag_resize, mag_grow_traffic;
 
 	/* Slab layer */
 	plat_mutex_t slab_lock;
@@ -374,8 +387,8 @@ depot_window_end(kmem_cache_t *cp)
 {
 	if (cp->contention - cp->window_mark > KMEM_WINDOW_CONTENDED &&
 	    cp->magidx + 1 < KMEM_NMAGSIZES && cp->magsize != 0)
-		atomic_store_explicit(&cp->resize_wanted, 1,
-		    memory_order_relaxed);
+		(void)atomic_fetch_or_explicit(&cp->resize_wanted,
+		    KMEM_GROW_CONTENTION, memory_order_relaxed);
 	cp->window_mark = cp->contention;
 }
 
@@ -974,6 +987,42 @@ magchain_destroy(kmem_cache_t *cp, kmag_t *m, int full)
 /* ------------------------------------------------------------------ */
 /* CPU layer */
 
+/* May traffic grow the magazines one more step? (Contention may go on
+ * growing them: two CPUs fighting over the depot cost more than the
+ * buffers held.) Needs a slot lock or every one: magidx changes only with
+ * all of them held. */
+static int
+traffic_may_grow(const kmem_cache_t *cp)
+{
+	return cp->magsize != 0 && cp->magidx + 1 < KMEM_NMAGSIZES &&
+	    (size_t)kmem_magsizes[cp->magidx + 1] * cp->chunk <=
+	    KMEM_TRAFFIC_MAXBYTES;
+}
+
+/*
+ * Neither magazine of slot c could serve (slot lock held). The paper grows
+ * magazines only for depot contention, which one thread never causes; but
+ * one thread that allocates and frees in bursts longer than two magazines
+ * goes to the depot every few operations all the same (with illumos's
+ * 1-round magazines for 16 KiB buffers, every other one). So each slot
+ * also judges its own misses: many per operation asks for a bigger size.
+ */
+static void
+slot_note_miss(kmem_cache_t *cp, kcpu_t *c)
+{
+	uint64_t ops;
+
+	if (++c->misses < KMEM_TRAFFIC_WINDOW)
+		return;
+	ops = c->alloc + c->free - c->ops_mark;
+	c->misses = 0;
+	c->ops_mark = c->alloc + c->free;
+	if (ops < (uint64_t)KMEM_TRAFFIC_WINDOW * KMEM_TRAFFIC_OPS &&
+	    traffic_may_grow(cp))
+		(void)atomic_fetch_or_explicit(&cp->resize_wanted,
+		    KMEM_GROW_TRAFFIC, memory_order_relaxed);
+}
+
 /* Pop a round, going to the depot if needed. Slot lock held. */
 static void *
 mag_pop(kmem_cache_t *cp, kcpu_t *c)
@@ -990,7 +1039,10 @@ mag_pop(kmem_cache_t *cp, kcpu_t *c)
 		c->prounds = 0;
 		return c->loaded->round[--c->rounds];
 	}
-	if (c->magsize == 0 || !maglist_maybe(&cp->full))
+	if (c->magsize == 0)
+		return NULL;
+	slot_note_miss(cp, c);
+	if (!maglist_maybe(&cp->full))
 		return NULL;
 	depot_enter(cp);
 	full = maglist_take(&cp->full);
@@ -1029,7 +1081,10 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 		c->loaded->round[c->rounds++] = buf;
 		return 1;
 	}
-	if (c->magsize == 0 || !maglist_maybe(&cp->empty))
+	if (c->magsize == 0)
+		return 0;
+	slot_note_miss(cp, c);
+	if (!maglist_maybe(&cp->empty))
 		return 0;
 	depot_enter(cp);
 	empty = maglist_take(&cp->empty);
@@ -1167,7 +1222,8 @@ alloc_construct(kmem_cache_t *cp, void *buf, int kmflag)
 	return buf;
 }
 
-static inline void *
+/* Out of line: the fast path that calls it then needs no stack frame. */
+static KMEM_NOINLINE void *
 alloc_from_slab(kmem_cache_t *cp, int kmflag)
 {
 	void *buf = slab_alloc(cp, kmflag, 1);
@@ -1181,16 +1237,19 @@ alloc_from_slab(kmem_cache_t *cp, int kmflag)
 	return buf;
 }
 
-static void magazine_resize(kmem_cache_t *cp);
+static void magazine_resize(kmem_cache_t *cp, int why);
 
-/* Do the resize the depot asked for (depot_window_end); no lock held. */
+/* Do the resize the depot or a slot asked for (depot_window_end,
+ * slot_note_miss); no lock held. */
 static inline void
 resize_if_wanted(kmem_cache_t *cp)
 {
+	int why;
+
 	if (atomic_load_explicit(&cp->resize_wanted, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&cp->resize_wanted, 0,
-	    memory_order_relaxed))
-		magazine_resize(cp);
+	    (why = atomic_exchange_explicit(&cp->resize_wanted, 0,
+	    memory_order_relaxed)) != 0)
+		magazine_resize(cp, why);
 }
 
 /* The magazine layer's allocation, slot c held (falls back to the slab
@@ -1720,9 +1779,10 @@ cache_reap_idle(kmem_cache_t *cp)
 	slab_reap_spare(cp);
 }
 
-/* Grow the magazine size: purge everything with every slot locked. */
+/* Grow the magazine size one step for why (KMEM_GROW_* bits): purge
+ * everything with every slot locked. */
 static void
-magazine_resize(kmem_cache_t *cp)
+magazine_resize(kmem_cache_t *cp, int why)
 {
 	kdetached_t *det = NULL;
 	size_t detbytes = cp->ncpu * sizeof (kdetached_t);
@@ -1734,7 +1794,8 @@ magazine_resize(kmem_cache_t *cp)
 		return;
 	cpus_lock_all(cp);
 	depot_enter(cp);
-	if (cp->magidx + 1 >= KMEM_NMAGSIZES || cp->magsize == 0) {
+	if (cp->magidx + 1 >= KMEM_NMAGSIZES || cp->magsize == 0 ||
+	    (why == KMEM_GROW_TRAFFIC && !traffic_may_grow(cp))) {
 		depot_exit(cp);
 		cpus_unlock_all(cp);
 		kmeta_free(det, detbytes);
@@ -1745,12 +1806,16 @@ magazine_resize(kmem_cache_t *cp)
 	newsize = kmem_magsizes[cp->magidx];
 	set_magsize(cp, newsize);
 	cp->mag_resize++;
+	if (why == KMEM_GROW_TRAFFIC)
+		cp->mag_grow_traffic++;
 	full = maglist_clear(&cp->full);
 	empty = maglist_clear(&cp->empty);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
 		slot_detach(c, &det[i]);
 		c->magsize = newsize;
+		c->misses = 0;  /* the new size gets a window of its own */
+		c->ops_mark = c->alloc + c->free;
 	}
 	depot_exit(cp);
 	cpus_unlock_all(cp);
@@ -1775,7 +1840,7 @@ kmem_cache_update(kmem_cache_t *cp)
 	cp->contention_mark = cp->contention;
 	depot_exit(cp);
 	if (grow)
-		magazine_resize(cp);
+		magazine_resize(cp, KMEM_GROW_CONTENTION);
 }
 
 void
@@ -1922,6 +1987,7 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	st->depot_free = cp->depot_free;
 	st->depot_contention = cp->contention;
 	st->mag_resize = cp->mag_resize;
+	st->mag_grow_traffic = cp->mag_grow_traffic;
 	st->reap = cp->reaps;
 	depot_exit(cp);
 	plat_mutex_lock(&cp->slab_lock);

@@ -205,6 +205,7 @@ cache_record(kmem_cache_t *cp, void *arg)
 	add_num(&l, "depot_free", st.depot_free);
 	add_num(&l, "depot_contention", st.depot_contention);
 	add_num(&l, "mag_resize", st.mag_resize);
+	add_num(&l, "mag_grow_traffic", st.mag_grow_traffic);
 	add_num(&l, "reap", st.reap);
 	add_num(&l, "construct", st.construct);
 	add_num(&l, "destruct", st.destruct);

@@ -228,14 +228,31 @@ test_notouch_over_integers(void)
 	vmem_destroy(a);
 }
 
+/*
+ * A cache whose magazines only a test changes: 64 KiB buffers start with
+ * 1-round magazines, and 3 rounds of them would pass the 128 KiB that
+ * depot traffic may grow a magazine to (KMEM_TRAFFIC_MAXBYTES).
+ */
+static kmem_cache_t *
+steady_cache(const char *name, vmem_t *a)
+{
+	kmem_cache_t *cp = kmem_cache_create(name, 16 * PAGE, 0, NULL, NULL,
+	    NULL, NULL, a, KMC_NOTOUCH);
+	kmem_cache_stats_t st;
+
+	REQUIRE(cp != NULL);
+	kmem_cache_get_stats(cp, &st);
+	REQUIRE(st.magsize == 1);
+	return cp;
+}
+
 /* Depot working set: only magazines idle over a whole interval go. */
 static void
 test_depot_working_set(void)
 {
 	vmem_t *a = vmem_create("kc_ws", FAKE_BASE, (size_t)1 << 30, PAGE,
 	    NULL, NULL, NULL, 0, VM_SLEEP);
-	kmem_cache_t *cp = kmem_cache_create("ws", PAGE, 0, NULL, NULL, NULL,
-	    NULL, a, KMC_NOTOUCH);
+	kmem_cache_t *cp = steady_cache("ws", a);
 	enum { N = 400 };
 	static void *v[N];
 	kmem_cache_stats_t st;
@@ -289,8 +306,7 @@ test_magazine_resize(void)
 {
 	vmem_t *a = vmem_create("kc_resize", FAKE_BASE, (size_t)1 << 30, PAGE,
 	    NULL, NULL, NULL, 0, VM_SLEEP);
-	kmem_cache_t *cp = kmem_cache_create("resize", PAGE, 0, NULL, NULL,
-	    NULL, NULL, a, KMC_NOTOUCH);
+	kmem_cache_t *cp = steady_cache("resize", a);
 	static void *v[300];
 	kmem_cache_stats_t st;
 	size_t m0;
@@ -343,23 +359,21 @@ depot_traffic(kmem_cache_t *cp, void **v, int n, int rounds)
 /*
  * Without any kmem_cache_update: contention seen in a window of depot
  * entries grows the magazines by one step, at once; traffic without
- * contention never does.
+ * contention does not grow a cache at the traffic cap.
  */
 static void
 test_magazine_resize_between_updates(void)
 {
 	vmem_t *a = vmem_create("kc_window", FAKE_BASE, (size_t)1 << 30, PAGE,
 	    NULL, NULL, NULL, 0, VM_SLEEP);
-	kmem_cache_t *quiet = kmem_cache_create("window_quiet", PAGE, 0, NULL,
-	    NULL, NULL, NULL, a, KMC_NOTOUCH);
-	kmem_cache_t *cp = kmem_cache_create("window", PAGE, 0, NULL, NULL,
-	    NULL, NULL, a, KMC_NOTOUCH);
+	kmem_cache_t *quiet = steady_cache("window_quiet", a);
+	kmem_cache_t *cp = steady_cache("window", a);
 	static void *v[300];
 	kmem_cache_stats_t st;
 	size_t m0;
 
-	/* 300 buffers through magazines of a few rounds: hundreds of depot
-	 * entries per pass, thousands in all. */
+	/* 300 buffers through 1-round magazines: hundreds of depot entries
+	 * per pass, thousands in all. */
 	depot_traffic(quiet, v, 300, 40);
 	kmem_cache_get_stats(quiet, &st);
 	CHECK(st.depot_alloc + st.depot_free > 4096);  /* 4 windows */
@@ -378,6 +392,59 @@ test_magazine_resize_between_updates(void)
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
 	kmem_cache_destroy(cp);
 	kmem_cache_destroy(quiet);
+	vmem_destroy(a);
+}
+
+/*
+ * One thread, no contention: bursts longer than two magazines miss every
+ * few operations, and the magazines grow until a magazine holds the most
+ * buffers traffic may grow it to (128 KiB: 31 rounds of 4 KiB, not 63).
+ * Alternating pairs never miss and never grow, and no buffer is lost.
+ */
+static void
+test_magazine_grow_traffic(void)
+{
+	vmem_t *a = vmem_create("kc_traffic", FAKE_BASE, (size_t)1 << 30,
+	    PAGE, NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *bursty = kmem_cache_create("traffic_bursty", PAGE, 0,
+	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH);
+	kmem_cache_t *pairs = kmem_cache_create("traffic_pairs", 64, 0, NULL,
+	    NULL, NULL, NULL, a, KMC_NOTOUCH);
+	static void *v[300];
+	kmem_cache_stats_t st;
+	size_t m0;
+
+	kmem_cache_get_stats(bursty, &st);
+	CHECK_EQ(st.magsize, 3);
+	depot_traffic(bursty, v, 300, 100);
+	kmem_cache_get_stats(bursty, &st);
+	CHECK_EQ(st.magsize, 31);
+	CHECK_EQ(st.mag_grow_traffic, 3);   /* 3 -> 7 -> 15 -> 31 */
+	CHECK_EQ(st.mag_resize, 3);
+	CHECK_EQ(st.buf_inuse, 0);
+	CHECK_EQ(st.alloc, 30000);
+	CHECK_EQ(st.free, 30000);
+	/* At the cap, more traffic changes nothing. */
+	depot_traffic(bursty, v, 300, 20);
+	kmem_cache_get_stats(bursty, &st);
+	CHECK_EQ(st.magsize, 31);
+	CHECK_EQ(st.mag_resize, 3);
+
+	kmem_cache_get_stats(pairs, &st);
+	m0 = st.magsize;
+	for (int i = 0; i < 100000; i++) {
+		REQUIRE((v[0] = kmem_cache_alloc(pairs, KM_NOSLEEP)) != NULL);
+		kmem_cache_free(pairs, v[0]);
+	}
+	kmem_cache_get_stats(pairs, &st);
+	CHECK_EQ(st.magsize, m0);
+	CHECK_EQ(st.mag_resize, 0);
+
+	kmem_cache_reap_now(bursty);
+	kmem_cache_reap_now(pairs);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(bursty);
+	kmem_cache_destroy(pairs);
 	vmem_destroy(a);
 }
 
@@ -679,6 +746,7 @@ main(void)
 	RUN(test_depot_working_set);
 	RUN(test_magazine_resize);
 	RUN(test_magazine_resize_between_updates);
+	RUN(test_magazine_grow_traffic);
 	RUN(test_wrong_cache_and_debug_errors);
 	RUN(test_double_free_after_slab_released);
 	RUN(test_meta_charge);

@@ -87,7 +87,9 @@ void kmem_reap(void);
 /*
  * End a working-set interval (illumos does it every 15 s from a timer; here
  * the program decides): record the working set of each depot, and grow the
- * magazine size of caches whose depot lock saw contention.
+ * magazine size of caches whose depot lock saw contention. (Caches also
+ * grow their magazines between updates: on contention, and when a CPU's
+ * magazines miss every few operations; see docs/KMEM.md.)
  */
 void kmem_cache_update(kmem_cache_t *cp);
 void kmem_update(void);
@@ -137,6 +139,7 @@ typedef struct kmem_cache_stats {
 	uint64_t depot_free;  /* full magazines given to the depot */
 	uint64_t depot_contention; /* depot lock found busy */
 	uint64_t mag_resize;  /* magazine size increases */
+	uint64_t mag_grow_traffic; /* of those, for depot traffic */
 	uint64_t reap;        /* reaps */
 	uint64_t construct;   /* constructor calls */
 	uint64_t destruct;    /* destructor calls */
