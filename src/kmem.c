@@ -132,28 +132,31 @@ typedef struct kslab {
 
 enum { SL_NONE, SL_PARTIAL, SL_COMPLETE };
 
+/*
+ * Laid out by who writes what: the first lines hold what the fast paths
+ * only read (geometry, the CPU slots, the slab hash), and the depot, the
+ * slab layer and the accounts each start a cache line of their own. When
+ * the depot lock shared a line with cpustride, every depot entry by one
+ * CPU cost the other CPU's next allocation a cache miss.
+ */
 struct kmem_cache {
-	char name[KMEM_CACHE_NAMELEN];
+	/* Read-mostly: written at creation, or with every lock held. */
 	size_t bufsize, chunk, align, slabsize;
 	uint32_t nbufs, nwords;
 	unsigned blockshift, maxback;
 	unsigned chunkshift;       /* log2(chunk) if a power of two, else 0 */
-	uint64_t chunkrecip;       /* for offset / chunk when not */
 	unsigned recipshift;
+	uint64_t chunkrecip;       /* for offset / chunk when not */
 	int cflags, debug;
 	int mag_constructed;       /* magazine rounds are constructed */
 	int fastpath;              /* magazines and no debugging */
 	int use_xalloc;
-	int (*ctor)(void *, void *, int);
-	void (*dtor)(void *, void *);
-	void (*reclaim)(void *);
-	void *priv;
-	vmem_t *vmp;
-
-	/* CPU layer */
 	unsigned ncpu;
 	char *cpumem;              /* ncpu slots of KMEM_CACHELINE multiples */
 	size_t cpustride, cpumem_bytes;
+	kslab_t **hash;
+	size_t hashsize;           /* power of two */
+	unsigned hashshift;
 
 	/*
 	 * Zero when no magazine holds a round (set by the first free into a
@@ -161,15 +164,21 @@ struct kmem_cache {
 	 * straight to the slab layer without taking a slot, which is every
 	 * allocation of a growing heap. A hint only: a free racing with a
 	 * purge can leave rounds behind it, used again after the next free.
+	 * Written only when it changes, so it stays with the read-mostly.
 	 */
 	atomic_int mag_loaded;
 	/* KMEM_GROW_* bits: set by the depot (contention) or a slot
 	 * (traffic) to ask for bigger magazines; read on every magazine
 	 * slow path, so kept off the depot's lines. */
 	atomic_int resize_wanted;
+	int (*ctor)(void *, void *, int);
+	void (*dtor)(void *, void *);
+	void (*reclaim)(void *);
+	void *priv;
+	vmem_t *vmp;
 
 	/* Depot */
-	plat_mutex_t depot_lock;
+	_Alignas(KMEM_CACHELINE) plat_mutex_t depot_lock;
 	atomic_int depot_busy;
 	kmaglist_t full, empty;
 	unsigned magsize;
@@ -180,19 +189,17 @@ struct kmem_cache {
 	uint64_t depot_alloc, depot_free, mag_resize, mag_grow_traffic;
 
 	/* Slab layer */
-	plat_mutex_t slab_lock;
+	_Alignas(KMEM_CACHELINE) plat_mutex_t slab_lock;
 	kslab_t partial, complete; /* sentinels */
 	kslab_t *spare;            /* one empty slab kept */
 	size_t nslabs;
 	size_t out;                /* chunks out of the slab layer */
 	uint64_t slab_alloc, slab_free, slab_create, slab_destroy;
 	uint64_t direct_alloc, direct_free, alloc_fail, reaps;
-	kslab_t **hash;
-	size_t hashsize;           /* power of two */
-	unsigned hashshift;
 
-	/* Bookkeeping accounts */
-	plat_mutex_t meta_lock;
+	/* Bookkeeping accounts, counters, list links: written, never on
+	 * the fast path. */
+	_Alignas(KMEM_CACHELINE) plat_mutex_t meta_lock;
 	size_t meta_bytes;
 	void (*charge)(void *, long);
 	void *charge_arg;
@@ -201,6 +208,7 @@ struct kmem_cache {
 
 	kmem_cache_t *gnext, *gprevp;
 	size_t selfsize;
+	char name[KMEM_CACHE_NAMELEN];
 };
 
 /* The list of all caches. */
