@@ -688,15 +688,28 @@ seg_fit(const vseg_t *s, const req_t *r, uintptr_t *out)
 	return fit_range(s->start, seg_last(s), r, out);
 }
 
+/* seg_fit for a request with no constraint: any segment as large fits. */
+static inline bool
+seg_fit_plain(const vseg_t *s, const req_t *r, uintptr_t *out)
+{
+	if (s->size < r->size)
+		return false;
+	*out = (r->flags & VM_ENDALLOC) ? s->start + (s->size - r->size) :
+	    s->start;
+	return true;
+}
+
 /* ------------------------------------------------------------------ */
 /* Searching the freelists. */
 
 /*
  * Scan class c for a segment that fits. best: the smallest one, else the
- * first. A scan that finds nothing tightens the class's size bound.
+ * first. plain: r has no constraint, so size alone decides (inlined with
+ * constant flags, each caller gets the loop it needs). A scan that finds
+ * nothing tightens the class's size bound.
  */
-static vseg_t *
-class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best,
+static VMEM_ALWAYS_INLINE vseg_t *
+class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
     uintptr_t *addrp)
 {
 	vseg_t *found = NULL;
@@ -709,7 +722,7 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best,
 		vmp->st_search++;
 		if (s->size > seen_max)
 			seen_max = s->size;
-		if (!seg_fit(s, r, &a))
+		if (!(plain ? seg_fit_plain(s, r, &a) : seg_fit(s, r, &a)))
 			continue;
 		if (found == NULL || s->size < found->size ||
 		    (s->size == found->size && a < found_addr)) {
@@ -768,6 +781,36 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	return NULL;
 }
 
+/* The first segment of class c that fits r, whatever r's constraints. */
+static VMEM_NOINLINE vseg_t *
+class_first_fit(vmem_t *vmp, unsigned c, const req_t *r, uintptr_t *addrp)
+{
+	return class_scan(vmp, c, r, false, false, addrp);
+}
+
+/* Best and first fit: classes in size order from our own. */
+static vseg_t *
+find_ordered(vmem_t *vmp, const req_t *r, unsigned own, bool best,
+    uintptr_t *addrp)
+{
+	bool plain = !req_constrained(vmp, r);
+
+	for (unsigned c = class_next(vmp, own); c < NCLASS;
+	    c = class_next(vmp, c + 1)) {
+		vseg_t *s;
+		if (plain)
+			s = best ? class_scan(vmp, c, r, true, true, addrp) :
+			    class_scan(vmp, c, r, false, true, addrp);
+		else if (best)
+			s = class_scan(vmp, c, r, true, false, addrp);
+		else
+			s = class_first_fit(vmp, c, r, addrp);
+		if (s != NULL)
+			return s;
+	}
+	return NULL;
+}
+
 /* Find a free segment and placement for r (lock held). */
 static vseg_t *
 find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
@@ -780,16 +823,8 @@ find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 
 	if (policy == VM_NEXTFIT)
 		return find_nextfit(vmp, r, addrp);
-	if (policy != 0) {
-		/* Best and first fit: classes in size order from our own. */
-		for (c = class_next(vmp, own); c < NCLASS;
-		    c = class_next(vmp, c + 1)) {
-			s = class_scan(vmp, c, r, policy == VM_BESTFIT, addrp);
-			if (s != NULL)
-				return s;
-		}
-		return NULL;
-	}
+	if (policy != 0)
+		return find_ordered(vmp, r, own, policy == VM_BESTFIT, addrp);
 	/* Instant fit: a class whose members all fit, even with padding. */
 	if (r->align > vmp->quantum) {
 		need += r->align - vmp->quantum;
@@ -809,14 +844,14 @@ find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		return s;
 	}
 	for (; c < NCLASS; c = class_next(vmp, c + 1)) {
-		s = class_scan(vmp, c, r, false, addrp);
+		s = class_first_fit(vmp, c, r, addrp);
 		if (s != NULL)
 			return s;
 	}
 	/* The classes that might hold a fit. */
 	for (c = class_next(vmp, own); c < sure && c < NCLASS;
 	    c = class_next(vmp, c + 1)) {
-		s = class_scan(vmp, c, r, false, addrp);
+		s = class_first_fit(vmp, c, r, addrp);
 		if (s != NULL)
 			return s;
 	}
