@@ -23,6 +23,7 @@
 #define FAULT_METADATA "metadata" /* plat_pages_alloc */
 #define FAULT_IMPORT   "import"   /* a span imported from a source */
 #define FAULT_SLAB     "slab"     /* a kmem cache takes a slab */
+#define FAULT_SLABTABLE "slabtable" /* a kmem cache grows its slab table */
 #define FAULT_COMMIT   "commit"   /* kas pages made read-write */
 #define FAULT_RESV     "resv"     /* kas page budget reservation */
 #define FAULT_MLOCK    "mlock"    /* kas pages locked */

@@ -23,11 +23,12 @@
  *  - Slab layer: slabs of slabsize bytes from the cache's arena, cut into
  *    chunks. All bookkeeping is outside the buffers: a slab record with a
  *    bitmap of free chunks (and, when debugging, a bitmap of chunks held by
- *    callers), found from a buffer address through a hash keyed by the
- *    slab's first "block" (address >> blockshift, blocks no larger than a
- *    slab, so a buffer's slab starts in its own block or up to maxback
- *    blocks before). So KMC_NOTOUCH caches (quantum caches, simulated
- *    address spaces) never dereference a buffer.
+ *    callers), found from a buffer address through an open-addressed
+ *    table keyed by "block" (address >> blockshift, blocks no larger than
+ *    a slab) that holds each slab's base under every block it overlaps:
+ *    the buffer's own block finds it, and the free path's ownership check
+ *    reads one table line, no slab record. So KMC_NOTOUCH caches (quantum
+ *    caches, simulated address spaces) never dereference a buffer.
  *
  * Constructed state lives in the magazine layer (illumos semantics since
  * 2001): the constructor runs when a buffer leaves the slab layer, the
@@ -119,9 +120,7 @@ typedef struct kcpu {
 
 typedef struct kslab {
 	struct kslab *next, *prevp; /* on partial, complete or no list */
-	struct kslab *hnext;        /* hash chain */
 	uintptr_t base;
-	uintptr_t block;            /* base >> blockshift */
 	uint32_t nfree;
 	uint32_t hint;              /* no free chunk in words below */
 	int list;
@@ -131,6 +130,14 @@ typedef struct kslab {
 } kslab_t;
 
 enum { SL_NONE, SL_PARTIAL, SL_COMPLETE };
+
+/* A slab table entry: base 0 (never a slab: no span holds address 0) is
+ * empty; slabidx is the record's address plus which block of the slab
+ * the entry is for. */
+typedef struct kent {
+	uintptr_t base;
+	uintptr_t slabidx;
+} kent_t;
 
 /*
  * Laid out by who writes what: the first lines hold what the fast paths
@@ -143,7 +150,7 @@ struct kmem_cache {
 	/* Read-mostly: written at creation, or with every lock held. */
 	size_t bufsize, chunk, align, slabsize;
 	uint32_t nbufs, nwords;
-	unsigned blockshift, maxback;
+	unsigned blockshift;       /* log2(slabsize), rounded down */
 	unsigned chunkshift;       /* log2(chunk) if a power of two, else 0 */
 	unsigned recipshift;
 	uint64_t chunkrecip;       /* for offset / chunk when not */
@@ -154,8 +161,9 @@ struct kmem_cache {
 	unsigned ncpu;
 	char *cpumem;              /* ncpu slots of KMEM_CACHELINE multiples */
 	size_t cpustride, cpumem_bytes;
-	kslab_t **hash;
-	size_t hashsize;           /* power of two */
+	kent_t *hash;              /* the slab table */
+	size_t hashsize;           /* entries, a power of two */
+	size_t hashused;           /* entries in use */
 	unsigned hashshift;
 
 	/*
@@ -422,20 +430,52 @@ depot_exit(kmem_cache_t *cp)
 }
 
 /* ------------------------------------------------------------------ */
-/* Slab hash (see the theory statement for who may read and write it) */
+/* Slab table (see the theory statement for who may read and write it) */
 
-static size_t
-hash_index(const kmem_cache_t *cp, uintptr_t block)
+/*
+ * Open addressing, linear probing. An entry holds a slab's base address,
+ * so a lookup reads one line of the table and never the slab record: a
+ * free that proves a buffer is the cache's costs one cache miss, not the
+ * two to four of a chained hash. A slab is entered once under every block
+ * it overlaps (slabs are not block-aligned), so the buffer's own block
+ * finds it. The low bits of the slab pointer say which of its blocks an
+ * entry is for (records are 16-byte aligned; a slab overlaps at most 3).
+ */
+#define KENT_IDX_MASK ((uintptr_t)3)
+
+static inline size_t
+hash_home(const kmem_cache_t *cp, uintptr_t block)
 {
 	return (size_t)(((uint64_t)block * 0x9e3779b97f4a7c15ULL) >>
 	    cp->hashshift) & (cp->hashsize - 1);
 }
 
-/* The chunk index of addr in s, or -1 if addr is not a chunk start. */
-static long
-slab_chunk_index(const kmem_cache_t *cp, const kslab_t *s, uintptr_t addr)
+static inline kslab_t *
+kent_slab(const kent_t *e)
 {
-	uintptr_t off = addr - s->base;
+	return (kslab_t *)(e->slabidx & ~KENT_IDX_MASK);
+}
+
+static inline uintptr_t
+kent_block(const kmem_cache_t *cp, const kent_t *e)
+{
+	return (e->base >> cp->blockshift) + (e->slabidx & KENT_IDX_MASK);
+}
+
+/* Blocks slab s overlaps: first s->base >> blockshift, this many. */
+static inline unsigned
+slab_nblocks(const kmem_cache_t *cp, uintptr_t base)
+{
+	return (unsigned)(((base + cp->slabsize - 1) >> cp->blockshift) -
+	    (base >> cp->blockshift)) + 1;
+}
+
+/* The chunk index of addr in the slab at base, or -1 if addr is not a
+ * chunk start. */
+static inline long
+slab_chunk_index(const kmem_cache_t *cp, uintptr_t base, uintptr_t addr)
+{
+	uintptr_t off = addr - base;
 	uint64_t idx;
 
 	if (cp->chunkshift != 0 || cp->chunk == 1)
@@ -449,85 +489,123 @@ slab_chunk_index(const kmem_cache_t *cp, const kslab_t *s, uintptr_t addr)
 	return (long)idx;
 }
 
-/* Find the slab holding addr as a chunk start; *idx gets the chunk. A
- * slab starts in addr's block or up to maxback blocks before it. */
+/* Find the slab holding addr as a chunk start; *idx gets the chunk. Any
+ * entry whose slab covers addr is the one (slabs never overlap). */
 static inline kslab_t *
 hash_lookup(const kmem_cache_t *cp, uintptr_t addr, long *idx)
 {
-	uintptr_t block = addr >> cp->blockshift;
-	unsigned back = 0;
+	size_t mask = cp->hashsize - 1;
+	size_t i = hash_home(cp, addr >> cp->blockshift);
 
-	for (;;) {
-		kslab_t *s;
-
-		for (s = cp->hash[hash_index(cp, block)]; s != NULL;
-		    s = s->hnext) {
-			if (s->block != block)
-				continue;
-			/* (wraps when addr is below the slab: not it either) */
-			if (addr - s->base >= cp->slabsize)
-				break;
-			*idx = slab_chunk_index(cp, s, addr);
-			return *idx < 0 ? NULL : s;
-		}
-		if (back++ == cp->maxback || block == 0)
+	for (;; i = (i + 1) & mask) {
+		const kent_t *e = &cp->hash[i];
+		if (e->base == 0)
 			return NULL;
-		block--;
+		if (addr - e->base < cp->slabsize) {
+			*idx = slab_chunk_index(cp, e->base, addr);
+			return *idx < 0 ? NULL : kent_slab(e);
+		}
 	}
 }
 
 static void
-hash_insert_locked(kslab_t **table, size_t size, unsigned shift, kslab_t *s)
+hash_put(kmem_cache_t *cp, uintptr_t base, uintptr_t slabidx)
 {
-	size_t i = (size_t)(((uint64_t)s->block * 0x9e3779b97f4a7c15ULL) >>
-	    shift) & (size - 1);
+	size_t mask = cp->hashsize - 1;
+	size_t i = hash_home(cp, (base >> cp->blockshift) +
+	    (slabidx & KENT_IDX_MASK));
 
-	s->hnext = table[i];
-	table[i] = s;
+	while (cp->hash[i].base != 0)
+		i = (i + 1) & mask;
+	cp->hash[i].base = base;
+	cp->hash[i].slabidx = slabidx;
+	cp->hashused++;
+}
+
+/* Enter s under each of its blocks (slab_lock and every slot held). */
+static void
+hash_insert_locked(kmem_cache_t *cp, kslab_t *s)
+{
+	unsigned n = slab_nblocks(cp, s->base);
+
+	for (unsigned k = 0; k < n; k++)
+		hash_put(cp, s->base, (uintptr_t)s | k);
+}
+
+/* Empty entry i, moving later entries of the run back so that every
+ * entry stays reachable from its home (no tombstones). */
+static void
+hash_delete_at(kmem_cache_t *cp, size_t i)
+{
+	size_t mask = cp->hashsize - 1, j = i;
+
+	for (;;) {
+		size_t home;
+		j = (j + 1) & mask;
+		if (cp->hash[j].base == 0)
+			break;
+		home = hash_home(cp, kent_block(cp, &cp->hash[j]));
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			cp->hash[i] = cp->hash[j];
+			i = j;
+		}
+	}
+	cp->hash[i].base = 0;
+	cp->hash[i].slabidx = 0;
+	cp->hashused--;
 }
 
 static void
 hash_remove_locked(kmem_cache_t *cp, kslab_t *s)
 {
-	kslab_t **pp = &cp->hash[hash_index(cp, s->block)];
+	unsigned n = slab_nblocks(cp, s->base);
+	size_t mask = cp->hashsize - 1;
 
-	while (*pp != s)
-		pp = &(*pp)->hnext;
-	*pp = s->hnext;
+	for (unsigned k = 0; k < n; k++) {
+		uintptr_t want = (uintptr_t)s | k;
+		size_t i = hash_home(cp, (s->base >> cp->blockshift) + k);
+		while (cp->hash[i].slabidx != want)
+			i = (i + 1) & mask;
+		hash_delete_at(cp, i);
+	}
 }
 
 /*
- * Called with slab_lock held: a bigger table when slabs outnumber buckets
- * twice over. The table is built outside the slot locks and swapped in
- * under them.
+ * Called with slab_lock held, before entering a slab: keep the table at
+ * most half full (doubling it), so probe runs stay short. If no memory is
+ * left for a bigger table, the slab may still go in until the table is
+ * 7/8 full; past that it fails (-1) and the allocation with it.
  */
-static void
-hash_maybe_grow(kmem_cache_t *cp)
+static int
+hash_make_room(kmem_cache_t *cp)
 {
-	size_t newsize = cp->hashsize * 4, i;
-	unsigned newshift = cp->hashshift - 2;
-	kslab_t **nt, **old = cp->hash;
+	size_t need = cp->hashused + 3, newsize = cp->hashsize, i;
 	size_t oldsize = cp->hashsize;
+	kent_t *nt, *old = cp->hash;
+	unsigned newshift = cp->hashshift;
 
-	if (cp->nslabs + 1 <= cp->hashsize * 2)
-		return;
-	nt = meta_alloc(cp, newsize * sizeof (kslab_t *));
-	if (nt == NULL)
-		return; /* longer chains, still correct */
-	cpus_lock_all(cp);
-	for (i = 0; i < oldsize; i++) {
-		kslab_t *s = old[i];
-		while (s != NULL) {
-			kslab_t *next = s->hnext;
-			hash_insert_locked(nt, newsize, newshift, s);
-			s = next;
-		}
+	while (need * 2 > newsize) {
+		newsize *= 2;
+		newshift--;
 	}
+	if (newsize == oldsize)
+		return 0;
+	nt = fault_point(FAULT_SLABTABLE) ? NULL :
+	    meta_alloc(cp, newsize * sizeof (kent_t));
+	if (nt == NULL)
+		return need * 8 <= oldsize * 7 ? 0 : -1;
+	/* (kmeta memory comes zeroed: every entry empty) */
+	cpus_lock_all(cp);
 	cp->hash = nt;
 	cp->hashsize = newsize;
 	cp->hashshift = newshift;
+	cp->hashused = 0;
+	for (i = 0; i < oldsize; i++)
+		if (old[i].base != 0)
+			hash_put(cp, old[i].base, old[i].slabidx);
 	cpus_unlock_all(cp);
-	meta_free(cp, old, oldsize * sizeof (kslab_t *));
+	meta_free(cp, old, oldsize * sizeof (kent_t));
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -627,7 +705,6 @@ slab_create(kmem_cache_t *cp, int kmflag)
 	}
 	s->recsize = rec;
 	s->base = (uintptr_t)mem;
-	s->block = s->base >> cp->blockshift;
 	s->nfree = cp->nbufs;
 	s->list = SL_NONE;
 	s->freemap = (uint64_t *)(void *)(s + 1);
@@ -652,17 +729,20 @@ slab_release(kmem_cache_t *cp, kslab_t *s)
 	meta_free(cp, s, s->recsize);
 }
 
-/* Called with slab_lock held: make a new slab visible. */
-static void
+/* Called with slab_lock held: make a new slab visible. -1 if the slab
+ * table has no room left (the caller gives the slab back). */
+static int
 slab_publish(kmem_cache_t *cp, kslab_t *s)
 {
-	hash_maybe_grow(cp);
+	if (hash_make_room(cp) != 0)
+		return -1;
 	cpus_lock_all(cp);
-	hash_insert_locked(cp->hash, cp->hashsize, cp->hashshift, s);
+	hash_insert_locked(cp, s);
 	cpus_unlock_all(cp);
 	cp->nslabs++;
 	cp->slab_create++;
 	slist_add(cp, s, SL_PARTIAL);
+	return 0;
 }
 
 /* Called with slab_lock held: hide a slab about to be released. */
@@ -700,12 +780,17 @@ slab_refill(kmem_cache_t *cp, int kmflag)
 		plat_mutex_unlock(&cp->slab_lock);
 		s = slab_create(cp, kmflag);
 		plat_mutex_lock(&cp->slab_lock);
+		if (s != NULL && slab_publish(cp, s) != 0) {
+			plat_mutex_unlock(&cp->slab_lock);
+			slab_release(cp, s);
+			plat_mutex_lock(&cp->slab_lock);
+			s = NULL;
+		}
 		if (s == NULL) {
 			cp->alloc_fail++;
 			plat_mutex_unlock(&cp->slab_lock);
 			return NULL;
 		}
-		slab_publish(cp, s);
 	}
 }
 
@@ -1538,8 +1623,6 @@ cache_choose_geometry(kmem_cache_t *cp, size_t slabsize)
 	cp->nbufs = (uint32_t)(slabsize / chunk);
 	cp->nwords = (cp->nbufs + 63) / 64;
 	cp->blockshift = log2_floor(slabsize);
-	cp->maxback = (unsigned)((slabsize + ((size_t)1 << cp->blockshift) -
-	    1) >> cp->blockshift);
 	cp->chunkshift = is_pow2(chunk) ? log2_floor(chunk) : 0;
 	cp->recipshift = 0;
 	if (!is_pow2(chunk) && slabsize < ((size_t)1 << 31)) {
@@ -1647,9 +1730,9 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	cp->cpustride = (sizeof (kcpu_t) + KMEM_CACHELINE - 1) /
 	    KMEM_CACHELINE * KMEM_CACHELINE;
 	cp->cpumem_bytes = cp->cpustride * cp->ncpu;
-	cp->hashsize = 16;
-	cp->hashshift = 64 - 4;
-	hashbytes = cp->hashsize * sizeof (kslab_t *);
+	cp->hashsize = 8;   /* 128 bytes: room for one slab */
+	cp->hashshift = 64 - 3;
+	hashbytes = cp->hashsize * sizeof (kent_t);
 	cp->cpumem = meta_alloc(cp, cp->cpumem_bytes);
 	cp->hash = meta_alloc(cp, hashbytes);
 	if (cp->cpumem == NULL || cp->hash == NULL) {
@@ -1729,7 +1812,7 @@ kmem_cache_destroy(kmem_cache_t *cp)
 		    "cache destroyed with %zu buffers allocated", out);
 	slabchain_release(cp, &cp->partial);
 	slabchain_release(cp, &cp->complete);
-	meta_free(cp, cp->hash, cp->hashsize * sizeof (kslab_t *));
+	meta_free(cp, cp->hash, cp->hashsize * sizeof (kent_t));
 	meta_free(cp, cp->cpumem, cp->cpumem_bytes);
 	meta_account(cp, -(long)kmeta_size(sizeof (*cp)));
 	plat_mutex_destroy(&cp->meta_lock);
@@ -1857,6 +1940,106 @@ kmem_cache_test_contend(kmem_cache_t *cp, unsigned n)
 	depot_enter(cp);
 	cp->contention += n;
 	depot_exit(cp);
+}
+
+/* Free chunks in s according to its bitmap. */
+static uint32_t
+slab_count_free(const kmem_cache_t *cp, const kslab_t *s)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < cp->nbufs; i++)
+		n += (uint32_t)((s->freemap[i / 64] >> (i % 64)) & 1);
+	return n;
+}
+
+/* Is slab s entered under its block k (reachable from the block's home)? */
+static int
+hash_has(const kmem_cache_t *cp, const kslab_t *s, unsigned k)
+{
+	size_t mask = cp->hashsize - 1;
+	size_t i = hash_home(cp, (s->base >> cp->blockshift) + k);
+
+	for (; cp->hash[i].base != 0; i = (i + 1) & mask)
+		if (cp->hash[i].slabidx == ((uintptr_t)s | k))
+			return cp->hash[i].base == s->base;
+	return 0;
+}
+
+/* Check one slab against the table and its list; adds to the totals. */
+static int
+check_slab(const kmem_cache_t *cp, const kslab_t *s, int list,
+    size_t *nslabs, size_t *entries, size_t *out)
+{
+	uint32_t nfree = slab_count_free(cp, s);
+	unsigned n = slab_nblocks(cp, s->base);
+
+	if (s->list != list || nfree != s->nfree)
+		return 5;
+	if ((list == SL_COMPLETE) != (nfree == 0) ||
+	    (list == SL_NONE && nfree != cp->nbufs))
+		return 6;
+	for (unsigned k = 0; k < n; k++)
+		if (!hash_has(cp, s, k))
+			return 7;
+	(*nslabs)++;
+	*entries += n;
+	*out += cp->nbufs - nfree;
+	return 0;
+}
+
+/*
+ * Test hook: the slab layer's invariants, O(slabs + table). Returns 0, or
+ * the first one broken: 1 table use miscounted, 2 table fuller than 7/8,
+ * 3 an entry not reachable from its home block, 4 an entry whose slab
+ * does not start at its base, 5 a slab's free count or list field wrong,
+ * 6 a slab on the wrong list, 7 a slab missing under one of its blocks,
+ * 8 slab or entry totals wrong, 9 chunks out miscounted.
+ */
+int
+kmem_cache_test_check(kmem_cache_t *cp)
+{
+	size_t used = 0, nslabs = 0, entries = 0, out = 0;
+	size_t mask, i;
+	int err = 0;
+	const kslab_t *s;
+
+	plat_mutex_lock(&cp->slab_lock);
+	cpus_lock_all(cp);
+	mask = cp->hashsize - 1;
+	for (i = 0; i <= mask && err == 0; i++) {
+		const kent_t *e = &cp->hash[i];
+		size_t j;
+		if (e->base == 0)
+			continue;
+		used++;
+		for (j = hash_home(cp, kent_block(cp, e)); j != i;
+		    j = (j + 1) & mask)
+			if (cp->hash[j].base == 0)
+				err = 3;
+		if (kent_slab(e)->base != e->base)
+			err = 4;
+	}
+	if (err == 0 && used != cp->hashused)
+		err = 1;
+	if (err == 0 && used * 8 > cp->hashsize * 7)
+		err = 2;
+	for (s = cp->partial.next; err == 0 && s != &cp->partial;
+	    s = s->next)
+		err = check_slab(cp, s, SL_PARTIAL, &nslabs, &entries, &out);
+	for (s = cp->complete.next; err == 0 && s != &cp->complete;
+	    s = s->next)
+		err = check_slab(cp, s, SL_COMPLETE, &nslabs, &entries, &out);
+	if (err == 0 && cp->spare != NULL)
+		err = check_slab(cp, cp->spare, SL_NONE, &nslabs, &entries,
+		    &out);
+	if (err == 0 && (nslabs != cp->nslabs || entries != cp->hashused))
+		err = 8;
+	if (err == 0 && out != cp->out)
+		err = 9;
+	cpus_unlock_all(cp);
+	plat_mutex_unlock(&cp->slab_lock);
+	return err;
 }
 
 static void

@@ -7,8 +7,8 @@
  * a kmem heap, and two kernel address spaces (real and simulated backing:
  * segkmem_alloc imports, page reservations, commits with and without
  * mlock). A fault hook counts the failure points it passes ("metadata",
- * "import", "slab", "commit", "resv", "mlock"). The sweep first runs the
- * workload counting them, then for N = 1..count reruns it with the N-th
+ * "import", "slab", "slabtable", "commit", "resv", "mlock"). The sweep
+ * first runs the workload counting them, then for N = 1..count reruns it with the N-th
  * point failing, and checks each time that
  *   - the point was reached and failed, and nothing crashed;
  *   - every call either succeeded (and its result is valid) or failed
@@ -41,10 +41,10 @@
 #include "testutil.h"
 
 #define PAGE 4096
-#define NSITES 6
+#define NSITES 7
 #define MAXPOINTS 4096
 static const char *const site_names[NSITES] = {
-	"metadata", "import", "slab", "commit", "resv", "mlock"
+	"metadata", "import", "slab", "slabtable", "commit", "resv", "mlock"
 };
 
 typedef struct sweep {

@@ -449,6 +449,175 @@ test_magazine_grow_traffic(void)
 }
 
 /*
+ * The slab table, model-checked: two caches (4 KiB and 12 KiB chunks, the
+ * second found by reciprocal division) share an arena whose base is not
+ * slab-aligned, so nearly every slab is entered under two blocks. Random
+ * allocations, frees, foreign frees and reaps drive the live count up
+ * and down, so slabs come and go (table deletions with back-shifting) and
+ * the table grows. A page bitmap of the fake range is the model: nothing
+ * handed out twice, every live buffer owned by its cache and by no other.
+ * The slab layer's checker runs every 32 steps.
+ */
+#define TBL_PAGES 32768   /* 128 MiB of fake address space */
+#define TBL_LIVE 6000
+
+typedef struct tbl_buf {
+	kmem_cache_t *cp;
+	uintptr_t addr;
+	size_t pages;
+} tbl_buf_t;
+
+static uint64_t tbl_used[TBL_PAGES / 64];
+
+/* Mark b's pages taken, or (freeing) clear them; -1 if a page to take
+ * was taken already or one to clear was not. */
+static int
+tbl_mark(uintptr_t base, const tbl_buf_t *b, int freeing)
+{
+	size_t first = (b->addr - base) / PAGE;
+
+	for (size_t i = first; i < first + b->pages; i++) {
+		uint64_t bit = 1ULL << (i % 64);
+		if (((tbl_used[i / 64] & bit) != 0) != freeing)
+			return -1;
+		tbl_used[i / 64] ^= bit;
+	}
+	return 0;
+}
+
+static void
+test_slab_table_model(void)
+{
+	uintptr_t base = (uintptr_t)FAKE_BASE + PAGE;
+	vmem_t *a = vmem_create("kc_table", (void *)base,
+	    (size_t)TBL_PAGES * PAGE, PAGE, NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *small = kmem_cache_create_slab("table_4k", PAGE, 0,
+	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH, 16 * PAGE);
+	kmem_cache_t *odd = kmem_cache_create_slab("table_12k", 3 * PAGE, 0,
+	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH, 32 * PAGE);
+	static tbl_buf_t live[TBL_LIVE];
+	long steps = tu_env_long("TABLE_STEPS", tu_slow_build() ? 20000 :
+	    200000);
+	uint64_t seed = (uint64_t)tu_env_long("TABLE_SEED", 11);
+	size_t n = 0, target = 0, peak_live = 0;
+	tu_rng_t r;
+	long i;
+
+	REQUIRE(a != NULL && small != NULL && odd != NULL);
+	memset(tbl_used, 0, sizeof (tbl_used));
+	tu_seed(&r, seed);
+	printf("    slab table model: seed %llu, %ld steps\n",
+	    (unsigned long long)seed, steps);
+	for (i = 0; i < steps && tu_failures == 0; i++) {
+		unsigned op = (unsigned)tu_range(&r, 0, 99);
+		if (i % (steps / 10 + 1) == 0)
+			target = (size_t)tu_range(&r, 0, TBL_LIVE);
+		if (op < 2 && n > 0) {
+			/* A foreign free is refused and changes nothing. */
+			tbl_buf_t *b = &live[tu_range(&r, 0, n - 1)];
+			kmem_cache_t *other = b->cp == small ? odd : small;
+			CHECK(kmem_cache_free_quiet(other, (void *)b->addr,
+			    "test") == -1);
+			CHECK(!kmem_cache_owns(other, (void *)b->addr));
+			CHECK(kmem_cache_owns(b->cp, (void *)b->addr));
+		} else if (op < 3) {
+			kmem_cache_reap_now(small);
+			kmem_cache_reap_now(odd);
+		} else if (n > 0 && (n >= TBL_LIVE || (n > target ?
+		    op < 70 : op < 30))) {
+			size_t k = (size_t)tu_range(&r, 0, n - 1);
+			CHECK(tbl_mark(base, &live[k], 1) == 0);
+			kmem_cache_free(live[k].cp, (void *)live[k].addr);
+			live[k] = live[--n];
+		} else {
+			tbl_buf_t *b = &live[n];
+			b->cp = (op & 1) ? small : odd;
+			b->pages = b->cp == small ? 1 : 3;
+			b->addr = (uintptr_t)kmem_cache_alloc(b->cp,
+			    KM_NOSLEEP);
+			REQUIRE(b->addr != 0);
+			CHECK((b->addr - base) % PAGE == 0);
+			CHECK(tbl_mark(base, b, 0) == 0);
+			n++;
+		}
+		if (i % 32 == 0) {
+			CHECK_EQ(kmem_cache_test_check(small), 0);
+			CHECK_EQ(kmem_cache_test_check(odd), 0);
+		}
+		if (n > peak_live)
+			peak_live = n;
+	}
+	while (n > 0) {
+		n--;
+		kmem_cache_free(live[n].cp, (void *)live[n].addr);
+	}
+	kmem_cache_reap_now(small);
+	kmem_cache_reap_now(odd);
+	CHECK_EQ(kmem_cache_test_check(small), 0);
+	CHECK_EQ(kmem_cache_test_check(odd), 0);
+	/* The live set went high enough for the table to grow a lot. */
+	CHECK(peak_live >= (size_t)(steps / 20 < TBL_LIVE / 2 ? steps / 20 :
+	    TBL_LIVE / 2));
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(small);
+	kmem_cache_destroy(odd);
+	vmem_destroy(a);
+}
+
+static int
+fail_slabtable(const char *site, void *arg)
+{
+	(void)arg;
+	return strcmp(site, "slabtable") == 0;
+}
+
+/*
+ * A slab table that cannot grow still takes slabs until it is 7/8 full
+ * (8 entries: 3 slabs of 2 blocks each); the next slab is refused, the
+ * allocation fails cleanly with nothing reported, and once memory is
+ * back the table grows and allocation goes on.
+ */
+static void
+test_slab_table_cannot_grow(void)
+{
+	uintptr_t base = (uintptr_t)FAKE_BASE + PAGE;
+	vmem_t *a = vmem_create("kc_table_full", (void *)base, 1 << 24, PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create_slab("table_full", PAGE, 0,
+	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH, 4 * PAGE);
+	static void *v[64];
+	kmem_cache_stats_t st;
+	int got = 0;
+
+	REQUIRE(cp != NULL);
+	tu_record_errors();
+	tu_reset_errors();
+	vmem_set_fault_hook(fail_slabtable, NULL);
+	while (got < 64 && (v[got] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL)
+		got++;
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK_EQ(got, 12);
+	CHECK_EQ(tu_err.count, 0);
+	CHECK_EQ(kmem_cache_test_check(cp), 0);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.slabs, 3);
+	CHECK_EQ(st.alloc_fail, 1);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 3 * 4 * PAGE);  /* 4th went back */
+	while (got < 64 && (v[got] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL)
+		got++;
+	CHECK_EQ(got, 64);
+	CHECK_EQ(kmem_cache_test_check(cp), 0);
+	while (got > 0)
+		kmem_cache_free(cp, v[--got]);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(kmem_cache_test_check(cp), 0);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	tu_default_errors();
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
+/*
  * A double free whose first free emptied the buffer's slab and sent the
  * slab back to the arena (a spare empty slab was already kept) finds no
  * slab: it is reported as a foreign pointer, and changes nothing. Found by
@@ -747,6 +916,8 @@ main(void)
 	RUN(test_magazine_resize);
 	RUN(test_magazine_resize_between_updates);
 	RUN(test_magazine_grow_traffic);
+	RUN(test_slab_table_model);
+	RUN(test_slab_table_cannot_grow);
 	RUN(test_wrong_cache_and_debug_errors);
 	RUN(test_double_free_after_slab_released);
 	RUN(test_meta_charge);

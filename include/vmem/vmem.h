@@ -284,6 +284,7 @@ void vmem_reap(vmem_t *vmp);
  * return makes that point fail exactly as if the resource were exhausted.
  * Sites: "metadata" (a page of library metadata), "import" (a span
  * imported from a source arena), "slab" (a kmem cache taking a slab),
+ * "slabtable" (a kmem cache growing the table that finds its slabs),
  * "commit", "resv" and "mlock" (a kernel address space committing pages,
  * reserving them from its page budget, locking them). Every such failure
  * is clean: the call returns its failure value with nothing leaked. NULL
