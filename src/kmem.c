@@ -66,7 +66,7 @@
  * KMEM_WINDOW depot entries found the depot lock busy. */
 #define KMEM_WINDOW 1024
 #define KMEM_WINDOW_CONTENDED 16
-/* Depot traffic: a slot whose last KMEM_TRAFFIC_WINDOW magazine misses
+/* Depot traffic: a slot whose last KMEM_TRAFFIC_WINDOW depot exchanges
  * came in fewer than KMEM_TRAFFIC_OPS operations each asks for the next
  * magazine size, as long as a magazine's buffers stay within
  * KMEM_TRAFFIC_MAXBYTES (illumos bounds its magazine types near there). */
@@ -114,7 +114,7 @@ typedef struct kcpu {
 	kmag_t *prev;
 	uint64_t alloc;     /* served here */
 	uint64_t free;      /* taken here */
-	unsigned misses;    /* loaded and prev could not serve, this window */
+	unsigned exchanges; /* with the depot, in this window */
 	uint64_t ops_mark;  /* alloc + free when the window began */
 } kcpu_t;
 
@@ -1093,22 +1093,25 @@ traffic_may_grow(const kmem_cache_t *cp)
 }
 
 /*
- * Neither magazine of slot c could serve (slot lock held). The paper grows
- * magazines only for depot contention, which one thread never causes; but
- * one thread that allocates and frees in bursts longer than two magazines
- * goes to the depot every few operations all the same (with illumos's
- * 1-round magazines for 16 KiB buffers, every other one). So each slot
- * also judges its own misses: many per operation asks for a bigger size.
+ * Slot c (lock held) just exchanged a magazine with the depot. The paper
+ * grows magazines only for depot contention, which one thread never
+ * causes; but one thread that allocates and frees in bursts longer than
+ * two magazines goes to the depot every few operations all the same (with
+ * illumos's 1-round magazines for 16 KiB buffers, every other one). So
+ * each slot also judges its own exchanges: many per operation asks for a
+ * bigger size. Only exchanges count: a growing heap that goes to the slab
+ * layer for every allocation, or a shrinking one that makes new magazines
+ * for its frees, would not go to the depot less with bigger magazines.
  */
 static void
-slot_note_miss(kmem_cache_t *cp, kcpu_t *c)
+slot_note_exchange(kmem_cache_t *cp, kcpu_t *c)
 {
 	uint64_t ops;
 
-	if (++c->misses < KMEM_TRAFFIC_WINDOW)
+	if (++c->exchanges < KMEM_TRAFFIC_WINDOW)
 		return;
 	ops = c->alloc + c->free - c->ops_mark;
-	c->misses = 0;
+	c->exchanges = 0;
 	c->ops_mark = c->alloc + c->free;
 	if (ops < (uint64_t)KMEM_TRAFFIC_WINDOW * KMEM_TRAFFIC_OPS &&
 	    traffic_may_grow(cp))
@@ -1132,10 +1135,7 @@ mag_pop(kmem_cache_t *cp, kcpu_t *c)
 		c->prounds = 0;
 		return c->loaded->round[--c->rounds];
 	}
-	if (c->magsize == 0)
-		return NULL;
-	slot_note_miss(cp, c);
-	if (!maglist_maybe(&cp->full))
+	if (c->magsize == 0 || !maglist_maybe(&cp->full))
 		return NULL;
 	depot_enter(cp);
 	full = maglist_take(&cp->full);
@@ -1151,6 +1151,7 @@ mag_pop(kmem_cache_t *cp, kcpu_t *c)
 	depot_exit(cp);
 	if (full == NULL)
 		return NULL;
+	slot_note_exchange(cp, c);
 	return c->loaded->round[--c->rounds];
 }
 
@@ -1174,10 +1175,7 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 		c->loaded->round[c->rounds++] = buf;
 		return 1;
 	}
-	if (c->magsize == 0)
-		return 0;
-	slot_note_miss(cp, c);
-	if (!maglist_maybe(&cp->empty))
+	if (c->magsize == 0 || !maglist_maybe(&cp->empty))
 		return 0;
 	depot_enter(cp);
 	empty = maglist_take(&cp->empty);
@@ -1194,6 +1192,7 @@ mag_push(kmem_cache_t *cp, kcpu_t *c, void *buf)
 	depot_exit(cp);
 	if (empty == NULL)
 		return 0;
+	slot_note_exchange(cp, c);
 	c->loaded->round[c->rounds++] = buf;
 	return 1;
 }
@@ -1333,7 +1332,7 @@ alloc_from_slab(kmem_cache_t *cp, int kmflag)
 static void magazine_resize(kmem_cache_t *cp, int why);
 
 /* Do the resize the depot or a slot asked for (depot_window_end,
- * slot_note_miss); no lock held. */
+ * slot_note_exchange); no lock held. */
 static inline void
 resize_if_wanted(kmem_cache_t *cp)
 {
@@ -1905,10 +1904,13 @@ magazine_resize(kmem_cache_t *cp, int why)
 		kcpu_t *c = cpu_slot(cp, i);
 		slot_detach(c, &det[i]);
 		c->magsize = newsize;
-		c->misses = 0;  /* the new size gets a window of its own */
+		c->exchanges = 0;  /* the new size gets a window of its own */
 		c->ops_mark = c->alloc + c->free;
 	}
 	depot_exit(cp);
+	/* Every magazine is gone: allocations take the slab layer directly
+	 * until a free loads one again. */
+	atomic_store_explicit(&cp->mag_loaded, 0, memory_order_relaxed);
 	cpus_unlock_all(cp);
 	for (i = 0; i < cp->ncpu; i++)
 		detached_destroy(cp, &det[i]);

@@ -1862,8 +1862,9 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 	return alloc_arena(vmp, size, vmflag);
 }
 
-/* A quantum cache could not serve: alloc_fail reaps the caches and tries
- * the arena, or fails (it knows what VM_SLEEP asks for). */
+/* A quantum cache could not serve. Its slab import from this arena has
+ * already reaped, waited or failed as the flags ask; what is left is to
+ * count the failure (and report it for VM_PANIC). */
 static VMEM_NOINLINE void *
 qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
 {

@@ -45,6 +45,14 @@
 /* ------------------------------------------------------------------ */
 /* Helpers */
 
+/* For printing an expected name that may be NULL (gcc -O0 warns on a
+ * literal NULL passed for %s). */
+static const char *
+name_or_null(const char *name)
+{
+	return name != NULL ? name : "(null)";
+}
+
 #define EXPECT_N(n, c, callname, objname) do { \
 	CHECK_EQ(tu_err.count, (n)); \
 	CHECK_EQ(tu_err.code, (c)); \
@@ -55,7 +63,8 @@
 	} \
 	if (!name_is(objname)) { \
 		fprintf(stderr, "%s:%d: name '%s', expected '%s'\n", \
-		    __FILE__, __LINE__, tu_err.name, (const char *)(objname)); \
+		    __FILE__, __LINE__, tu_err.name, \
+		    name_or_null((const char *)(objname))); \
 		tu_failures++; \
 	} \
 	save_line(); \

@@ -396,10 +396,13 @@ test_magazine_resize_between_updates(void)
 }
 
 /*
- * One thread, no contention: bursts longer than two magazines miss every
- * few operations, and the magazines grow until a magazine holds the most
- * buffers traffic may grow it to (128 KiB: 31 rounds of 4 KiB, not 63).
- * Alternating pairs never miss and never grow, and no buffer is lost.
+ * One thread, no contention: bursts longer than two magazines exchange
+ * with the depot every few operations, and the magazines grow until a
+ * magazine amortizes an exchange over 16 operations or more (4 KiB: 3 ->
+ * 7 -> 15), or until a magazine would hold more than 128 KiB of buffers
+ * (16 KiB: 1 -> 3 -> 7, not 15). A heap that only grows or only shrinks
+ * does not exchange and does not grow; alternating pairs never leave the
+ * loaded magazine. No buffer is lost.
  */
 static void
 test_magazine_grow_traffic(void)
@@ -408,9 +411,11 @@ test_magazine_grow_traffic(void)
 	    PAGE, NULL, NULL, NULL, 0, VM_SLEEP);
 	kmem_cache_t *bursty = kmem_cache_create("traffic_bursty", PAGE, 0,
 	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH);
+	kmem_cache_t *big = kmem_cache_create("traffic_big", 4 * PAGE, 0,
+	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH);
 	kmem_cache_t *pairs = kmem_cache_create("traffic_pairs", 64, 0, NULL,
 	    NULL, NULL, NULL, a, KMC_NOTOUCH);
-	static void *v[300];
+	static void *v[20000];
 	kmem_cache_stats_t st;
 	size_t m0;
 
@@ -418,17 +423,40 @@ test_magazine_grow_traffic(void)
 	CHECK_EQ(st.magsize, 3);
 	depot_traffic(bursty, v, 300, 100);
 	kmem_cache_get_stats(bursty, &st);
-	CHECK_EQ(st.magsize, 31);
-	CHECK_EQ(st.mag_grow_traffic, 3);   /* 3 -> 7 -> 15 -> 31 */
-	CHECK_EQ(st.mag_resize, 3);
+	CHECK_EQ(st.magsize, 15);
+	CHECK_EQ(st.mag_grow_traffic, 2);   /* 3 -> 7 -> 15 */
+	CHECK_EQ(st.mag_resize, 2);
 	CHECK_EQ(st.buf_inuse, 0);
 	CHECK_EQ(st.alloc, 30000);
 	CHECK_EQ(st.free, 30000);
-	/* At the cap, more traffic changes nothing. */
+	/* 15 rounds amortize: more of the same changes nothing. */
 	depot_traffic(bursty, v, 300, 20);
 	kmem_cache_get_stats(bursty, &st);
-	CHECK_EQ(st.magsize, 31);
-	CHECK_EQ(st.mag_resize, 3);
+	CHECK_EQ(st.magsize, 15);
+	CHECK_EQ(st.mag_resize, 2);
+
+	kmem_cache_get_stats(big, &st);
+	CHECK_EQ(st.magsize, 1);
+	depot_traffic(big, v, 300, 100);
+	kmem_cache_get_stats(big, &st);
+	CHECK_EQ(st.magsize, 7);            /* 15 x 16 KiB > 128 KiB */
+	CHECK_EQ(st.mag_grow_traffic, 2);
+	CHECK_EQ(st.buf_inuse, 0);
+
+	/* Only growing, then only shrinking: the slab layer and new
+	 * magazines serve it, the depot is never asked. */
+	kmem_cache_get_stats(pairs, &st);
+	m0 = st.magsize;
+	REQUIRE((v[0] = kmem_cache_alloc(pairs, KM_NOSLEEP)) != NULL);
+	kmem_cache_free(pairs, v[0]);
+	for (int i = 0; i < 20000; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(pairs, KM_NOSLEEP)) != NULL);
+	for (int i = 0; i < 20000; i++)
+		kmem_cache_free(pairs, v[i]);
+	kmem_cache_get_stats(pairs, &st);
+	CHECK_EQ(st.magsize, m0);
+	CHECK_EQ(st.mag_resize, 0);
+	CHECK_EQ(st.buf_inuse, 0);
 
 	kmem_cache_get_stats(pairs, &st);
 	m0 = st.magsize;
@@ -441,17 +469,21 @@ test_magazine_grow_traffic(void)
 	CHECK_EQ(st.mag_resize, 0);
 
 	kmem_cache_reap_now(bursty);
+	kmem_cache_reap_now(big);
 	kmem_cache_reap_now(pairs);
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(big);
 	kmem_cache_destroy(bursty);
 	kmem_cache_destroy(pairs);
 	vmem_destroy(a);
 }
 
 /*
- * The slab table, model-checked: two caches (4 KiB and 12 KiB chunks, the
- * second found by reciprocal division) share an arena whose base is not
- * slab-aligned, so nearly every slab is entered under two blocks. Random
+ * The slab table, model-checked: three caches (4 KiB chunks in 64 KiB
+ * slabs; 12 KiB chunks, found by reciprocal division; 8 KiB chunks in
+ * 24 KiB slabs, which are not a power of two, so a slab overlaps up to
+ * three 16 KiB blocks) share an arena whose base is not slab-aligned, so
+ * nearly every slab is entered under two or three blocks. Random
  * allocations, frees, foreign frees and reaps drive the live count up
  * and down, so slabs come and go (table deletions with back-shifting) and
  * the table grows. A page bitmap of the fake range is the model: nothing
@@ -495,6 +527,10 @@ test_slab_table_model(void)
 	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH, 16 * PAGE);
 	kmem_cache_t *odd = kmem_cache_create_slab("table_12k", 3 * PAGE, 0,
 	    NULL, NULL, NULL, NULL, a, KMC_NOTOUCH, 32 * PAGE);
+	kmem_cache_t *three = kmem_cache_create_slab("table_24k_slabs",
+	    2 * PAGE, 0, NULL, NULL, NULL, NULL, a, KMC_NOTOUCH, 6 * PAGE);
+	kmem_cache_t *caches[3] = { small, odd, three };
+	static const size_t pages[3] = { 1, 3, 2 };
 	static tbl_buf_t live[TBL_LIVE];
 	long steps = tu_env_long("TABLE_STEPS", tu_slow_build() ? 20000 :
 	    200000);
@@ -503,7 +539,12 @@ test_slab_table_model(void)
 	tu_rng_t r;
 	long i;
 
-	REQUIRE(a != NULL && small != NULL && odd != NULL);
+	REQUIRE(a != NULL && small != NULL && odd != NULL && three != NULL);
+	{
+		kmem_cache_stats_t st;
+		kmem_cache_get_stats(three, &st);
+		REQUIRE(st.slabsize == 6 * PAGE);
+	}
 	memset(tbl_used, 0, sizeof (tbl_used));
 	tu_seed(&r, seed);
 	printf("    slab table model: seed %llu, %ld steps\n",
@@ -515,14 +556,15 @@ test_slab_table_model(void)
 		if (op < 2 && n > 0) {
 			/* A foreign free is refused and changes nothing. */
 			tbl_buf_t *b = &live[tu_range(&r, 0, n - 1)];
-			kmem_cache_t *other = b->cp == small ? odd : small;
+			kmem_cache_t *other = b->cp == small ? odd :
+			    b->cp == odd ? three : small;
 			CHECK(kmem_cache_free_quiet(other, (void *)b->addr,
 			    "test") == -1);
 			CHECK(!kmem_cache_owns(other, (void *)b->addr));
 			CHECK(kmem_cache_owns(b->cp, (void *)b->addr));
 		} else if (op < 3) {
-			kmem_cache_reap_now(small);
-			kmem_cache_reap_now(odd);
+			for (int k = 0; k < 3; k++)
+				kmem_cache_reap_now(caches[k]);
 		} else if (n > 0 && (n >= TBL_LIVE || (n > target ?
 		    op < 70 : op < 30))) {
 			size_t k = (size_t)tu_range(&r, 0, n - 1);
@@ -531,8 +573,9 @@ test_slab_table_model(void)
 			live[k] = live[--n];
 		} else {
 			tbl_buf_t *b = &live[n];
-			b->cp = (op & 1) ? small : odd;
-			b->pages = b->cp == small ? 1 : 3;
+			unsigned k = op % 3;
+			b->cp = caches[k];
+			b->pages = pages[k];
 			b->addr = (uintptr_t)kmem_cache_alloc(b->cp,
 			    KM_NOSLEEP);
 			REQUIRE(b->addr != 0);
@@ -540,10 +583,9 @@ test_slab_table_model(void)
 			CHECK(tbl_mark(base, b, 0) == 0);
 			n++;
 		}
-		if (i % 32 == 0) {
-			CHECK_EQ(kmem_cache_test_check(small), 0);
-			CHECK_EQ(kmem_cache_test_check(odd), 0);
-		}
+		if (i % 32 == 0)
+			for (int k = 0; k < 3; k++)
+				CHECK_EQ(kmem_cache_test_check(caches[k]), 0);
 		if (n > peak_live)
 			peak_live = n;
 	}
@@ -551,16 +593,16 @@ test_slab_table_model(void)
 		n--;
 		kmem_cache_free(live[n].cp, (void *)live[n].addr);
 	}
-	kmem_cache_reap_now(small);
-	kmem_cache_reap_now(odd);
-	CHECK_EQ(kmem_cache_test_check(small), 0);
-	CHECK_EQ(kmem_cache_test_check(odd), 0);
+	for (int k = 0; k < 3; k++) {
+		kmem_cache_reap_now(caches[k]);
+		CHECK_EQ(kmem_cache_test_check(caches[k]), 0);
+	}
 	/* The live set went high enough for the table to grow a lot. */
 	CHECK(peak_live >= (size_t)(steps / 20 < TBL_LIVE / 2 ? steps / 20 :
 	    TBL_LIVE / 2));
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
-	kmem_cache_destroy(small);
-	kmem_cache_destroy(odd);
+	for (int k = 0; k < 3; k++)
+		kmem_cache_destroy(caches[k]);
 	vmem_destroy(a);
 }
 

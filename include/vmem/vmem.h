@@ -289,6 +289,8 @@ void vmem_reap(vmem_t *vmp);
  * reserving them from its page budget, locking them). Every such failure
  * is clean: the call returns its failure value with nothing leaked. NULL
  * removes the hook. Install it while no other thread uses the library.
+ * The hook may be called with library locks held: it must not call the
+ * library.
  */
 typedef int vmem_fault_hook_t(const char *site, void *arg);
 void vmem_set_fault_hook(vmem_fault_hook_t *hook, void *arg);
