@@ -1754,6 +1754,28 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 }
 
 /*
+ * A class whose first segment is the answer, or NCLASS (lock held). With
+ * no constraint: instant fit takes the first class whose members all fit;
+ * best and first fit take their own class when it holds only their size
+ * (classes below 16 quanta are one size wide) and is not empty, since its
+ * first segment is then exactly what their scan would return.
+ */
+static inline unsigned
+head_fit_class(const vmem_t *vmp, const req_t *r)
+{
+	int policy = r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT);
+	uint64_t n = r->size >> vmp->qshift;
+
+	if (req_constrained(vmp, r))
+		return NCLASS;
+	if (policy == 0)
+		return class_next(vmp, class_guaranteed(n));
+	if (policy != VM_NEXTFIT && n < 16 && vmp->freelist[n] != NULL)
+		return (unsigned)n;
+	return NCLASS;
+}
+
+/*
  * The common case of vmem_alloc and vmem_xalloc: any policy and
  * constraint, in one critical section.
  * Returns the address; or 0 with *failed set when the request has failed
@@ -1769,9 +1791,7 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
 
 	plat_mutex_lock(&vmp->lock);
 	if (vmp->tag_nfree >= 2) {
-		c = (r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) ||
-		    req_constrained(vmp, r) ? NCLASS : class_next(vmp,
-		    class_guaranteed(r->size >> vmp->qshift));
+		c = head_fit_class(vmp, r);
 		if (c < NCLASS) {
 			s = vmp->freelist[c];
 			vmp->st_search++;

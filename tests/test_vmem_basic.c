@@ -224,6 +224,52 @@ test_first_fit(void)
 	vmem_destroy(v);
 }
 
+/* Allocate n pages with policy flags f: it must land at want; free it. */
+static void
+expect_fit(vmem_t *v, size_t n, int f, uintptr_t want)
+{
+	uintptr_t a = TL_U(vmem_alloc(v, n * Q, f | VM_NOSLEEP));
+
+	if (a != want)
+		fprintf(stderr, "    %zu pages, flags %#x:\n", n, f);
+	CHECK_EQ(a, want);
+	if (a != 0)
+		vmem_free(v, TL_PTR(a), n * Q);
+}
+
+/*
+ * Best and first fit take the head of their own class directly when that
+ * class holds only their size (below 16 quanta). Wider classes must still
+ * be scanned: 16 and 17 pages share a class, and the class *numbered* 20
+ * holds 24-25 pages, not 20 (a shortcut that indexed freelists by size
+ * would hand out the 17- or the 24-page hole).
+ */
+static void
+test_fit_in_wide_classes(void)
+{
+	/* Holes 16, 17, 20, 24 pages; the 17 is freed after the 16, so it
+	 * heads their shared class. */
+	static const size_t p[] = { 16, 1, 17, 1, 20, 1, 24, 1, 47 };
+	static const int h[] = { 1, 0, 1, 0, 1, 0, 1, 0, 0 };
+	vmem_t *v = mk("widefit", BASE, 128 * Q, Q);
+	uintptr_t ad[9];
+	int pol;
+
+	carve(v, p, h, 9, ad);
+	for (pol = 0; pol < 2; pol++) {
+		int f = pol ? VM_FIRSTFIT : VM_BESTFIT;
+		expect_fit(v, 20, f, ad[4]);
+		expect_fit(v, 24, f, ad[6]);
+	}
+	expect_fit(v, 16, VM_BESTFIT, ad[0]);
+	expect_fit(v, 17, VM_BESTFIT, ad[2]);
+	/* 15 pages: its own one-size class is empty; best is the 16. */
+	expect_fit(v, 15, VM_BESTFIT, ad[0]);
+	CHECK_ARENA(v);
+	uncarve(v, p, h, 9, ad);
+	vmem_destroy(v);
+}
+
 static void
 test_best_fit(void)
 {
@@ -1208,6 +1254,7 @@ main(void)
 	RUN(test_instant_fit);
 	RUN(test_first_fit);
 	RUN(test_best_fit);
+	RUN(test_fit_in_wide_classes);
 	RUN(test_next_fit);
 	RUN(test_endalloc);
 	RUN(test_compat_flags);
