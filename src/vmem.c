@@ -371,6 +371,11 @@ flog2(uint64_t x)
 	return 63u - (unsigned)__builtin_clzll(x);
 }
 
+/* Sizes (in quanta) below this have a class of their own, numbered by the
+ * size: size_class splits each power of two into 8, so up to 2 x 8 the
+ * split is one quantum wide. */
+#define CLASS_ONE_SIZE  16
+
 /* Class of a size given in quanta (n >= 1). */
 static inline unsigned
 size_class(uint64_t n)
@@ -1757,7 +1762,7 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
  * A class whose first segment is the answer, or NCLASS (lock held). With
  * no constraint: instant fit takes the first class whose members all fit;
  * best and first fit take their own class when it holds only their size
- * (classes below 16 quanta are one size wide) and is not empty, since its
+ * (below CLASS_ONE_SIZE) and is not empty, since its
  * first segment is then exactly what their scan would return.
  */
 static inline unsigned
@@ -1770,7 +1775,8 @@ head_fit_class(const vmem_t *vmp, const req_t *r)
 		return NCLASS;
 	if (policy == 0)
 		return class_next(vmp, class_guaranteed(n));
-	if (policy != VM_NEXTFIT && n < 16 && vmp->freelist[n] != NULL)
+	if (policy != VM_NEXTFIT && n < CLASS_ONE_SIZE &&
+	    vmp->freelist[n] != NULL)
 		return (unsigned)n;
 	return NCLASS;
 }
