@@ -816,6 +816,24 @@ find_ordered(vmem_t *vmp, const req_t *r, unsigned own, bool best,
 	return NULL;
 }
 
+/*
+ * Instant fit's first class all of whose members hold r wherever its
+ * alignment puts it: a segment of size + align - quantum always has room
+ * after padding to the alignment. NCLASS if none can.
+ */
+static inline unsigned
+instant_sure_class(const vmem_t *vmp, const req_t *r)
+{
+	size_t need = r->size;
+
+	if (r->align > vmp->quantum) {
+		need += r->align - vmp->quantum;
+		if (need < r->size)
+			return NCLASS;
+	}
+	return class_guaranteed(need >> vmp->qshift);
+}
+
 /* Find a free segment and placement for r (lock held). */
 static vseg_t *
 find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
@@ -823,22 +841,13 @@ find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	uint64_t n = r->size >> vmp->qshift;
 	int policy = r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT);
 	unsigned own = size_class(n), sure, c;
-	size_t need = r->size;
 	vseg_t *s;
 
 	if (policy == VM_NEXTFIT)
 		return find_nextfit(vmp, r, addrp);
 	if (policy != 0)
 		return find_ordered(vmp, r, own, policy == VM_BESTFIT, addrp);
-	/* Instant fit: a class whose members all fit, even with padding. */
-	if (r->align > vmp->quantum) {
-		need += r->align - vmp->quantum;
-		if (need < r->size)
-			need = SIZE_MAX;
-	}
-	sure = class_guaranteed(need >> vmp->qshift);
-	if (need == SIZE_MAX)
-		sure = NCLASS;
+	sure = instant_sure_class(vmp, r);
 	c = class_next(vmp, sure);
 	if (c < NCLASS && !req_constrained(vmp, r)) {
 		/* The hot path: every member of class c fits. */
@@ -1782,6 +1791,31 @@ head_fit_class(const vmem_t *vmp, const req_t *r)
 }
 
 /*
+ * Instant fit with alignment or nocross but no address range: the head of
+ * its sure class, the first segment find_fit would test, if the placement
+ * there holds (nocross may refuse it); else NULL and find_fit decides.
+ */
+static inline vseg_t *
+head_fit_aligned(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
+{
+	unsigned c;
+	vseg_t *s;
+	bool placed;
+
+	if ((r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) != 0 ||
+	    r->lo != 0 || r->hi != UINTPTR_MAX || !req_constrained(vmp, r))
+		return NULL;
+	c = class_next(vmp, instant_sure_class(vmp, r));
+	if (c >= NCLASS)
+		return NULL;
+	s = vmp->freelist[c];
+	placed = (r->flags & VM_ENDALLOC) ?
+	    place_high(s->start, seg_last(s), r, addrp) :
+	    place_low(s->start, seg_last(s), r, addrp);
+	return placed ? s : NULL;
+}
+
+/*
  * The common case of vmem_alloc and vmem_xalloc: any policy and
  * constraint, in one critical section.
  * Returns the address; or 0 with *failed set when the request has failed
@@ -1803,6 +1837,9 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
 			vmp->st_search++;
 			addr = (r->flags & VM_ENDALLOC) ?
 			    s->start + (s->size - r->size) : s->start;
+			(void)seg_carve(vmp, s, addr, r->size);
+		} else if ((s = head_fit_aligned(vmp, r, &addr)) != NULL) {
+			vmp->st_search++;
 			(void)seg_carve(vmp, s, addr, r->size);
 		} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
 			s = seg_carve(vmp, s, addr, r->size);

@@ -1179,6 +1179,39 @@ test_xalloc_constraints_fixed(void)
 	vmem_destroy(v);
 }
 
+/*
+ * Aligned instant fit starts at the head of the class that holds the
+ * request after padding. Holes of 4 pages at page offsets 0 and 5, the one
+ * at 5 freed last so it heads the class. 3 pages aligned to 2: the head
+ * fits at 6; with nocross 4 pages it cannot (6..8 crosses 8, 8..10 runs
+ * past its end), so the search must go on to the hole at 0.
+ */
+static void
+test_aligned_instant_head(void)
+{
+	static const size_t p[] = { 4, 1, 4, 1, 54 };
+	static const int h[] = { 1, 0, 1, 0, 0 };
+	vmem_t *v = mk("alignhead", BASE, 64 * Q, Q);
+	uintptr_t ad[5], a;
+
+	carve(v, p, h, 5, ad);
+	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a, ad[2] + Q);
+	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	CHECK_ARENA(v);
+	/* Freeing re-made the hole at 5 and put it back at the head. */
+	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 4 * Q, NULL, NULL,
+	    VM_NOSLEEP));
+	CHECK_EQ(a, ad[0]);
+	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	/* Now the hole at 0 is the head; phase 1 page puts it at 1. */
+	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, Q, 0, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a, ad[0] + Q);
+	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	uncarve(v, p, h, 5, ad);
+	vmem_destroy(v);
+}
+
 static void
 test_xalloc_constraints_random(void)
 {
@@ -1275,6 +1308,7 @@ main(void)
 	RUN(test_top_of_address_space);
 	RUN(test_span_ending_at_top);
 	RUN(test_xalloc_constraints_fixed);
+	RUN(test_aligned_instant_head);
 	RUN(test_xalloc_constraints_random);
 	return tu_finish();
 }
