@@ -1809,6 +1809,10 @@ head_fit_aligned(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	if (c >= NCLASS)
 		return NULL;
 	s = vmp->freelist[c];
+	/* Its size guarantees room at the first aligned address. */
+	if (!(r->flags & VM_ENDALLOC) && align_up(s->start, r, addrp) &&
+	    !crosses(*addrp, r->size, r->nocross))
+		return s;
 	placed = (r->flags & VM_ENDALLOC) ?
 	    place_high(s->start, seg_last(s), r, addrp) :
 	    place_low(s->start, seg_last(s), r, addrp);
@@ -1818,12 +1822,13 @@ head_fit_aligned(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 /*
  * The common case of vmem_alloc and vmem_xalloc: any policy and
  * constraint, in one critical section.
+ * xalloc: r may be constrained (vmem_alloc's requests never are).
  * Returns the address; or 0 with *failed set when the request has failed
  * for good (no room, nothing to import, no waiting), so the failure path
  * costs one lock too; or 0 to send the caller down the general path.
  */
 static VMEM_ALWAYS_INLINE uintptr_t
-alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
+alloc_instant(vmem_t *vmp, const req_t *r, bool xalloc, bool *failed)
 {
 	uintptr_t addr = 0;
 	unsigned c;
@@ -1838,7 +1843,8 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool *failed)
 			addr = (r->flags & VM_ENDALLOC) ?
 			    s->start + (s->size - r->size) : s->start;
 			(void)seg_carve(vmp, s, addr, r->size);
-		} else if ((s = head_fit_aligned(vmp, r, &addr)) != NULL) {
+		} else if (xalloc &&
+		    (s = head_fit_aligned(vmp, r, &addr)) != NULL) {
 			vmp->st_search++;
 			(void)seg_carve(vmp, s, addr, r->size);
 		} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
@@ -1902,7 +1908,7 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	if (r.hi < r.lo || r.hi - r.lo < r.size - 1)
 		return alloc_fail(vmp, &r, "vmem_xalloc");
 	bool failed = false;
-	uintptr_t addr = alloc_instant(vmp, &r, &failed);
+	uintptr_t addr = alloc_instant(vmp, &r, true, &failed);
 	if (addr != 0 || failed)
 		return (void *)addr;
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
@@ -1977,7 +1983,7 @@ alloc_arena(vmem_t *vmp, size_t size, int vmflag)
 	r.hi = UINTPTR_MAX;
 	{
 		bool failed = false;
-		uintptr_t addr = alloc_instant(vmp, &r, &failed);
+		uintptr_t addr = alloc_instant(vmp, &r, false, &failed);
 		if (addr != 0 || failed)
 			return (void *)addr;
 	}
