@@ -1800,6 +1800,7 @@ head_fit_aligned(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 {
 	unsigned c;
 	vseg_t *s;
+	uintptr_t a;
 	bool placed;
 
 	if ((r->flags & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) != 0 ||
@@ -1810,9 +1811,11 @@ head_fit_aligned(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		return NULL;
 	s = vmp->freelist[c];
 	/* Its size guarantees room at the first aligned address. */
-	if (!(r->flags & VM_ENDALLOC) && align_up(s->start, r, addrp) &&
-	    !crosses(*addrp, r->size, r->nocross))
+	if (!(r->flags & VM_ENDALLOC) && align_up(s->start, r, &a) &&
+	    !crosses(a, r->size, r->nocross)) {
+		*addrp = a;
 		return s;
+	}
 	placed = (r->flags & VM_ENDALLOC) ?
 	    place_high(s->start, seg_last(s), r, addrp) :
 	    place_low(s->start, seg_last(s), r, addrp);
@@ -1853,11 +1856,14 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool xalloc, bool *failed)
 				vmp->rotor = s;
 				vmp->rotor_addr = s->start + s->size;
 			}
-		} else if ((r->flags & (VM_NOSLEEP | VM_ABORT)) &&
-		    vmp->afunc == NULL && vmp->xafunc == NULL &&
-		    vmp->nqcache == 0 && !(r->flags & VM_PANIC)) {
-			vmp->st_fail++;
-			*failed = true;
+		} else {
+			addr = 0;       /* a failed search may have left a guess */
+			if ((r->flags & (VM_NOSLEEP | VM_ABORT)) &&
+			    vmp->afunc == NULL && vmp->xafunc == NULL &&
+			    vmp->nqcache == 0 && !(r->flags & VM_PANIC)) {
+				vmp->st_fail++;
+				*failed = true;
+			}
 		}
 	}
 	plat_mutex_unlock(&vmp->lock);

@@ -1208,6 +1208,13 @@ test_aligned_instant_head(void)
 	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, Q, 0, NULL, NULL, VM_NOSLEEP));
 	CHECK_EQ(a, ad[0] + Q);
 	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	/* With the hole at 0 taken, the refused head is all there is. */
+	a = TL_U(vmem_alloc(v, 4 * Q, VM_BESTFIT | VM_NOSLEEP));
+	CHECK_EQ(a, ad[0]);
+	CHECK(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 4 * Q, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_ARENA(v);
+	vmem_free(v, TL_PTR(a), 4 * Q);
 	uncarve(v, p, h, 5, ad);
 	vmem_destroy(v);
 }
