@@ -180,6 +180,8 @@ typedef struct result {
 	uint64_t fails;         /* unexpected failures (or K_FAIL successes) */
 	uint64_t qcache_alloc;  /* allocations served by quantum caches */
 	uint64_t hash_buckets;  /* K_FREEALL: hash size with everything live */
+	uint64_t meta_bytes;    /* K_FREEALL: tags + hash with everything live */
+	double load_ns;         /* K_FREEALL: one dependent load over meta_bytes */
 	long baseline_rss_kb;   /* before the allocator runs */
 	long peak_rss_kb;
 	char note[160];
@@ -670,6 +672,50 @@ static void run_fail(const workload_t *w, uint64_t ops, int runs,
 /* ---------------------------------------------------------------------- */
 /* K_FREEALL                                                               */
 
+/*
+ * The memory latency W7 runs into, measured in the same process: ns per
+ * load of a chain of dependent loads through `bytes` of cache lines in
+ * random order (one cycle, Sattolo's shuffle), as when a free follows the
+ * hash to a tag and the tag to its neighbours.
+ */
+static double dependent_load_ns(size_t bytes)
+{
+	size_t lines = bytes / 64, steps = 4000000;
+	void **line = malloc(lines * 64);
+	uint32_t *order = malloc(lines * sizeof(*order));
+	uint64_t seed = SEED;
+	double t0, t1;
+	void **p;
+
+	if (lines < 2 || line == NULL || order == NULL) {
+		free(line);
+		free(order);
+		return 0;
+	}
+	for (size_t i = 0; i < lines; i++)
+		order[i] = (uint32_t)i;
+	for (size_t i = lines - 1; i > 0; i--) {
+		size_t j = rng_next(&seed) % i;
+		uint32_t t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (size_t i = 0; i < lines; i++)
+		line[order[i] * 8] = &line[order[(i + 1) % lines] * 8];
+	p = &line[order[0] * 8];
+	for (size_t i = 0; i < lines; i++)  /* warm the TLB and caches once */
+		p = *p;
+	t0 = now_ns();
+	for (size_t i = 0; i < steps; i++)
+		p = *p;
+	t1 = now_ns();
+	if (p == NULL)  /* keeps the chain live */
+		abort();
+	free(line);
+	free(order);
+	return (t1 - t0) / (double)steps;
+}
+
 static void run_freeall(const workload_t *w, enum impl impl, uint64_t ops,
     int runs, result_t *r)
 {
@@ -691,6 +737,8 @@ static void run_freeall(const workload_t *w, enum impl impl, uint64_t ops,
 			vmem_stats_t st;
 			vmem_get_stats(a.vmp, &st);
 			r->hash_buckets = st.hash_buckets;
+			r->meta_bytes = st.tags * 64 + st.hash_buckets *
+			    sizeof(void *);
 		}
 		double c2 = cpu_ns(), t2 = now_ns();
 		if (impl == IMPL_VMEM)
@@ -863,6 +911,8 @@ static void run_workload(const workload_t *w, enum impl impl,
 		break;
 	case K_FREEALL:
 		run_freeall(w, impl, ops, r->runs, r);
+		if (impl == IMPL_VMEM && !o->callgrind)
+			r->load_ns = dependent_load_ns(r->meta_bytes);
 		break;
 	case K_THREADS:
 		run_threads(w, impl, ops, r->runs, r);
@@ -1135,6 +1185,12 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 			    row->have[IMPL_GLIBC] && row->res[IMPL_GLIBC].ok ?
 			    median(row->res[IMPL_GLIBC].alloc_ns, rv->runs) : -1.0,
 			    (unsigned long long)rv->hash_buckets);
+		if (row->w->kind == K_FREEALL && rv->ok && rv->load_ns > 0)
+			printf("\n- %s: one dependent load through %.0f MiB (the"
+			    " size of vmem's tags and hash with all live) took"
+			    " %.1f ns in this run, so a free cost %.1f such"
+			    " loads", row->w->id, rv->meta_bytes / 1048576.0,
+			    rv->load_ns, row_ns(row, IMPL_VMEM) / rv->load_ns);
 		if (row->w->kind == K_FAIL && rv->ok)
 			printf("\n- %s: %s", row->w->id, rv->note);
 		if (row->w->kind == K_THREADS && row->load > THREADS_MAX_LOAD)
@@ -1168,6 +1224,10 @@ static void json_result(FILE *out, const row_t *row, enum impl i)
 			fprintf(out, ", \"alloc_ns_per_op\": %.2f, \"hash_buckets\": %llu",
 			    median(r->alloc_ns, r->runs),
 			    (unsigned long long)r->hash_buckets);
+		if (row->w->kind == K_FREEALL && r->load_ns > 0)
+			fprintf(out, ", \"meta_bytes\": %llu, "
+			    "\"dependent_load_ns\": %.2f",
+			    (unsigned long long)r->meta_bytes, r->load_ns);
 		fprintf(out, ", \"ops_per_run\": %llu, \"fails\": %llu, "
 		    "\"qcache_alloc\": %llu, \"baseline_rss_kb\": %ld, "
 		    "\"peak_rss_kb\": %ld", (unsigned long long)r->ops,
