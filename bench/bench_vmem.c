@@ -176,6 +176,7 @@ typedef struct result {
 	double ns2[MAX_RUNS];   /* threads: 2 threads */
 	double cpu_ns[MAX_RUNS]; /* CPU ns per op (threads: 1 thread) */
 	double cpu_ns2[MAX_RUNS]; /* threads: CPU ns per op of 2 threads */
+	double ns_sep[MAX_RUNS]; /* threads, vmem: 2 threads, an arena each */
 	double alloc_ns[MAX_RUNS]; /* K_FREEALL: the (untimed) alloc phase */
 	uint64_t fails;         /* unexpected failures (or K_FAIL successes) */
 	uint64_t qcache_alloc;  /* allocations served by quantum caches */
@@ -789,20 +790,24 @@ static void *worker_main(void *arg)
 }
 
 /* One timed pass of w by nthreads threads; returns wall ns per op and
- * stores the threads' CPU ns per op in *cpu_per_op. */
+ * stores the threads' CPU ns per op in *cpu_per_op. separate (vmem):
+ * each thread gets an arena of its own, so the threads share nothing and
+ * the 2-thread figure is what this machine allows. */
 static double threads_once(const workload_t *w, enum impl impl,
-    worker_t *wk, int nthreads, result_t *r, double *cpu_per_op)
+    worker_t *wk, int nthreads, int separate, result_t *r,
+    double *cpu_per_op)
 {
-	arenas_t a = { NULL, NULL };
+	arenas_t a[2] = { { NULL, NULL }, { NULL, NULL } };
 	pthread_barrier_t start;
 	pthread_t tid[2];
 	uint64_t total = 0;
-	if (impl == IMPL_VMEM)
-		arenas_create(w, &a);
+	int narenas = impl == IMPL_VMEM ? (separate ? nthreads : 1) : 0;
+	for (int k = 0; k < narenas; k++)
+		arenas_create(w, &a[k]);
 	for (int t = 0; t < nthreads; t++) {
-		wk[t].a = &a;
-		r->fails += setup_fill(impl, a.vmp, &wk[t].lv, wk[t].p.init_size,
-		    w->policy);
+		wk[t].a = &a[separate ? t : 0];
+		r->fails += setup_fill(impl, wk[t].a->vmp, &wk[t].lv,
+		    wk[t].p.init_size, w->policy);
 		total += 2 * wk[t].p.nsteps;
 	}
 	rss_sample();
@@ -829,15 +834,15 @@ static double threads_once(const workload_t *w, enum impl impl,
 			t1 = wk[t].t_end;
 	}
 	rss_sample();
-	if (impl == IMPL_VMEM)
-		r->qcache_alloc = qcache_allocs(a.vmp);
+	if (impl == IMPL_VMEM && !separate)
+		r->qcache_alloc = qcache_allocs(a[0].vmp);
 	for (int t = 0; t < nthreads; t++) {
 		r->fails += wk[t].fails;
 		wk[t].fails = 0;
-		teardown_live(impl, a.vmp, &wk[t].lv, 0);
+		teardown_live(impl, wk[t].a->vmp, &wk[t].lv, 0);
 	}
-	if (impl == IMPL_VMEM)
-		arenas_destroy(&a);
+	for (int k = 0; k < narenas; k++)
+		arenas_destroy(&a[k]);
 	*cpu_per_op = total ? cpu / (double)total : 0;
 	return total ? (t1 - t0) / (double)total : 0;
 }
@@ -876,10 +881,14 @@ static void run_threads(const workload_t *w, enum impl impl, uint64_t ops,
 	r->baseline_rss_kb = maxrss_kb();
 	/* Alternate 1 and 2 threads so that drift hits both alike. */
 	for (int run = 0; run < runs; run++) {
-		r->ns[run] = threads_once(base, impl, one, 1, r,
+		double cpu_sep;
+		r->ns[run] = threads_once(base, impl, one, 1, 0, r,
 		    &r->cpu_ns[run]);
-		r->ns2[run] = threads_once(base, impl, two, 2, r,
+		r->ns2[run] = threads_once(base, impl, two, 2, 0, r,
 		    &r->cpu_ns2[run]);
+		if (impl == IMPL_VMEM)
+			r->ns_sep[run] = threads_once(base, impl, two, 2, 1, r,
+			    &cpu_sep);
 	}
 	workers_free(one, 1);
 	workers_free(two, 2);
@@ -1030,6 +1039,17 @@ static double row_scaling(const row_t *row, enum impl i)
 {
 	double one = row_ns(row, i), two = row_ns2(row, i);
 	return one > 0 && two > 0 ? one / two : -1;
+}
+
+/* 2 threads on an arena each against 1 thread: this machine's ceiling. */
+static double row_scaling_sep(const row_t *row)
+{
+	const result_t *r = &row->res[IMPL_VMEM];
+	double one = row_ns(row, IMPL_VMEM), sep;
+	if (!row->have[IMPL_VMEM] || !r->ok)
+		return -1;
+	sep = median(r->ns_sep, r->runs);
+	return one > 0 && sep > 0 ? one / sep : -1;
 }
 
 static const row_t *row_by_id(const row_t *rows, size_t n, const char *id)
@@ -1193,6 +1213,13 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 			    rv->load_ns, row_ns(row, IMPL_VMEM) / rv->load_ns);
 		if (row->w->kind == K_FAIL && rv->ok)
 			printf("\n- %s: %s", row->w->id, rv->note);
+		if (row->w->kind == K_THREADS && row_scaling_sep(row) > 0)
+			printf("\n- %s: 2 threads on an arena each (nothing"
+			    " shared) reach %.2fx of 1 thread in this run, so"
+			    " the shared arena's %.2fx is %.0f%% of what the"
+			    " machine allowed", row->w->id, row_scaling_sep(row),
+			    row_scaling(row, IMPL_VMEM), 100 *
+			    row_scaling(row, IMPL_VMEM) / row_scaling_sep(row));
 		if (row->w->kind == K_THREADS && row->load > THREADS_MAX_LOAD)
 			printf("\n- %s: load average %.1f before the run: two"
 			    " threads could not both run, the ratio means"
@@ -1220,6 +1247,9 @@ static void json_result(FILE *out, const row_t *row, enum impl i)
 		if (row->w->kind == K_THREADS)
 			fprintf(out, ", \"ns_per_op_2t\": %.2f, \"scaling_2t_1t\": %.3f",
 			    row_ns2(row, i), row_scaling(row, i));
+		if (row->w->kind == K_THREADS && i == IMPL_VMEM)
+			fprintf(out, ", \"scaling_2t_separate_arenas\": %.3f",
+			    row_scaling_sep(row));
 		if (row->w->kind == K_FREEALL)
 			fprintf(out, ", \"alloc_ns_per_op\": %.2f, \"hash_buckets\": %llu",
 			    median(r->alloc_ns, r->runs),
