@@ -1219,6 +1219,49 @@ test_aligned_instant_head(void)
 	vmem_destroy(v);
 }
 
+/*
+ * The aligned head fit must start at the same class as find_fit: the first
+ * class whose every member holds size + align - quantum (class_guaranteed,
+ * which in a wide class is the next one), not a class above or below it.
+ * Holes (pages): 18 @1, 20 @20, 4 @41, 6 @46.
+ */
+static void
+test_aligned_instant_class(void)
+{
+	static const size_t p[] = { 1, 18, 1, 20, 1, 4, 1, 6, 76 };
+	static const int h[] = { 0, 1, 0, 1, 0, 1, 0, 1, 0 };
+	vmem_t *v = mk("alignclass", BASE, 128 * Q, Q);
+	uintptr_t ad[9], a;
+
+	carve(v, p, h, 9, ad);
+	/* 12 aligned to 8 needs 19: the 18-page hole's class holds 18 and 19,
+	 * so it is not sure (at 8 the request would run into page 19). */
+	a = TL_U(vmem_xalloc(v, 12 * Q, 8 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a, ad[3] + 4 * Q);
+	vmem_xfree(v, TL_PTR(a), 12 * Q);
+	/* 3 aligned to 2 needs 4: the 4-page hole, not the 6-page one. */
+	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a, ad[5] + Q);
+	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	/* 1 aligned to 2 needs 2: the 4-page hole's lowest and highest. */
+	a = TL_U(vmem_xalloc(v, Q, 2 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
+	CHECK_EQ(a, ad[5] + Q);
+	vmem_xfree(v, TL_PTR(a), Q);
+	a = TL_U(vmem_xalloc(v, Q, 2 * Q, 0, 0, NULL, NULL,
+	    VM_NOSLEEP | VM_ENDALLOC));
+	CHECK_EQ(a, ad[5] + 3 * Q);
+	vmem_xfree(v, TL_PTR(a), Q);
+	/* nocross 4 refuses the 4-page hole (42..44, then 44..46); the 6-page
+	 * hole is refused at 46..48 and placed at 48. */
+	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 4 * Q, NULL, NULL,
+	    VM_NOSLEEP));
+	CHECK_EQ(a, ad[7] + 2 * Q);
+	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	CHECK_ARENA(v);
+	uncarve(v, p, h, 9, ad);
+	vmem_destroy(v);
+}
+
 static void
 test_xalloc_constraints_random(void)
 {
@@ -1316,6 +1359,7 @@ main(void)
 	RUN(test_span_ending_at_top);
 	RUN(test_xalloc_constraints_fixed);
 	RUN(test_aligned_instant_head);
+	RUN(test_aligned_instant_class);
 	RUN(test_xalloc_constraints_random);
 	return tu_finish();
 }
