@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "platform.h"
 #include "testutil.h"
@@ -63,15 +64,51 @@ hammer(void *arg)
 	return NULL;
 }
 
+/*
+ * A thread run through job_main counts itself finished, so that a waiter
+ * left asleep by a lost wake-up fails the test within a deadline instead
+ * of hanging until CTest's timeout.
+ */
+typedef struct job {
+	void *(*fn)(void *);
+	void *arg;
+} job_t;
+
+static atomic_int finished;
+
+static void *
+job_main(void *p)
+{
+	job_t *j = p;
+
+	j->fn(j->arg);
+	atomic_fetch_add(&finished, 1);
+	return NULL;
+}
+
+static void
+wait_finished(int n)
+{
+	for (int ms = 0; atomic_load(&finished) < n && ms < 30000; ms++)
+		sleep_ms(1);
+	if (atomic_load(&finished) < n) {
+		CHECK(!"a lock waiter was never woken");
+		tu_finish();
+		_exit(1);
+	}
+}
+
 static void
 test_contended_counter(void)
 {
 	pthread_t t[NTHREADS];
+	job_t job = { hammer, (void *)(intptr_t)ROUNDS };
 
 	counter = 0;
+	atomic_store(&finished, 0);
 	for (int i = 0; i < NTHREADS; i++)
-		CHECK(pthread_create(&t[i], NULL, hammer,
-		    (void *)(intptr_t)ROUNDS) == 0);
+		CHECK(pthread_create(&t[i], NULL, job_main, &job) == 0);
+	wait_finished(NTHREADS);
 	for (int i = 0; i < NTHREADS; i++)
 		pthread_join(t[i], NULL);
 	CHECK(counter == (unsigned long)NTHREADS * ROUNDS);
@@ -100,12 +137,16 @@ test_sleepers_are_woken(void)
 {
 	pthread_t holder, w[NTHREADS];
 
+	job_t slow = { slow_holder, NULL };
+	job_t quick = { hammer, (void *)(intptr_t)20 };
+
 	counter = 0;
-	CHECK(pthread_create(&holder, NULL, slow_holder, NULL) == 0);
+	atomic_store(&finished, 0);
+	CHECK(pthread_create(&holder, NULL, job_main, &slow) == 0);
 	sleep_ms(2);
 	for (int i = 0; i < NTHREADS; i++)
-		CHECK(pthread_create(&w[i], NULL, hammer,
-		    (void *)(intptr_t)20) == 0);
+		CHECK(pthread_create(&w[i], NULL, job_main, &quick) == 0);
+	wait_finished(NTHREADS + 1);
 	for (int i = 0; i < NTHREADS; i++)
 		pthread_join(w[i], NULL);
 	pthread_join(holder, NULL);
