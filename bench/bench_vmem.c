@@ -675,8 +675,8 @@ static void run_fail(const workload_t *w, uint64_t ops, int runs,
 
 /*
  * The memory latency W7 runs into, measured in the same process: ns per
- * load of a chain of dependent loads through `bytes` of cache lines in
- * random order (one cycle, Sattolo's shuffle), as when a free follows the
+ * load of a chain of dependent loads through `bytes` of cache lines
+ * linked into one cycle in a shuffled order, as when a free follows the
  * hash to a tag and the tag to its neighbours.
  */
 static double dependent_load_ns(size_t bytes)
@@ -738,6 +738,7 @@ static void run_freeall(const workload_t *w, enum impl impl, uint64_t ops,
 			vmem_stats_t st;
 			vmem_get_stats(a.vmp, &st);
 			r->hash_buckets = st.hash_buckets;
+			/* vmem's tags are 64 bytes, one cache line each. */
 			r->meta_bytes = st.tags * 64 + st.hash_buckets *
 			    sizeof(void *);
 		}
