@@ -237,6 +237,23 @@ expect_fit(vmem_t *v, size_t n, int f, uintptr_t want)
 		vmem_free(v, TL_PTR(a), n * Q);
 }
 
+/* expect_fit for vmem_xalloc: n pages aligned to align pages at phase
+ * pages, not crossing a multiple of nocross pages (0: none). */
+static void
+expect_xfit(vmem_t *v, size_t n, size_t align, size_t phase, size_t nocross,
+    int f, uintptr_t want)
+{
+	uintptr_t a = TL_U(vmem_xalloc(v, n * Q, align * Q, phase * Q,
+	    nocross * Q, NULL, NULL, f | VM_NOSLEEP));
+
+	if (a != want)
+		fprintf(stderr, "    %zu pages, align %zu, phase %zu, nocross "
+		    "%zu, flags %#x:\n", n, align, phase, nocross, f);
+	CHECK_EQ(a, want);
+	if (a != 0)
+		vmem_xfree(v, TL_PTR(a), n * Q);
+}
+
 /*
  * Best and first fit take the head of their own class directly when that
  * class holds only their size (below 16 quanta). Wider classes must still
@@ -1195,19 +1212,12 @@ test_aligned_instant_head(void)
 	uintptr_t ad[5], a;
 
 	carve(v, p, h, 5, ad);
-	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
-	CHECK_EQ(a, ad[2] + Q);
-	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	expect_xfit(v, 3, 2, 0, 0, 0, ad[2] + Q);
 	CHECK_ARENA(v);
 	/* Freeing re-made the hole at 5 and put it back at the head. */
-	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 4 * Q, NULL, NULL,
-	    VM_NOSLEEP));
-	CHECK_EQ(a, ad[0]);
-	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	expect_xfit(v, 3, 2, 0, 4, 0, ad[0]);
 	/* Now the hole at 0 is the head; phase 1 page puts it at 1. */
-	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, Q, 0, NULL, NULL, VM_NOSLEEP));
-	CHECK_EQ(a, ad[0] + Q);
-	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	expect_xfit(v, 3, 2, 1, 0, 0, ad[0] + Q);
 	/* With the hole at 0 taken, the refused head is all there is. */
 	a = TL_U(vmem_alloc(v, 4 * Q, VM_BESTFIT | VM_NOSLEEP));
 	CHECK_EQ(a, ad[0]);
@@ -1231,32 +1241,20 @@ test_aligned_instant_class(void)
 	static const size_t p[] = { 1, 18, 1, 20, 1, 4, 1, 6, 76 };
 	static const int h[] = { 0, 1, 0, 1, 0, 1, 0, 1, 0 };
 	vmem_t *v = mk("alignclass", BASE, 128 * Q, Q);
-	uintptr_t ad[9], a;
+	uintptr_t ad[9];
 
 	carve(v, p, h, 9, ad);
 	/* 12 aligned to 8 needs 19: the 18-page hole's class holds 18 and 19,
 	 * so it is not sure (at 8 the request would run into page 19). */
-	a = TL_U(vmem_xalloc(v, 12 * Q, 8 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
-	CHECK_EQ(a, ad[3] + 4 * Q);
-	vmem_xfree(v, TL_PTR(a), 12 * Q);
+	expect_xfit(v, 12, 8, 0, 0, 0, ad[3] + 4 * Q);
 	/* 3 aligned to 2 needs 4: the 4-page hole, not the 6-page one. */
-	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
-	CHECK_EQ(a, ad[5] + Q);
-	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	expect_xfit(v, 3, 2, 0, 0, 0, ad[5] + Q);
 	/* 1 aligned to 2 needs 2: the 4-page hole's lowest and highest. */
-	a = TL_U(vmem_xalloc(v, Q, 2 * Q, 0, 0, NULL, NULL, VM_NOSLEEP));
-	CHECK_EQ(a, ad[5] + Q);
-	vmem_xfree(v, TL_PTR(a), Q);
-	a = TL_U(vmem_xalloc(v, Q, 2 * Q, 0, 0, NULL, NULL,
-	    VM_NOSLEEP | VM_ENDALLOC));
-	CHECK_EQ(a, ad[5] + 3 * Q);
-	vmem_xfree(v, TL_PTR(a), Q);
+	expect_xfit(v, 1, 2, 0, 0, 0, ad[5] + Q);
+	expect_xfit(v, 1, 2, 0, 0, VM_ENDALLOC, ad[5] + 3 * Q);
 	/* nocross 4 refuses the 4-page hole (42..44, then 44..46); the 6-page
 	 * hole is refused at 46..48 and placed at 48. */
-	a = TL_U(vmem_xalloc(v, 3 * Q, 2 * Q, 0, 4 * Q, NULL, NULL,
-	    VM_NOSLEEP));
-	CHECK_EQ(a, ad[7] + 2 * Q);
-	vmem_xfree(v, TL_PTR(a), 3 * Q);
+	expect_xfit(v, 3, 2, 0, 4, 0, ad[7] + 2 * Q);
 	CHECK_ARENA(v);
 	uncarve(v, p, h, 9, ad);
 	vmem_destroy(v);
