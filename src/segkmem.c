@@ -140,8 +140,15 @@ struct kas {
  * live_lock. Changes also hold live_change_lock, which lets the fork
  * handlers walk the list and take every kas' settle_lock before live_lock,
  * in the same order as a settling thread.
+ *
+ * live_lock is a plain mutex, not a reader-writer lock: a lookup walks a
+ * list of a few entries, so readers gain nothing from sharing, and a mutex
+ * taken before fork() can simply be unlocked in the child. (A write-locked
+ * glibc rwlock remembers its writer's thread id, which the child does not
+ * have, so it had to be overwritten with a fresh one, and ThreadSanitizer
+ * then believed it was still held and reported a lock-order cycle.)
  */
-static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t live_change_lock = PTHREAD_MUTEX_INITIALIZER;
 static kas_t *live_list;
 
@@ -149,10 +156,10 @@ static void
 live_insert(kas_t *kas)
 {
 	pthread_mutex_lock(&live_change_lock);
-	pthread_rwlock_wrlock(&live_lock);
+	pthread_mutex_lock(&live_lock);
 	kas->next_live = live_list;
 	live_list = kas;
-	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_lock);
 	pthread_mutex_unlock(&live_change_lock);
 }
 
@@ -162,14 +169,14 @@ live_remove(kas_t *kas)
 	kas_t **pp;
 
 	pthread_mutex_lock(&live_change_lock);
-	pthread_rwlock_wrlock(&live_lock);
+	pthread_mutex_lock(&live_lock);
 	for (pp = &live_list; *pp != NULL; pp = &(*pp)->next_live) {
 		if (*pp == kas) {
 			*pp = kas->next_live;
 			break;
 		}
 	}
-	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_lock);
 	pthread_mutex_unlock(&live_change_lock);
 }
 
@@ -179,10 +186,10 @@ live_contains(const void *p)
 	const kas_t *k;
 	int found = 0;
 
-	pthread_rwlock_rdlock(&live_lock);
+	pthread_mutex_lock(&live_lock);
 	for (k = live_list; k != NULL && !found; k = k->next_live)
 		found = (k == p);
-	pthread_rwlock_unlock(&live_lock);
+	pthread_mutex_unlock(&live_lock);
 	return found;
 }
 
@@ -1929,7 +1936,7 @@ segkmem_fork_prepare(void)
 		plat_mutex_lock(&k->resv_lock);
 		plat_mutex_lock(&k->page_lock);
 	}
-	pthread_rwlock_wrlock(&live_lock);
+	pthread_mutex_lock(&live_lock);
 }
 
 static void
@@ -1943,30 +1950,12 @@ kas_locks_release(void)
 	}
 }
 
+/* Parent and child alike: every lock is plain and was taken by this
+ * thread, so both just release them. */
 static void
-segkmem_fork_parent(void)
+segkmem_fork_release(void)
 {
-	pthread_rwlock_unlock(&live_lock);
-	kas_locks_release();
-	pthread_mutex_unlock(&live_change_lock);
-	pthread_mutex_unlock(&default_lock);
-}
-
-/*
- * In the child the forking thread has a new thread id, and an rwlock
- * write-locked under the old one cannot be unlocked: start it afresh (no
- * other thread exists yet to look at it).
- */
-static void
-segkmem_fork_child(void)
-{
-	static const pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
-
-	/* Helgrind: the old holder's write lock ends here, and what the
-	 * parent's other threads did to the word is history. */
-	HG_LOCK_RELEASED(&live_lock);
-	HG_FORGET(&live_lock);
-	memcpy(&live_lock, &fresh, sizeof (live_lock));
+	pthread_mutex_unlock(&live_lock);
 	kas_locks_release();
 	pthread_mutex_unlock(&live_change_lock);
 	pthread_mutex_unlock(&default_lock);
@@ -1977,8 +1966,8 @@ segkmem_fork_register(void)
 {
 	vmem_init();
 	kmem_global_init();
-	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_parent,
-	    segkmem_fork_child);
+	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_release,
+	    segkmem_fork_release);
 }
 
 static void

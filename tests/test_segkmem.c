@@ -23,18 +23,6 @@
 
 #define MIB ((size_t)1 << 20)
 
-/* The sanitizers' runtimes turn mlock into a no-op that returns 0. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MLOCK_WORKS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MLOCK_WORKS 0
-#endif
-#endif
-#ifndef MLOCK_WORKS
-#define MLOCK_WORKS 1
-#endif
-
 static kas_t *
 make_kas(kas_backing_t backing, size_t size, size_t physmem_pages,
     int charge)
@@ -656,7 +644,7 @@ test_lock_limit_fails_cleanly(void)
 	pid_t pid;
 	int status = 0;
 
-	if (!MLOCK_WORKS) {
+	if (!tu_mlock_works()) {
 		printf("  skipped: mlock is a no-op under the sanitizer\n");
 		return;
 	}
@@ -683,7 +671,7 @@ test_decommit_drops_lock(void)
 	p = vmem_alloc(kas_heap_arena(kas), 4 * ps, VM_SLEEP);
 	REQUIRE(p != NULL);
 	CHECK_EQ(kas_pages_commit(kas, p, 4 * ps, KAS_COMMIT_LOCK), 0);
-	if (MLOCK_WORKS) /* locking faults the pages in */
+	if (tu_mlock_works()) /* locking faults the pages in */
 		CHECK_EQ(resident_pages(p, 4 * ps),
 		    4 * ps / (size_t)sysconf(_SC_PAGESIZE));
 	memset(p, 2, 4 * ps);

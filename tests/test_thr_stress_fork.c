@@ -153,6 +153,36 @@ worker(void *arg)
 	return NULL;
 }
 
+/*
+ * In the child: an address space of its own comes and goes. Creating one
+ * takes the list of live address spaces' locks that the fork handlers
+ * held; under ThreadSanitizer a lock the child could not release cleanly
+ * shows up here as a reported lock-order cycle.
+ */
+static int
+own_address_space(void)
+{
+	kas_config_t cfg;
+	kas_t *mine;
+	void *p;
+	int bad = 0;
+
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.name = "fk_kas_child";
+	cfg.size = 16 << 20;
+	mine = kas_create(&cfg);
+	if (mine == NULL)
+		return 1;
+	p = segkmem_alloc(kas_heap_arena(mine), 4 * Q, VM_NOSLEEP);
+	bad |= p == NULL;
+	if (p != NULL)
+		segkmem_free(kas_heap_arena(mine), p, 4 * Q);
+	bad |= vmem_check(kas_heap_arena(mine)) != 0;
+	kas_destroy(mine);
+	return bad;
+}
+
 /* In the child: use every arena, check them, exit 0. */
 static int
 child_body(void)
@@ -180,6 +210,7 @@ child_body(void)
 	bad |= segkp_check(seg) != 0;
 	/* Every byte the child took came back. */
 	bad |= vmem_size(child_arena, VMEM_ALLOC) != inherited;
+	bad |= own_address_space() != 0;
 	return bad ? 2 : 0;
 }
 
@@ -248,10 +279,45 @@ test_fork_while_allocating(void)
 	kas_destroy(kas);
 }
 
+/*
+ * Before any thread exists: ThreadSanitizer checks a child's locking only
+ * when the parent had one thread (after a multithreaded fork it ignores
+ * the child), so this is where a fork handler that leaves a lock looking
+ * held gets caught.
+ */
+static void
+test_fork_then_new_address_space(void)
+{
+	kas_config_t cfg;
+	kas_t *parent_kas;
+	int status;
+	pid_t pid;
+
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.name = "fk_kas_parent";
+	cfg.size = 16 << 20;
+	parent_kas = kas_create(&cfg);
+	REQUIRE(parent_kas != NULL);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		alarm(10);
+		_exit(own_address_space());
+	}
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* And the parent's list of address spaces still works. */
+	CHECK(kas_of_arena(kas_heap_arena(parent_kas)) == parent_kas);
+	kas_destroy(parent_kas);
+}
+
 int
 main(void)
 {
 	tu_record_errors();
+	RUN(test_fork_then_new_address_space);
 	RUN(test_fork_while_allocating);
 	CHECK_EQ(tu_err.count, 0);
 	return tu_finish();

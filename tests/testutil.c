@@ -87,17 +87,25 @@ tu_env_long(const char *name, long dflt)
 	return v != NULL && *v != '\0' ? strtol(v, NULL, 0) : dflt;
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TU_SANITIZED 1
+#endif
+#endif
+#ifndef TU_SANITIZED
+#define TU_SANITIZED 0
+#endif
+
+int
+tu_mlock_works(void)
+{
+	return !TU_SANITIZED;
+}
+
 int
 tu_slow_build(void)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-	return 1;
-#else
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-	return 1;
-#endif
-#endif
-	return getenv("VMEM_SLOW_BUILD") != NULL;
-#endif
+	return TU_SANITIZED || getenv("VMEM_SLOW_BUILD") != NULL;
 }

@@ -82,6 +82,9 @@ void tu_reset_errors(void);
 
 /* Environment knob: integer from getenv(name) or dflt. */
 long tu_env_long(const char *name, long dflt);
+/* False when built with ASan or TSan: their runtimes turn mlock into a
+ * no-op that returns 0, so a test of locking limits cannot see them. */
+int tu_mlock_works(void);
 /* True when built with a sanitizer or run under valgrind (size tests down). */
 int tu_slow_build(void);
 
