@@ -67,7 +67,14 @@
 #define HASH_MIN        64
 #define QCACHE_PAGES    5
 
-enum { REC_FREE = 0, REC_INUSE, REC_CACHED };
+/*
+ * REC_DETACHED: a cached stack taken off its cache's list by a reap or a
+ * cache free, which work on it with the lock dropped. It still counts as
+ * cached (st_cached) and against its cache's capacity (reaping) until it
+ * goes back on the list or is freed, so the statistics and the checker
+ * stay exact while that happens.
+ */
+enum { REC_FREE = 0, REC_INUSE, REC_CACHED, REC_DETACHED };
 
 typedef struct kp_rec kp_rec_t;
 struct kp_rec {
@@ -96,7 +103,8 @@ typedef struct kp_cache {
 	size_t len;
 	int flags;
 	int maxsize;
-	int count;
+	int count;            /* on the list */
+	int reaping;          /* off the list being reaped, coming back */
 	int low;              /* low-water mark of count since last reap */
 	kp_rec_t *head;       /* LIFO */
 } kp_cache_t;
@@ -140,10 +148,12 @@ struct segkp {
 	uint64_t st_puts, st_full, st_reaped, st_lock_fail;
 	size_t st_inuse, st_cached, st_committed, st_locked, st_redzone;
 	size_t st_resident_allocs, st_va;
+	size_t ndetached;     /* REC_DETACHED records (part of st_cached) */
 	size_t meta_bytes;
 };
 
 static kp_cache_t cache_slots[NSLOTS];
+void (*segkp_reap_window_hook)(segkp_t *seg);
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t segs_lock = PTHREAD_MUTEX_INITIALIZER;
 static segkp_t *segs_head;
@@ -652,7 +662,7 @@ cache_taking(segkp_t *seg, const kp_rec_t *r)
 	c = &cache_slots[r->slot - 1];
 	if (c->seg != seg || atomic_load(&c->gen) != r->slot_gen)
 		return NULL;
-	if (c->count >= c->maxsize) {
+	if (c->count + c->reaping >= c->maxsize) {
 		seg->st_full++;
 		return NULL;
 	}
@@ -774,7 +784,7 @@ segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
 		c->len = len;
 		c->flags = flags;
 		c->maxsize = maxsize;
-		c->count = c->low = 0;
+		c->count = c->low = c->reaping = 0;
 		c->head = NULL;
 		c->seg = seg;
 		seg->slots[idx] = slot;
@@ -860,26 +870,31 @@ segkp_cache_get(void *cookie)
 	return kp_alloc(seg, len, flags, slot, gen);
 }
 
-/* Under the lock: detach the n bottom records of c's list. */
+/* Under the lock: detach the bottom n (at most all) records of c's list
+ * and mark them REC_DETACHED. *np gets how many. */
 static kp_rec_t *
-cache_detach_bottom(segkp_t *seg, kp_cache_t *c, int n)
+cache_detach_bottom(segkp_t *seg, kp_cache_t *c, int *np)
 {
 	kp_rec_t **pp = &c->head, *bottom;
+	int n = *np < c->count ? *np : c->count;
 
+	*np = n < 0 ? 0 : n;
 	if (n <= 0)
 		return NULL;
 	for (int keep = c->count - n; keep > 0; keep--)
 		pp = &(*pp)->next;
 	bottom = *pp;
 	*pp = NULL;
+	for (kp_rec_t *r = bottom; r != NULL; r = r->next)
+		r->state = REC_DETACHED;
 	c->count -= n;
 	if (c->low > c->count)
 		c->low = c->count;
-	seg->st_cached -= (size_t)n;
+	seg->ndetached += (size_t)n;
 	return bottom;
 }
 
-/* Fully free a list of records detached from a cache. */
+/* Fully free a list of detached records, one lock hold each. */
 static void
 free_detached(segkp_t *seg, kp_rec_t *list)
 {
@@ -889,6 +904,8 @@ free_detached(segkp_t *seg, kp_rec_t *list)
 		next = list->next;
 		plat_mutex_lock(&seg->lock);
 		rec_remove(seg, list);
+		seg->ndetached--;
+		seg->st_cached--;
 		seg->st_releases++;
 		rec_retire_locked(seg, list, &dead);
 		plat_mutex_unlock(&seg->lock);
@@ -905,8 +922,9 @@ seg_cache_free(segkp_t *seg)
 		plat_mutex_lock(&seg->lock);
 		if (seg->slots[i] >= 0) {
 			kp_cache_t *c = &cache_slots[seg->slots[i]];
+			int n = c->count;
 
-			list = cache_detach_bottom(seg, c, c->count);
+			list = cache_detach_bottom(seg, c, &n);
 		}
 		plat_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
@@ -941,6 +959,7 @@ segkp_cache_destroy(void *cookie)
 	kp_cache_t *c = cookie_cache(cookie, &gen, "segkp_cache_destroy");
 	segkp_t *seg;
 	kp_rec_t *list;
+	int n;
 
 	if (c == NULL)
 		return;
@@ -955,7 +974,8 @@ segkp_cache_destroy(void *cookie)
 		    "stack cache destroyed");
 		return;
 	}
-	list = cache_detach_bottom(seg, c, c->count);
+	n = c->count;
+	list = cache_detach_bottom(seg, c, &n);
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++)
 		if (seg->slots[i] == (int)(c - cache_slots))
 			seg->slots[i] = -1;
@@ -979,6 +999,8 @@ reap_list(segkp_t *seg, kp_cache_t *c, unsigned gen, kp_rec_t *list, int n)
 			pages += usable_pages(seg, r);
 		}
 	}
+	if (segkp_reap_window_hook != NULL)
+		segkp_reap_window_hook(seg);
 	plat_mutex_lock(&seg->lock);
 	for (kp_rec_t *r = list; r != NULL; r = r->next) {
 		rec_account(seg, r, -1);
@@ -987,15 +1009,20 @@ reap_list(segkp_t *seg, kp_cache_t *c, unsigned gen, kp_rec_t *list, int n)
 	}
 	seg->st_reaped += pages;
 	if (c->seg != seg || atomic_load(&c->gen) != gen) {
+		/* The cache went away meanwhile (its slot may even serve
+		 * a new cache now, whose reaping count is not ours). */
 		plat_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
 		return pages;
 	}
+	for (kp_rec_t *r = list; r != NULL; r = r->next)
+		r->state = REC_CACHED;
 	for (pp = &c->head; *pp != NULL; pp = &(*pp)->next)
 		;
 	*pp = list;
 	c->count += n;
-	seg->st_cached += (size_t)n;
+	c->reaping -= n;
+	seg->ndetached -= (size_t)n;
 	plat_mutex_unlock(&seg->lock);
 	return pages;
 }
@@ -1021,7 +1048,9 @@ segkp_cache_reap(segkp_t *seg, int how)
 			c = &cache_slots[seg->slots[i]];
 			gen = atomic_load(&c->gen);
 			n = how == SEGKP_REAP_ALL ? c->count : c->low;
-			list = cache_detach_bottom(seg, c, n);
+			list = cache_detach_bottom(seg, c, &n);
+			/* Still the cache's: room is kept for them. */
+			c->reaping += n;
 			/* A new interval starts now. */
 			c->low = c->count + n;
 		}
@@ -1047,7 +1076,7 @@ fill_info(const kp_rec_t *r, segkp_info_t *info)
 	info->len = r->size - r->redzone;
 	info->redzone = r->redzone;
 	info->flags = r->flags;
-	info->cached = r->state == REC_CACHED;
+	info->cached = r->state == REC_CACHED || r->state == REC_DETACHED;
 	info->resident = r->resident;
 	info->tag = r->tag;
 }
@@ -1228,6 +1257,7 @@ static const char *
 check_locked(const segkp_t *seg, uintptr_t *addr)
 {
 	size_t held = 0, starts = 0, nrecs = 0, cached = 0, va = 0;
+	size_t detached = 0;
 
 	for (size_t h = 0; h < seg->hash_size; h++) {
 		for (kp_rec_t *r = seg->hash[h]; r != NULL; r = r->hnext) {
@@ -1236,7 +1266,7 @@ check_locked(const segkp_t *seg, uintptr_t *addr)
 			*addr = r->base;
 			if (hash_index(seg, r->base) != h)
 				return "record in the wrong hash chain";
-			if (r->state != REC_INUSE && r->state != REC_CACHED)
+			if (r->state == REC_FREE)
 				return "free record in the hash";
 			if (!page_index(seg, r->base, &idx) ||
 			    idx + np > seg->map_pages)
@@ -1255,6 +1285,7 @@ check_locked(const segkp_t *seg, uintptr_t *addr)
 			held += np;
 			va += r->size;
 			cached += r->state == REC_CACHED;
+			detached += r->state == REC_DETACHED;
 		}
 	}
 	*addr = 0;
@@ -1270,7 +1301,8 @@ check_locked(const segkp_t *seg, uintptr_t *addr)
 		return "bitmap marks pages no allocation holds";
 	if (starts != nrecs || nrecs != seg->nrecs)
 		return "record count mismatch";
-	if (va != seg->st_va || seg->st_inuse + seg->st_cached != nrecs)
+	if (va != seg->st_va || seg->st_inuse + seg->st_cached != nrecs ||
+	    detached != seg->ndetached)
 		return "statistics do not match the records";
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++) {
 		const kp_cache_t *c;
@@ -1286,7 +1318,8 @@ check_locked(const segkp_t *seg, uintptr_t *addr)
 			    hash_find(seg, r->base) != r)
 				return "cache holds a record that is not "
 				    "cached";
-		if (n != c->count || c->count > c->maxsize)
+		if (n != c->count || c->reaping < 0 ||
+		    c->count + c->reaping > c->maxsize)
 			return "cache count mismatch";
 		cached -= (size_t)n;
 	}

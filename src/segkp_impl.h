@@ -1,5 +1,5 @@
 /*
- * segkp internals shared with the thread layer (kthread.c).
+ * segkp internals shared with the thread layer (kthread.c) and the tests.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -16,5 +16,13 @@
  * is skipped, since the faulting thread may hold it.
  */
 segkp_fault_t segkp_classify_any_nowait(uintptr_t addr, segkp_info_t *info);
+
+/*
+ * Test seam: if set, segkp_cache_reap calls it with seg's lock dropped
+ * while the stacks it reaps are off their cache's list, so a test can
+ * release, get and check in that window deterministically. NULL outside
+ * tests (one load and a branch per reaped cache).
+ */
+extern void (*segkp_reap_window_hook)(segkp_t *seg);
 
 #endif

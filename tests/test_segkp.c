@@ -17,6 +17,7 @@
 
 #include <vmem/segkp.h>
 
+#include "segkp_impl.h"
 #include "testutil.h"
 
 #define KIB ((size_t)1024)
@@ -508,6 +509,92 @@ test_cache_reap(void)
 	}
 }
 
+/*
+ * What other threads can do while a reap works on stacks it took off
+ * their cache's list with the lock dropped. The hook stands in for such a
+ * thread, at the worst moment, every time.
+ */
+static struct {
+	void *cookie;
+	char *reaped[2];
+	int calls;
+	int checked_ok;
+	segkp_stats_t st;
+	segkp_info_t in;
+	int found;
+} window;
+
+static void
+in_reap_window(segkp_t *seg)
+{
+	char *a, *b;
+
+	window.calls++;
+	/* The stacks being reaped are neither on the list nor lost. */
+	window.checked_ok = segkp_check(seg) == 0;
+	segkp_get_stats(seg, &window.st);
+	window.found = segkp_find(seg, window.reaped[0], &window.in);
+	/* The list is empty now, so these are new stacks; releasing them
+	 * must not push the cache past its capacity of 2, which the two
+	 * stacks out being reaped still hold. */
+	a = segkp_cache_get(window.cookie);
+	b = segkp_cache_get(window.cookie);
+	if (a != NULL)
+		segkp_release(seg, a);
+	if (b != NULL)
+		segkp_release(seg, b);
+}
+
+static void
+test_reap_window(void)
+{
+	for (size_t i = 0; i < NSETUPS; i++) {
+		kas_t *kas;
+		segkp_t *seg = open_setup(&setups[i], &kas);
+		size_t ps = segkp_pagesize(seg);
+		segkp_stats_t st;
+
+		memset(&window, 0, sizeof (window));
+		window.cookie = segkp_cache_init(seg, 2, 2 * ps,
+		    KPD_HASREDZONE);
+		REQUIRE(window.cookie != NULL);
+		for (int k = 0; k < 2; k++)
+			REQUIRE((window.reaped[k] =
+			    segkp_cache_get(window.cookie)) != NULL);
+		for (int k = 0; k < 2; k++)
+			segkp_release(seg, window.reaped[k]);
+
+		/* A check that found corruption reports it: record, not
+		 * abort, so every broken expectation below shows. */
+		tu_record_errors();
+		segkp_reap_window_hook = in_reap_window;
+		CHECK_EQ(segkp_cache_reap(seg, SEGKP_REAP_ALL), 2 * 2);
+		segkp_reap_window_hook = NULL;
+		CHECK_EQ(tu_err.count, 0);
+		tu_default_errors();
+
+		CHECK_EQ(window.calls, 1);
+		CHECK(window.checked_ok);
+		CHECK_EQ(window.st.cached, 2);
+		CHECK_EQ(window.st.inuse, 0);
+		CHECK(window.found == 1 && window.in.cached == 1);
+		segkp_get_stats(seg, &st);
+		CHECK_EQ(st.cached, 2);          /* not 4 */
+		CHECK_EQ(st.cache_full, 2);      /* both refused in the window */
+		CHECK_EQ(st.inuse, 0);
+		CHECK_EQ(st.gets, st.releases + st.inuse + st.cached);
+		CHECK(segkp_check(seg) == 0);
+		/* The reaped pair is back, at the bottom, pages given back. */
+		for (int k = 0; k < 2; k++) {
+			segkp_info_t in;
+
+			CHECK(segkp_find(seg, window.reaped[k], &in) == 1);
+			CHECK(in.cached == 1 && in.resident == 0);
+		}
+		close_setup(kas, seg);
+	}
+}
+
 /* fromheap: freed stacks and emptied caches give the heap its space back. */
 static void
 test_heap_gets_space_back(void)
@@ -855,6 +942,7 @@ main(void)
 	RUN(test_fixed_carved_from_heap);
 	RUN(test_cache_lifo_bounded);
 	RUN(test_cache_reap);
+	RUN(test_reap_window);
 	RUN(test_heap_gets_space_back);
 	RUN(test_locked);
 	RUN(test_memlock_limit);
