@@ -615,14 +615,20 @@ glibc_stack(kthread_t *t, pthread_attr_t *pa)
 	return pthread_attr_setstack(pa, lo, size);
 }
 
+/* how: 1 a thread about to start, -1 one that then failed to start,
+ * 0 a creation that failed before that. */
 static void
-count_create(bool ok)
+count_create(int how)
 {
 	pthread_mutex_lock(&kt.lock);
-	if (ok) {
+	if (how > 0) {
 		kt.created++;
 		kt.alive++;
 	} else {
+		if (how < 0) {
+			kt.created--;
+			kt.alive--;
+		}
 		kt.create_fail++;
 	}
 	pthread_mutex_unlock(&kt.lock);
@@ -650,7 +656,7 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 		attr = &dflt;
 	}
 	if (fn == NULL || !ensure_init()) {
-		count_create(false);
+		count_create(0);
 		errno = fn == NULL ? EINVAL : ENOMEM;
 		return NULL;
 	}
@@ -660,7 +666,7 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	if (alt == NULL) {
 		if (stack != NULL)
 			segkp_release(kt.seg, stack);
-		count_create(false);
+		count_create(0);
 		errno = EAGAIN;
 		return NULL;
 	}
@@ -679,6 +685,9 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	(void)segkp_set_tag(kt.seg, stack, t);
 	if (t->detached)
 		start_reaper();
+	/* Counted before it can run: a detached thread may finish and be
+	 * reaped before pthread_create returns. */
+	count_create(1);
 	pthread_attr_init(&pa);
 	err = glibc_stack(t, &pa);
 	if (err == 0)
@@ -686,11 +695,10 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	pthread_attr_destroy(&pa);
 	if (err != 0) {
 		thread_free_stacks(t);
-		count_create(false);
+		count_create(-1);
 		errno = err;
 		return NULL;
 	}
-	count_create(true);
 	return t;
 }
 
