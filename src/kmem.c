@@ -1812,6 +1812,10 @@ kmem_cache_destroy(kmem_cache_t *cp)
 	slabchain_release(cp, &cp->partial);
 	slabchain_release(cp, &cp->complete);
 	meta_free(cp, cp->hash, cp->hashsize * sizeof (kent_t));
+	/* Helgrind keeps a lock's ordering history by address: a cache
+	 * created later on this memory has new locks, not these. */
+	for (unsigned i = 0; i < cp->ncpu; i++)
+		HG_LOCK_DESTROY(&cpu_slot(cp, i)->lock);
 	meta_free(cp, cp->cpumem, cp->cpumem_bytes);
 	meta_account(cp, -(long)kmeta_size(sizeof (*cp)));
 	plat_mutex_destroy(&cp->meta_lock);
