@@ -2020,11 +2020,13 @@ vmem_destroy(vmem_t *vmp)
 
 	if (vmp == NULL)
 		return;
+	/* Off the list first: a walk of all arenas (statistics, printing)
+	 * must never reach caches being destroyed. */
+	arena_list_remove(vmp);
 	for (unsigned i = 0; i < vmp->nqcache; i++)
 		qcache_ops->destroy(vmp->qcache[i]);
 	vmp->nqcache = 0;
 	vmp->qcache_limit = 0;
-	arena_list_remove(vmp);
 	plat_mutex_lock(&vmp->lock);
 	leaked = vmp->mem_inuse;
 	plat_mutex_unlock(&vmp->lock);
@@ -2186,7 +2188,14 @@ vmem_set_meta_charge(vmem_t *vmp, void (*charge)(void *, long), void *arg)
 size_t
 vmem_meta_bytes(const vmem_t *vmp)
 {
-	return vmp->tags_owned * sizeof (vseg_t);
+	/* The arena is not const to its lock: the count changes under it. */
+	vmem_t *v = (vmem_t *)(uintptr_t)vmp;
+	size_t owned;
+
+	plat_mutex_lock(&v->lock);
+	owned = v->tags_owned;
+	plat_mutex_unlock(&v->lock);
+	return owned * sizeof (vseg_t);
 }
 
 void
