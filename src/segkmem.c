@@ -40,6 +40,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,19 @@ struct kas {
 	atomic_size_t meta_pages_now[KAS_META_NKINDS];
 
 	plat_mutex_t reg_lock;
+	/*
+	 * Classifiers are called with reg_lock dropped, from a copy of the
+	 * table. An unregister must not return while a call that copied
+	 * the old table runs (the caller may free arg next): calls count
+	 * themselves in the epoch they started in, and an unregister flips
+	 * the epoch and waits for the old one to drain. New calls enter
+	 * the new epoch, so a stream of them cannot starve it; one
+	 * unregister flips at a time.
+	 */
+	plat_cond_t reg_cv;
+	unsigned classify_epoch;         /* 0 or 1 */
+	unsigned classifying[2];         /* calls in flight per epoch */
+	bool unregistering;
 	vmem_t **arenas;
 	size_t narenas, arenas_cap;
 	kas_classifier_entry_t classifiers[KAS_MAX_CLASSIFIERS];
@@ -1268,6 +1282,7 @@ kas_alloc_base(const kas_config_t *cfg)
 	plat_mutex_init(&kas->settle_lock);
 	HG_BENIGN(&kas->meta_settled_version, "hint: settle() can skip");
 	plat_mutex_init(&kas->reg_lock);
+	plat_cond_init(&kas->reg_cv);
 	kas->physmem = cfg->physmem_pages != 0 ? cfg->physmem_pages :
 	    default_physmem(kas);
 	kas->availrmem = kas->physmem;
@@ -1450,6 +1465,7 @@ kas_destroy(kas_t *kas)
 	plat_cond_destroy(&kas->resv_cv);
 	plat_mutex_destroy(&kas->settle_lock);
 	plat_mutex_destroy(&kas->reg_lock);
+	plat_cond_destroy(&kas->reg_cv);
 	free(kas->arenas);
 	free(kas->committed_map);
 	free(kas->locked_map);
@@ -1583,6 +1599,20 @@ kas_unregister_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 			break;
 		}
 	}
+	/* Wait out the calls that may still hold fn (see struct kas). */
+	while (kas->unregistering)
+		plat_cond_timedwait(&kas->reg_cv, &kas->reg_lock, 100);
+	kas->unregistering = true;
+	{
+		unsigned old = kas->classify_epoch;
+
+		kas->classify_epoch = old ^ 1;
+		while (kas->classifying[old] != 0)
+			plat_cond_timedwait(&kas->reg_cv, &kas->reg_lock,
+			    100);
+	}
+	kas->unregistering = false;
+	plat_cond_broadcast(&kas->reg_cv);
 	plat_mutex_unlock(&kas->reg_lock);
 }
 
@@ -1622,19 +1652,23 @@ static kas_fault_t
 ask_classifiers(kas_t *kas, uintptr_t addr, char *buf, size_t len)
 {
 	kas_classifier_entry_t copy[KAS_MAX_CLASSIFIERS];
+	kas_fault_t k = KAS_FAULT_NONE;
 	size_t n, i;
+	unsigned epoch;
 
 	plat_mutex_lock(&kas->reg_lock);
 	n = kas->nclassifiers;
 	memcpy(copy, kas->classifiers, n * sizeof (copy[0]));
+	epoch = kas->classify_epoch;
+	kas->classifying[epoch]++;
 	plat_mutex_unlock(&kas->reg_lock);
-	for (i = 0; i < n; i++) {
-		kas_fault_t k = copy[i].fn(copy[i].arg, addr, buf, len);
-
-		if (k != KAS_FAULT_NONE)
-			return k;
-	}
-	return KAS_FAULT_NONE;
+	for (i = 0; i < n && k == KAS_FAULT_NONE; i++)
+		k = copy[i].fn(copy[i].arg, addr, buf, len);
+	plat_mutex_lock(&kas->reg_lock);
+	if (--kas->classifying[epoch] == 0 && kas->unregistering)
+		plat_cond_broadcast(&kas->reg_cv);
+	plat_mutex_unlock(&kas->reg_lock);
+	return k;
 }
 
 static int

@@ -222,6 +222,8 @@ typedef kas_fault_t kas_classifier_t(void *arg, uintptr_t addr, char *buf,
 /* Returns 0, or -1 (reported) if the table of 8 classifiers is full. */
 int kas_register_fault_classifier(kas_t *kas, kas_classifier_t *fn,
     void *arg);
+/* Once it returns, fn is not running and will not be called with arg
+ * again, so arg may be freed. Not from inside a classifier. */
 void kas_unregister_fault_classifier(kas_t *kas, kas_classifier_t *fn,
     void *arg);
 /* A named fixed region [start, end) (e.g. segmap, kernel text); up to 16. */
