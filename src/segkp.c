@@ -660,7 +660,13 @@ cache_taking(segkp_t *seg, const kp_rec_t *r)
 	if (r->slot == 0)
 		return NULL;
 	c = &cache_slots[r->slot - 1];
-	if (c->seg != seg || atomic_load(&c->gen) != r->slot_gen)
+	/*
+	 * The generation first: if the cache was destroyed, its slot may be
+	 * serving another segment's new cache, written under that segment's
+	 * lock, not ours. If it matches, the cache is still ours and only
+	 * changes under our lock.
+	 */
+	if (atomic_load(&c->gen) != r->slot_gen || c->seg != seg)
 		return NULL;
 	if (c->count + c->reaping >= c->maxsize) {
 		seg->st_full++;
@@ -1008,7 +1014,7 @@ reap_list(segkp_t *seg, kp_cache_t *c, unsigned gen, kp_rec_t *list, int n)
 		rec_account(seg, r, +1);
 	}
 	seg->st_reaped += pages;
-	if (c->seg != seg || atomic_load(&c->gen) != gen) {
+	if (atomic_load(&c->gen) != gen || c->seg != seg) {
 		/* The cache went away meanwhile (its slot may even serve
 		 * a new cache now, whose reaping count is not ours). */
 		plat_mutex_unlock(&seg->lock);
