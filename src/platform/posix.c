@@ -295,13 +295,23 @@ plat_ncpus(void)
 	return n < 1 ? 1 : (unsigned)n;
 }
 
+static size_t pagesize;
+
+static void
+pagesize_init(void)
+{
+	pagesize = (size_t)sysconf(_SC_PAGESIZE);
+}
+
 size_t
 plat_pagesize(void)
 {
-	static size_t pagesize;
+	/* Once: two first calls from two threads used to race to fill it
+	 * (TSan and helgrind both saw it). plat_once, not pthread_once,
+	 * because helgrind sees only plat_once's ordering. */
+	static atomic_int once;
 
-	if (pagesize == 0)
-		pagesize = (size_t)sysconf(_SC_PAGESIZE);
+	plat_once(&once, pagesize_init);
 	return pagesize;
 }
 
