@@ -1581,6 +1581,24 @@ kas_register_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 	return 0;
 }
 
+/* Under reg_lock: wait out the classify calls that may still hold a
+ * classifier just removed from the table (see struct kas). */
+static void
+classify_calls_drain(kas_t *kas)
+{
+	unsigned old;
+
+	while (kas->unregistering)
+		plat_cond_timedwait(&kas->reg_cv, &kas->reg_lock, 100);
+	kas->unregistering = true;
+	old = kas->classify_epoch;
+	kas->classify_epoch = old ^ 1;
+	while (kas->classifying[old] != 0)
+		plat_cond_timedwait(&kas->reg_cv, &kas->reg_lock, 100);
+	kas->unregistering = false;
+	plat_cond_broadcast(&kas->reg_cv);
+}
+
 void
 kas_unregister_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 {
@@ -1599,20 +1617,7 @@ kas_unregister_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 			break;
 		}
 	}
-	/* Wait out the calls that may still hold fn (see struct kas). */
-	while (kas->unregistering)
-		plat_cond_timedwait(&kas->reg_cv, &kas->reg_lock, 100);
-	kas->unregistering = true;
-	{
-		unsigned old = kas->classify_epoch;
-
-		kas->classify_epoch = old ^ 1;
-		while (kas->classifying[old] != 0)
-			plat_cond_timedwait(&kas->reg_cv, &kas->reg_lock,
-			    100);
-	}
-	kas->unregistering = false;
-	plat_cond_broadcast(&kas->reg_cv);
+	classify_calls_drain(kas);
 	plat_mutex_unlock(&kas->reg_lock);
 }
 
@@ -1984,10 +1989,9 @@ kas_locks_release(void)
 	}
 }
 
-/* Parent and child alike: every lock is plain and was taken by this
- * thread, so both just release them. */
+/* Every lock taken for fork() is plain and was taken by this thread. */
 static void
-segkmem_fork_release(void)
+segkmem_fork_parent(void)
 {
 	pthread_mutex_unlock(&live_lock);
 	kas_locks_release();
@@ -1995,13 +1999,28 @@ segkmem_fork_release(void)
 	pthread_mutex_unlock(&default_lock);
 }
 
+/*
+ * In the child only this thread exists: classify calls and unregisters
+ * that other threads had in flight will never finish, so their counts
+ * must not make an unregister here wait for them forever.
+ */
+static void
+segkmem_fork_child(void)
+{
+	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
+		k->classifying[0] = k->classifying[1] = 0;
+		k->unregistering = false;
+	}
+	segkmem_fork_parent();
+}
+
 static void
 segkmem_fork_register(void)
 {
 	vmem_init();
 	kmem_global_init();
-	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_release,
-	    segkmem_fork_release);
+	(void)pthread_atfork(segkmem_fork_prepare, segkmem_fork_parent,
+	    segkmem_fork_child);
 }
 
 static void

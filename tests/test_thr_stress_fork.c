@@ -16,6 +16,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include <vmem/segkmem.h>
 #include <vmem/segkp.h>
 
+#include "hg.h"
 #include "testutil.h"
 
 #define Q       ((size_t)4096)
@@ -313,12 +315,93 @@ test_fork_then_new_address_space(void)
 	kas_destroy(parent_kas);
 }
 
+/*
+ * A thread is inside a fault classifier when the process forks. In the
+ * child that call never ends, so unregistering a classifier there must not
+ * wait for it.
+ */
+static atomic_int in_classifier, leave_classifier;
+
+static kas_fault_t
+blocking_classifier(void *arg, uintptr_t addr, char *buf, size_t len)
+{
+	(void)arg;
+	(void)addr;
+	(void)buf;
+	(void)len;
+	atomic_store(&in_classifier, 1);
+	while (!atomic_load(&leave_classifier))
+		sched_yield();
+	return KAS_FAULT_NONE;
+}
+
+static kas_fault_t
+other_classifier(void *arg, uintptr_t addr, char *buf, size_t len)
+{
+	(void)arg;
+	(void)addr;
+	(void)buf;
+	(void)len;
+	return KAS_FAULT_NONE;
+}
+
+static void *
+classify_thread(void *arg)
+{
+	kas_t *k = arg;
+
+	(void)kas_classify(k, kas_base(k), NULL, 0);
+	return NULL;
+}
+
+static void
+test_fork_during_classify(void)
+{
+	kas_config_t cfg;
+	kas_t *k;
+	pthread_t t;
+	int status;
+	pid_t pid;
+
+	HG_BENIGN(&in_classifier, "hand-shake flag, orders no memory");
+	HG_BENIGN(&leave_classifier, "hand-shake flag, orders no memory");
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.name = "fk_kas_classify";
+	cfg.size = 16 << 20;
+	k = kas_create(&cfg);
+	REQUIRE(k != NULL);
+	REQUIRE(kas_register_fault_classifier(k, blocking_classifier,
+	    NULL) == 0);
+	REQUIRE(kas_register_fault_classifier(k, other_classifier,
+	    NULL) == 0);
+	REQUIRE(pthread_create(&t, NULL, classify_thread, k) == 0);
+	while (!atomic_load(&in_classifier))
+		sched_yield();
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		alarm(tu_slow_build() ? 60 : 10);
+		kas_unregister_fault_classifier(k, other_classifier, NULL);
+		_exit(0);
+	}
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	atomic_store(&leave_classifier, 1);
+	REQUIRE(pthread_join(t, NULL) == 0);
+	kas_unregister_fault_classifier(k, other_classifier, NULL);
+	kas_unregister_fault_classifier(k, blocking_classifier, NULL);
+	kas_destroy(k);
+}
+
 int
 main(void)
 {
 	tu_record_errors();
 	RUN(test_fork_then_new_address_space);
 	RUN(test_fork_while_allocating);
+	RUN(test_fork_during_classify);
 	CHECK_EQ(tu_err.count, 0);
 	return tu_finish();
 }
