@@ -155,6 +155,19 @@ worker(void *arg)
 	return NULL;
 }
 
+/* A simulated address space of size bytes; NULL if it cannot be made. */
+static kas_t *
+sim_kas(const char *name, size_t size)
+{
+	kas_config_t cfg;
+
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.name = name;
+	cfg.size = size;
+	return kas_create(&cfg);
+}
+
 /*
  * In the child: an address space of its own comes and goes. Creating one
  * takes the list of live address spaces' locks that the fork handlers
@@ -164,16 +177,11 @@ worker(void *arg)
 static int
 own_address_space(void)
 {
-	kas_config_t cfg;
 	kas_t *mine;
 	void *p;
 	int bad = 0;
 
-	kas_config_init(&cfg);
-	cfg.backing = KAS_SIM;
-	cfg.name = "fk_kas_child";
-	cfg.size = 16 << 20;
-	mine = kas_create(&cfg);
+	mine = sim_kas("fk_kas_child", (size_t)16 << 20);
 	if (mine == NULL)
 		return 1;
 	p = segkmem_alloc(kas_heap_arena(mine), 4 * Q, VM_NOSLEEP);
@@ -222,7 +230,6 @@ test_fork_while_allocating(void)
 	int forks = (int)tu_env_long("VMEM_TEST_FORKS",
 	    tu_slow_build() ? 20 : 150);
 	pthread_t t;
-	kas_config_t cfg;
 
 	qarena = vmem_create("fk_q", (void *)(uintptr_t)0x10000000, 256 << 20,
 	    Q, NULL, NULL, NULL, 5 * Q, VM_SLEEP);
@@ -232,11 +239,7 @@ test_fork_while_allocating(void)
 	    NULL, NULL, 0, VM_SLEEP);
 	cache = kmem_cache_create("fk_obj", 200, 0, NULL, NULL, NULL, NULL,
 	    mem_arena, 0);
-	kas_config_init(&cfg);
-	cfg.backing = KAS_SIM;
-	cfg.name = "fk_kas";
-	cfg.size = 256 << 20;
-	kas = kas_create(&cfg);
+	kas = sim_kas("fk_kas", (size_t)256 << 20);
 	REQUIRE(qarena && child_arena && mem_arena && cache && kas);
 	seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
 	REQUIRE(seg != NULL);
@@ -290,16 +293,11 @@ test_fork_while_allocating(void)
 static void
 test_fork_then_new_address_space(void)
 {
-	kas_config_t cfg;
 	kas_t *parent_kas;
 	int status;
 	pid_t pid;
 
-	kas_config_init(&cfg);
-	cfg.backing = KAS_SIM;
-	cfg.name = "fk_kas_parent";
-	cfg.size = 16 << 20;
-	parent_kas = kas_create(&cfg);
+	parent_kas = sim_kas("fk_kas_parent", (size_t)16 << 20);
 	REQUIRE(parent_kas != NULL);
 	fflush(NULL);
 	pid = fork();
@@ -357,7 +355,6 @@ classify_thread(void *arg)
 static void
 test_fork_during_classify(void)
 {
-	kas_config_t cfg;
 	kas_t *k;
 	pthread_t t;
 	int status;
@@ -365,11 +362,7 @@ test_fork_during_classify(void)
 
 	HG_BENIGN(&in_classifier, "hand-shake flag, orders no memory");
 	HG_BENIGN(&leave_classifier, "hand-shake flag, orders no memory");
-	kas_config_init(&cfg);
-	cfg.backing = KAS_SIM;
-	cfg.name = "fk_kas_classify";
-	cfg.size = 16 << 20;
-	k = kas_create(&cfg);
+	k = sim_kas("fk_kas_classify", (size_t)16 << 20);
 	REQUIRE(k != NULL);
 	REQUIRE(kas_register_fault_classifier(k, blocking_classifier,
 	    NULL) == 0);
