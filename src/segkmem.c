@@ -53,6 +53,7 @@
 #include "fault.h"
 #include "hg.h"
 #include "platform.h"
+#include "segkmem_impl.h"
 
 #include <vmem/kmem.h>
 
@@ -121,13 +122,15 @@ struct kas {
 
 	plat_mutex_t reg_lock;
 	/*
-	 * Classifiers are called with reg_lock dropped, from a copy of the
-	 * table. An unregister must not return while a call that copied
-	 * the old table runs (the caller may free arg next): calls count
-	 * themselves in the epoch they started in, and an unregister flips
-	 * the epoch and waits for the old one to drain. New calls enter
-	 * the new epoch, so a stream of them cannot starve it; one
-	 * unregister flips at a time.
+	 * Classify calls run with reg_lock dropped: the classifiers from a
+	 * copy of the table, then the walk of the arena that holds the
+	 * address. An unregister must not return while a call that copied
+	 * the old table runs (the caller may free arg next), nor may
+	 * kas_arena_forget while a call may still walk the arena (the
+	 * caller destroys it next): calls count themselves in the epoch
+	 * they started in, and both flip the epoch and wait for the old
+	 * one to drain. New calls enter the new epoch, so a stream of them
+	 * cannot starve a flip; one flip at a time.
 	 */
 	plat_cond_t reg_cv;
 	unsigned classify_epoch;         /* 0 or 1 */
@@ -1153,11 +1156,17 @@ kas_arena_adopt(kas_t *kas, vmem_t *vmp)
 	kas_arena_register(kas, vmp);
 }
 
+static void classify_calls_drain(kas_t *kas);
+
 void
 kas_arena_forget(kas_t *kas, vmem_t *vmp)
 {
 	if (kas == NULL || vmp == NULL || !arena_table_remove(kas, vmp))
 		return;
+	/* A classify call may have found vmp before it left the table. */
+	plat_mutex_lock(&kas->reg_lock);
+	classify_calls_drain(kas);
+	plat_mutex_unlock(&kas->reg_lock);
 	/* Removing the callback takes back what the arena was charged. */
 	vmem_set_meta_charge(vmp, NULL, NULL);
 	settle(kas);
@@ -1653,26 +1662,45 @@ kas_register_region(kas_t *kas, const char *name, uintptr_t start,
 	return 0;
 }
 
+void (*kas_classify_window_hook)(kas_t *kas, vmem_t *vmp);
+
+/* A classify call counts itself in the current epoch for its whole run
+ * (see struct kas): unregistering a classifier and forgetting an arena
+ * wait for the calls that may still use them. */
+static unsigned
+classify_enter(kas_t *kas)
+{
+	unsigned epoch;
+
+	plat_mutex_lock(&kas->reg_lock);
+	epoch = kas->classify_epoch;
+	kas->classifying[epoch]++;
+	plat_mutex_unlock(&kas->reg_lock);
+	return epoch;
+}
+
+static void
+classify_leave(kas_t *kas, unsigned epoch)
+{
+	plat_mutex_lock(&kas->reg_lock);
+	if (--kas->classifying[epoch] == 0 && kas->unregistering)
+		plat_cond_broadcast(&kas->reg_cv);
+	plat_mutex_unlock(&kas->reg_lock);
+}
+
 static kas_fault_t
 ask_classifiers(kas_t *kas, uintptr_t addr, char *buf, size_t len)
 {
 	kas_classifier_entry_t copy[KAS_MAX_CLASSIFIERS];
 	kas_fault_t k = KAS_FAULT_NONE;
 	size_t n, i;
-	unsigned epoch;
 
 	plat_mutex_lock(&kas->reg_lock);
 	n = kas->nclassifiers;
 	memcpy(copy, kas->classifiers, n * sizeof (copy[0]));
-	epoch = kas->classify_epoch;
-	kas->classifying[epoch]++;
 	plat_mutex_unlock(&kas->reg_lock);
 	for (i = 0; i < n && k == KAS_FAULT_NONE; i++)
 		k = copy[i].fn(copy[i].arg, addr, buf, len);
-	plat_mutex_lock(&kas->reg_lock);
-	if (--kas->classifying[epoch] == 0 && kas->unregistering)
-		plat_cond_broadcast(&kas->reg_cv);
-	plat_mutex_unlock(&kas->reg_lock);
 	return k;
 }
 
@@ -1761,25 +1789,16 @@ arena_path(const vmem_t *vmp, char *buf, size_t len)
 	}
 }
 
-kas_fault_t
-kas_classify(kas_t *kas, uintptr_t addr, char *buf, size_t len)
+/* kas_classify after the classifiers, inside a classify call. */
+static kas_fault_t
+classify_by_address(kas_t *kas, uintptr_t addr, char *buf, size_t len)
 {
-	char tmp[160], path[128], region[KAS_NAMELEN];
+	char path[128], region[KAS_NAMELEN];
 	alloc_probe_t probe = { addr, 0 };
 	kas_fault_t kind;
 	vmem_t *vmp;
 	int committed;
 
-	if (buf == NULL || len == 0) {
-		buf = tmp;
-		len = sizeof (tmp);
-	}
-	buf[0] = '\0';
-	if (kas == NULL)
-		return KAS_FAULT_OUTSIDE;
-	kind = ask_classifiers(kas, addr, buf, len);
-	if (kind != KAS_FAULT_NONE)
-		return kind;
 	if (find_region(kas, addr, region, sizeof (region))) {
 		snprintf(buf, len, "%s", region);
 		return KAS_FAULT_REGION;
@@ -1795,6 +1814,9 @@ kas_classify(kas_t *kas, uintptr_t addr, char *buf, size_t len)
 		snprintf(buf, len, "%s: in no arena", kas->name);
 		return KAS_FAULT_OUTSIDE;
 	}
+	/* vmp stays alive: kas_arena_forget waits for this call. */
+	if (kas_classify_window_hook != NULL)
+		kas_classify_window_hook(kas, vmp);
 	arena_path(vmp, path, sizeof (path));
 	committed = kas_page_is_committed(kas, (void *)addr);
 	vmem_walk(vmp, VMEM_ALLOC, probe_segment, &probe);
@@ -1805,6 +1827,28 @@ kas_classify(kas_t *kas, uintptr_t addr, char *buf, size_t len)
 	snprintf(buf, len, "%s: %s, %s", path,
 	    probe.found ? "allocated" : "free",
 	    committed ? "committed" : "not committed");
+	return kind;
+}
+
+kas_fault_t
+kas_classify(kas_t *kas, uintptr_t addr, char *buf, size_t len)
+{
+	char tmp[160];
+	kas_fault_t kind;
+	unsigned epoch;
+
+	if (buf == NULL || len == 0) {
+		buf = tmp;
+		len = sizeof (tmp);
+	}
+	buf[0] = '\0';
+	if (kas == NULL)
+		return KAS_FAULT_OUTSIDE;
+	epoch = classify_enter(kas);
+	kind = ask_classifiers(kas, addr, buf, len);
+	if (kind == KAS_FAULT_NONE)
+		kind = classify_by_address(kas, addr, buf, len);
+	classify_leave(kas, epoch);
 	return kind;
 }
 

@@ -3,19 +3,24 @@
  * another thread unreserves (woken, not polled by time), segkmem_alloc
  * with VM_SLEEP waits on an exhausted budget the same way, and two threads
  * importing and releasing through segkmem on one kas (both backings,
- * metadata charging on) leave exact accounting behind.
+ * metadata charging on) leave exact accounting behind. kas_arena_destroy
+ * waits for a classification that has already found the arena.
  *
  * The waits are detected through the resv_wait counter, which the waiter
  * bumps under the budget lock just before it sleeps: no timing involved.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
+#define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include <vmem/segkmem.h>
 
+#include "segkmem_impl.h"
 #include "testutil.h"
 
 #define MIB ((size_t)1 << 20)
@@ -227,11 +232,99 @@ test_two_threads_churn(void)
 	}
 }
 
+
+/*
+ * A classification finds the arena that holds the address, then walks it
+ * with no lock held. Destroying the arena in that window must wait: the
+ * hook holds the classifier there until the destroyer has started, and
+ * the destroyer must not get past kas_arena_forget while it is held.
+ */
+typedef struct window {
+	kas_t *kas;
+	vmem_t *victim;
+	uintptr_t addr;
+	_Atomic int in_window;     /* the classifier reached the hook */
+	_Atomic int destroying;    /* the destroyer is about to forget */
+	_Atomic int destroyed;     /* kas_arena_destroy returned */
+	_Atomic int destroyed_in_window; /* ... while the hook still ran */
+	kas_fault_t kind;
+} window_t;
+
+static window_t *the_window;
+
+static void
+hold_classify_window(kas_t *kas, vmem_t *vmp)
+{
+	window_t *w = the_window;
+
+	if (kas != w->kas || vmp != w->victim)
+		return;
+	atomic_store(&w->in_window, 1);
+	while (!atomic_load(&w->destroying))
+		sched_yield();
+	/* Long enough for an unwaiting destroy to finish many times over. */
+	for (int i = 0; i < 200 && !atomic_load(&w->destroyed); i++)
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	if (atomic_load(&w->destroyed))
+		atomic_store(&w->destroyed_in_window, 1);
+}
+
+static void *
+classifier_thread(void *arg)
+{
+	window_t *w = arg;
+	char buf[160];
+
+	w->kind = kas_classify(w->kas, w->addr, buf, sizeof (buf));
+	return NULL;
+}
+
+static void
+test_forget_waits_for_classify(void)
+{
+	for (int b = 0; b < 2; b++) {
+		kas_backing_t backing = b == 0 ? KAS_SIM : KAS_REAL;
+		kas_t *kas = make_kas(backing, 64 * MIB, 0, 0);
+		vmem_t *heap = kas_heap_arena(kas);
+		window_t w;
+		pthread_t t;
+		void *base;
+
+		memset(&w, 0, sizeof (w));
+		w.kas = kas;
+		/* A span of its own (added, so it stays while free) in an
+		 * arena deeper than the heap, so the victim holds the address. */
+		w.victim = kas_arena_create(kas, "victim", NULL, 0, 4096,
+		    segkmem_alloc, segkmem_free, heap, 0, VM_SLEEP);
+		CHECK(w.victim != NULL);
+		base = vmem_alloc(heap, 4 * 4096, VM_SLEEP);
+		CHECK(base != NULL);
+		CHECK(vmem_add(w.victim, base, 4 * 4096, VM_SLEEP) == base);
+		w.addr = (uintptr_t)base + 4096;
+		the_window = &w;
+		kas_classify_window_hook = hold_classify_window;
+		CHECK(pthread_create(&t, NULL, classifier_thread, &w) == 0);
+		while (!atomic_load(&w.in_window))
+			sched_yield();
+		atomic_store(&w.destroying, 1);
+		kas_arena_destroy(kas, w.victim);
+		atomic_store(&w.destroyed, 1);
+		CHECK(pthread_join(t, NULL) == 0);
+		kas_classify_window_hook = NULL;
+		CHECK(!atomic_load(&w.destroyed_in_window));
+		/* The span was still the arena's when it was classified. */
+		CHECK(w.kind == KAS_FAULT_FREE);
+		vmem_free(heap, base, 4 * 4096);
+		kas_destroy(kas);
+	}
+}
+
 int
 main(void)
 {
 	RUN(test_resv_sleep_woken_by_unresv);
 	RUN(test_segkmem_alloc_sleeps_on_budget);
 	RUN(test_two_threads_churn);
+	RUN(test_forget_waits_for_classify);
 	return tu_finish();
 }

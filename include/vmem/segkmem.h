@@ -124,6 +124,8 @@ kas_t *kas_of_arena(const vmem_t *vmp);
  * charging without touching its private pointer (kas_of_arena then finds
  * the kas through the arena's source). kas_arena_destroy forgets and
  * destroys; kas_arena_forget only forgets (call before vmem_destroy).
+ * Both wait for kas_classify calls that may still be walking the arena,
+ * so neither may be called from inside a fault classifier.
  */
 vmem_t *kas_arena_create(kas_t *kas, const char *name, void *base,
     size_t size, size_t quantum, vmem_alloc_t *afunc, vmem_free_t *ffunc,

@@ -1,0 +1,19 @@
+/*
+ * segkmem internals shared with the tests.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#ifndef VMEM_SEGKMEM_IMPL_H
+#define VMEM_SEGKMEM_IMPL_H
+
+#include <vmem/segkmem.h>
+
+/*
+ * Test seam: if set, kas_classify calls it after it has found the arena
+ * that holds the address and before it walks that arena, with no lock
+ * held, so a test can forget and destroy the arena in that window. NULL
+ * outside tests (one load and a branch per classification).
+ */
+extern void (*kas_classify_window_hook)(kas_t *kas, vmem_t *vmp);
+
+#endif
