@@ -97,6 +97,7 @@ struct vseg {
 	size_t size;
 	vseg_t *anext, *aprev;  /* address order within spans; spans in order */
 	vseg_t *knext, *kprev;  /* FREE: freelist; ALLOC: hash chain; SPAN: span list */
+	uint64_t span_seq;      /* SPAN: arrival number, rising along both lists */
 	uint8_t type;
 	uint8_t imported;       /* SPAN: came from the source */
 	uint8_t via_qcache;     /* SPAN: imported through the source's qcache */
@@ -106,7 +107,7 @@ struct vseg {
 	 * in one cache line (at 56 bytes, 7 tags in 8 straddled two).
 	 */
 	char pad[64 - 4 * sizeof (void *) - sizeof (uintptr_t) -
-	    sizeof (size_t) - 4 - 2];
+	    sizeof (size_t) - sizeof (uint64_t) - 4 - 2];
 };
 
 #if defined(__GNUC__)
@@ -151,6 +152,7 @@ struct vmem {
 
 	vseg_t seg0;            /* address list sentinel */
 	vseg_t span0;           /* span list sentinel */
+	uint64_t span_seq;      /* the last span's arrival number */
 	vseg_t *freelist[NCLASS];
 	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
 	uint64_t freemap[NCLASS_WORDS];
@@ -981,6 +983,7 @@ span_add(vmem_t *vmp, uintptr_t addr, size_t size, bool imported,
 	span->size = size;
 	span->imported = imported;
 	span->via_qcache = via_qcache;
+	span->span_seq = ++vmp->span_seq;
 	/* Spans go to the end of both lists, in arrival order. */
 	span->knext = &vmp->span0;
 	span->kprev = vmp->span0.kprev;
@@ -2112,12 +2115,103 @@ seg_typebit(const vseg_t *s)
 	}
 }
 
+typedef struct walk_item {
+	uintptr_t start;
+	size_t size;
+} walk_item_t;
+
+/*
+ * Where a chunked walk stands: in the span with arrival number seq (or the
+ * first later one, if that span has gone), its own tag done if in_span,
+ * and, if any_seg, its segments up to the one at last_start done.
+ */
+typedef struct walk_pos {
+	uint64_t seq;
+	bool in_span, any_seg;
+	uintptr_t last_start;
+} walk_pos_t;
+
+/*
+ * Under the lock: copy up to cap matching segments from *pos on into
+ * items, advancing *pos past them. Returns how many; *done at the end.
+ */
+static size_t
+walk_chunk(vmem_t *vmp, int typemask, walk_pos_t *pos, walk_item_t *items,
+    size_t cap, bool *done)
+{
+	vseg_t *sp = vmp->span0.knext;
+	size_t n = 0;
+
+	while (sp != &vmp->span0 && sp->span_seq < pos->seq)
+		sp = sp->knext;
+	for (; sp != &vmp->span0; sp = sp->knext) {
+		if (sp->span_seq != pos->seq)
+			*pos = (walk_pos_t){ sp->span_seq, false, false, 0 };
+		if (!pos->in_span) {
+			if (n == cap)
+				return n;
+			if (typemask & VMEM_SPAN)
+				items[n++] = (walk_item_t){ sp->start, sp->size };
+			pos->in_span = true;
+		}
+		for (vseg_t *s = sp->anext; s->type == SEG_ALLOC ||
+		    s->type == SEG_FREE; s = s->anext) {
+			if ((pos->any_seg && s->start <= pos->last_start) ||
+			    !(seg_typebit(s) & typemask))
+				continue;
+			if (n == cap)
+				return n;
+			items[n++] = (walk_item_t){ s->start, s->size };
+			pos->any_seg = true;
+			pos->last_start = s->start;
+		}
+		*pos = (walk_pos_t){ sp->span_seq + 1, false, false, 0 };
+	}
+	*done = true;
+	return n;
+}
+
+/*
+ * A reentrant walk with no memory to snapshot into: a small buffer at a
+ * time, resuming by position. Segments freed or allocated behind the
+ * position are not revisited, those ahead are seen as they are then (the
+ * way illumos walks with a marker). Each chunk finds its place again from
+ * the first span, so this costs O(n^2 / chunk): a fallback only.
+ */
+static void
+walk_chunked(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
+    void *arg, walk_item_t *items, size_t cap)
+{
+	walk_pos_t pos = { 0, false, false, 0 };
+	bool done = false;
+
+	while (!done) {
+		plat_mutex_lock(&vmp->lock);
+		size_t n = walk_chunk(vmp, typemask, &pos, items, cap, &done);
+		plat_mutex_unlock(&vmp->lock);
+		for (size_t i = 0; i < n; i++)
+			func(arg, (void *)items[i].start, items[i].size);
+	}
+}
+
+/* Matching segments, in walk order: spans in arrival order, each followed
+ * by its segments in address order. */
+static size_t
+walk_count(vmem_t *vmp, int typemask)
+{
+	size_t n = 0;
+
+	for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; s = s->anext)
+		if (seg_typebit(s) & typemask)
+			n++;
+	return n;
+}
+
 void
 vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
     void *arg)
 {
-	typedef struct { uintptr_t start; size_t size; } item_t;
-	item_t local[64], *items = local;
+	walk_item_t local[64], *items = local;
 	size_t n = 0, cap = 64, bytes = 0, page = plat_pagesize();
 
 	if (!((unsigned)typemask & VMEM_REENTRANT)) {
@@ -2133,31 +2227,27 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 	 * lock dropped, so func may allocate and free in this arena.
 	 */
 	for (;;) {
+		bool done = false;
+
 		plat_mutex_lock(&vmp->lock);
-		size_t need = 0;
-		for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; s = s->anext)
-			if (seg_typebit(s) & typemask)
-				need++;
+		size_t need = walk_count(vmp, typemask);
 		if (need <= cap) {
-			n = 0;
-			for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0;
-			    s = s->anext)
-				if (seg_typebit(s) & typemask) {
-					items[n].start = s->start;
-					items[n].size = s->size;
-					n++;
-				}
+			walk_pos_t pos = { 0, false, false, 0 };
+			n = walk_chunk(vmp, typemask, &pos, items, cap, &done);
 			plat_mutex_unlock(&vmp->lock);
 			break;
 		}
 		plat_mutex_unlock(&vmp->lock);
 		if (items != local)
 			plat_pages_free(items, bytes);
-		bytes = ((need + 16) * sizeof (item_t) + page - 1) & ~(page - 1);
+		bytes = ((need + 16) * sizeof (walk_item_t) + page - 1) &
+		    ~(page - 1);
 		items = plat_pages_alloc(bytes);
-		if (items == NULL)
+		if (items == NULL) {
+			walk_chunked(vmp, typemask, func, arg, local, 64);
 			return;
-		cap = bytes / sizeof (item_t);
+		}
+		cap = bytes / sizeof (walk_item_t);
 	}
 	for (size_t i = 0; i < n; i++)
 		func(arg, (void *)items[i].start, items[i].size);
@@ -2336,10 +2426,20 @@ vmem_check(vmem_t *vmp)
 			return check_fail(vmp, span,
 			    "free imported span not released");
 	}
-	/* Span list matches the spans on the address list. */
+	/* Span list matches the spans on the address list, in the same
+	 * order, their arrival numbers rising (walks resume by them). */
+	vseg_t *on_alist = vmp->seg0.anext;
+	uint64_t last_seq = 0;
 	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
 		if (sp->type != SEG_SPAN)
 			return check_fail(vmp, sp, "span list holds a non-span");
+		if (sp != on_alist || sp->span_seq <= last_seq ||
+		    sp->span_seq > vmp->span_seq)
+			return check_fail(vmp, sp, "span list out of order");
+		last_seq = sp->span_seq;
+		do
+			on_alist = on_alist->anext;
+		while (on_alist->type == SEG_ALLOC || on_alist->type == SEG_FREE);
 		nlisted++;
 	}
 	if (nlisted != nspans || nspans != vmp->nspans)

@@ -632,6 +632,163 @@ test_walk_reentrant(void)
 	vmem_destroy(v);
 }
 
+
+/*
+ * A reentrant walk that cannot get pages for its snapshot walks in chunks
+ * of 64, finding its place again each time. It must visit exactly what a
+ * locked walk visits, in the same order; visit each segment that exists
+ * throughout exactly once while the callback frees and allocates; and go
+ * on past spans that were released between two chunks.
+ */
+static int metadata_refused;
+
+static int
+refuse_metadata(const char *site, void *arg)
+{
+	(void)arg;
+	if (strcmp(site, "metadata") != 0)
+		return 0;
+	metadata_refused++;
+	return 1;
+}
+
+struct chunkwalk {
+	vmem_t *v;
+	uintptr_t orig[400];
+	int norig, seen[400];
+	int visits, allocs;
+	tl_segs_t added;
+};
+
+static void
+chunk_free_cb(void *arg, void *start, size_t size)
+{
+	struct chunkwalk *w = arg;
+
+	vmem_set_fault_hook(NULL, NULL); /* the walk has its buffer now */
+	w->visits++;
+	for (int i = 0; i < w->norig; i++)
+		if (w->orig[i] == TL_U(start))
+			w->seen[i]++;
+	vmem_free(w->v, start, size);
+	if (w->allocs < 100) {
+		void *a = vmem_alloc(w->v, Q, VM_NOSLEEP);
+		REQUIRE(a != NULL);
+		tl_segs_push(&w->added, TL_U(a), Q, VMEM_ALLOC);
+		w->allocs++;
+	}
+}
+
+/* Sees a span first (records it), then its one allocation (frees it, so
+ * the span goes back to the parent at once). */
+static void
+span_release_cb(void *arg, void *start, size_t size)
+{
+	struct chunkwalk *w = arg;
+
+	w->visits++;
+	for (int i = 0; i < w->norig; i++) {
+		if (w->orig[i] != TL_U(start))
+			continue;
+		if (w->seen[i]++ == 1)
+			vmem_free(w->v, start, size);
+	}
+}
+
+static void
+test_walk_reentrant_without_memory(void)
+{
+	int all = VMEM_SPAN | VMEM_ALLOC | VMEM_FREE;
+	tl_segs_t locked = { 0 }, chunked = { 0 };
+	struct chunkwalk w;
+	vmem_t *v = vmem_create("chunkwalk", NULL, 0, Q, NULL, NULL, NULL, 0,
+	    VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	/* Two spans, 300 allocations with holes: well over one chunk. */
+	REQUIRE(vmem_add(v, TL_PTR(BASE), 256 * Q, VM_SLEEP) != NULL);
+	REQUIRE(vmem_add(v, TL_PTR(BASE + 1024 * Q), 256 * Q, VM_SLEEP) !=
+	    NULL);
+	memset(&w, 0, sizeof (w));
+	w.v = v;
+	for (int i = 0; i < 300; i++) {
+		void *a = vmem_alloc(v, Q, VM_NOSLEEP);
+		REQUIRE(a != NULL);
+		w.orig[w.norig++] = TL_U(a);
+	}
+	for (int i = 0; i < 300; i += 7) {
+		vmem_free(v, TL_PTR(w.orig[i]), Q);
+		w.orig[i] = 0;
+	}
+	tl_walk(v, all, &locked);
+	CHECK(locked.n > 300);
+	metadata_refused = 0;
+	vmem_set_fault_hook(refuse_metadata, NULL);
+	tl_walk(v, all | VMEM_REENTRANT, &chunked);
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK(metadata_refused > 0);    /* the snapshot really was refused */
+	CHECK_EQ(chunked.n, locked.n);
+	for (size_t i = 0; i < locked.n && i < chunked.n; i++) {
+		CHECK_EQ(chunked.v[i].start, locked.v[i].start);
+		CHECK_EQ(chunked.v[i].size, locked.v[i].size);
+	}
+
+	/* The callback frees what it visits and allocates more. */
+	vmem_set_fault_hook(refuse_metadata, NULL);
+	vmem_walk(v, VMEM_ALLOC | VMEM_REENTRANT, chunk_free_cb, &w);
+	for (int i = 0; i < w.norig; i++)
+		if (w.orig[i] != 0)
+			CHECK_EQ(w.seen[i], 1);
+	CHECK_ARENA(v);
+	/* The callback freed all it saw; what it added and did not see
+	 * (placed behind the walk) is all that is left. */
+	int live_orig = 0;
+	for (int i = 0; i < w.norig; i++)
+		live_orig += w.orig[i] != 0;
+	CHECK(w.visits >= live_orig);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC),
+	    (size_t)(w.allocs - (w.visits - live_orig)) * Q);
+	tl_walk(v, VMEM_ALLOC, &locked);
+	for (size_t i = 0; i < locked.n; i++)
+		vmem_free(v, TL_PTR(locked.v[i].start), locked.v[i].size);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+
+	/* Every chunk ends in a span that the callback then releases. */
+	vmem_t *parent = mk("chunkwalk_parent", BASE, 4096 * Q, Q);
+	v = vmem_create("chunkwalk_child", NULL, 0, Q, vmem_alloc, vmem_free,
+	    parent, 0, VM_SLEEP);
+	REQUIRE(v != NULL);
+	tl_segs_free(&w.added);
+	memset(&w, 0, sizeof (w));
+	w.v = v;
+	for (int i = 0; i < 100; i++) {
+		void *a = vmem_alloc(v, 7 * Q, VM_NOSLEEP);
+		REQUIRE(a != NULL);
+		w.orig[w.norig++] = TL_U(a);
+	}
+	CHECK_EQ(tl_stats(v).nspans, 100);
+	metadata_refused = 0;
+	vmem_set_fault_hook(refuse_metadata, NULL);
+	vmem_walk(v, VMEM_SPAN | VMEM_ALLOC | VMEM_REENTRANT, span_release_cb,
+	    &w);
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK(metadata_refused > 0);
+	for (int i = 0; i < w.norig; i++)
+		CHECK_EQ(w.seen[i], 2);         /* its span, then itself */
+	CHECK_EQ(w.visits, 200);
+	CHECK_EQ(vmem_size(v, VMEM_SPAN), 0);
+	CHECK_EQ(vmem_size(parent, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+	CHECK_ARENA(parent);
+	vmem_destroy(v);
+	vmem_destroy(parent);
+	tl_segs_free(&locked);
+	tl_segs_free(&chunked);
+	tl_segs_free(&w.added);
+}
+
 static void
 test_stats_fields(void)
 {
@@ -1344,6 +1501,7 @@ main(void)
 	RUN(test_contains);
 	RUN(test_walk);
 	RUN(test_walk_reentrant);
+	RUN(test_walk_reentrant_without_memory);
 	RUN(test_stats_fields);
 	RUN(test_print_and_foreach);
 	RUN(test_foreach_arena);
