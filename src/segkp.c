@@ -159,6 +159,18 @@ static pthread_mutex_t segs_lock = PTHREAD_MUTEX_INITIALIZER;
 static segkp_t *segs_head;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/*
+ * Detached stacks are on no list but the local one of the thread working
+ * on them: a child forked meanwhile would keep them detached (cached, and
+ * holding cache capacity) forever, with no thread to finish the job. So
+ * the work on a detached list is a "detach window", fork() waits until
+ * none is open, and none opens while it runs. Windows are short (a few
+ * page operations per stack) and open with no segkp lock held.
+ */
+static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t detach_cv = PTHREAD_COND_INITIALIZER;
+static unsigned detach_windows;
+
 /* ------------------------------------------------------------------ */
 /* Small helpers. */
 
@@ -876,6 +888,23 @@ segkp_cache_get(void *cookie)
 	return kp_alloc(seg, len, flags, slot, gen);
 }
 
+static void
+detach_window_open(void)
+{
+	pthread_mutex_lock(&detach_lock);
+	detach_windows++;
+	pthread_mutex_unlock(&detach_lock);
+}
+
+static void
+detach_window_close(void)
+{
+	pthread_mutex_lock(&detach_lock);
+	if (--detach_windows == 0)
+		pthread_cond_broadcast(&detach_cv);
+	pthread_mutex_unlock(&detach_lock);
+}
+
 /* Under the lock: detach the bottom n (at most all) records of c's list
  * and mark them REC_DETACHED. *np gets how many. */
 static kp_rec_t *
@@ -922,6 +951,7 @@ free_detached(segkp_t *seg, kp_rec_t *list)
 static void
 seg_cache_free(segkp_t *seg)
 {
+	detach_window_open();
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++) {
 		kp_rec_t *list = NULL;
 
@@ -935,6 +965,7 @@ seg_cache_free(segkp_t *seg)
 		plat_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
 	}
+	detach_window_close();
 	/* The arena's quantum caches hold free address space: return it. */
 	vmem_reap(seg->arena);
 }
@@ -970,11 +1001,13 @@ segkp_cache_destroy(void *cookie)
 	if (c == NULL)
 		return;
 	seg = c->seg;
+	detach_window_open();
 	pthread_mutex_lock(&slots_lock);
 	plat_mutex_lock(&seg->lock);
 	if (atomic_load(&c->gen) != gen) {
 		plat_mutex_unlock(&seg->lock);
 		pthread_mutex_unlock(&slots_lock);
+		detach_window_close();
 		vmem_error_report(SEGKP_E_BADCOOKIE, 0, "segkp_cache_destroy",
 		    NULL, "segkp", (uintptr_t)cookie, 0,
 		    "stack cache destroyed");
@@ -990,6 +1023,7 @@ segkp_cache_destroy(void *cookie)
 	plat_mutex_unlock(&seg->lock);
 	pthread_mutex_unlock(&slots_lock);
 	free_detached(seg, list);
+	detach_window_close();
 }
 
 /* Decommit a detached list; put it back at the bottom of its cache. */
@@ -1043,6 +1077,7 @@ segkp_cache_reap(segkp_t *seg, int how)
 		    "segkp", (uintptr_t)seg, 0, "not a segkp segment");
 		return 0;
 	}
+	detach_window_open();
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++) {
 		kp_cache_t *c;
 		kp_rec_t *list = NULL;
@@ -1064,6 +1099,7 @@ segkp_cache_reap(segkp_t *seg, int how)
 		if (list != NULL)
 			pages += reap_list(seg, c, gen, list, n);
 	}
+	detach_window_close();
 	vmem_reap(seg->arena);
 	return pages;
 }
@@ -1357,6 +1393,9 @@ segkp_check(segkp_t *seg)
 static void
 fork_prepare(void)
 {
+	pthread_mutex_lock(&detach_lock);
+	while (detach_windows != 0)
+		pthread_cond_wait(&detach_cv, &detach_lock);
 	pthread_mutex_lock(&slots_lock);
 	pthread_mutex_lock(&segs_lock);
 	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
@@ -1370,6 +1409,7 @@ fork_release(void)
 		plat_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&segs_lock);
 	pthread_mutex_unlock(&slots_lock);
+	pthread_mutex_unlock(&detach_lock);
 }
 
 static void

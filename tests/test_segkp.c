@@ -8,7 +8,11 @@
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
+#include <time.h>
 #include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -595,6 +599,99 @@ test_reap_window(void)
 	}
 }
 
+
+/*
+ * fork() while another thread reaps: the stacks being reaped are detached
+ * (on that thread's list only), and the child has no such thread. fork()
+ * must wait for the reap, so the child finds them back in their cache,
+ * their pages given back, and can free or use them. The hook holds the
+ * reap in its window for 200 ms after telling the main thread to fork.
+ */
+static struct {
+	_Atomic int in_window, window_done;
+} forkreap;
+
+static void
+fork_reap_window(segkp_t *seg)
+{
+	(void)seg;
+	atomic_store(&forkreap.in_window, 1);
+	nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
+	atomic_store(&forkreap.window_done, 1);
+}
+
+static void *
+reap_all(void *arg)
+{
+	segkp_cache_reap(arg, SEGKP_REAP_ALL);
+	return NULL;
+}
+
+/* The child's side: exit status 0 when all is well, else the step. */
+static int
+child_after_fork_in_reap(segkp_t *seg, void *cookie, size_t ps, bool real)
+{
+	segkp_stats_t st;
+	char *s[4];
+
+	if (!atomic_load(&forkreap.window_done))
+		return 1;               /* forked inside the window */
+	segkp_get_stats(seg, &st);
+	if (st.cached != 4 || st.pages_committed != 0 || segkp_check(seg))
+		return 2;
+	for (int k = 0; k < 4; k++) {   /* reaped stacks work again */
+		if ((s[k] = segkp_cache_get(cookie)) == NULL)
+			return 3;
+		if (real)
+			memset(s[k], 5, 2 * ps);
+	}
+	for (int k = 0; k < 4; k++)
+		segkp_release(seg, s[k]);
+	segkp_cache_free(seg);
+	segkp_get_stats(seg, &st);
+	if (st.cached != 0 || st.inuse != 0 || segkp_check(seg))
+		return 4;
+	return 0;
+}
+
+static void
+test_fork_during_reap(void)
+{
+	for (size_t i = 0; i < NSETUPS; i++) {
+		kas_t *kas;
+		segkp_t *seg = open_setup(&setups[i], &kas);
+		size_t ps = segkp_pagesize(seg);
+		void *cookie = segkp_cache_init(seg, 4, 2 * ps, STD_FLAGS);
+		char *s[4];
+		pthread_t t;
+		pid_t pid;
+		int status = -1;
+
+		REQUIRE(cookie != NULL);
+		for (int k = 0; k < 4; k++)
+			REQUIRE((s[k] = segkp_cache_get(cookie)) != NULL);
+		for (int k = 0; k < 4; k++)
+			segkp_release(seg, s[k]);
+		memset(&forkreap, 0, sizeof (forkreap));
+		segkp_reap_window_hook = fork_reap_window;
+		REQUIRE(pthread_create(&t, NULL, reap_all, seg) == 0);
+		while (!atomic_load(&forkreap.in_window))
+			sched_yield();
+		pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(child_after_fork_in_reap(seg, cookie, ps,
+			    setups[i].backing == KAS_REAL));
+		REQUIRE(waitpid(pid, &status, 0) == pid);
+		CHECK(WIFEXITED(status));
+		CHECK_EQ(WEXITSTATUS(status), 0);
+		REQUIRE(pthread_join(t, NULL) == 0);
+		segkp_reap_window_hook = NULL;
+		CHECK(segkp_check(seg) == 0);
+		close_setup(kas, seg);
+	}
+}
+
 /* fromheap: freed stacks and emptied caches give the heap its space back. */
 static void
 test_heap_gets_space_back(void)
@@ -943,6 +1040,7 @@ main(void)
 	RUN(test_cache_lifo_bounded);
 	RUN(test_cache_reap);
 	RUN(test_reap_window);
+	RUN(test_fork_during_reap);
 	RUN(test_heap_gets_space_back);
 	RUN(test_locked);
 	RUN(test_memlock_limit);
