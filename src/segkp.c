@@ -165,7 +165,8 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
  * holding cache capacity) forever, with no thread to finish the job. So
  * the work on a detached list is a "detach window", fork() waits until
  * none is open, and none opens while it runs. Windows are short (a few
- * page operations per stack) and open with no segkp lock held.
+ * page operations per stack) and open before any segkp lock is taken
+ * (fork's prepare handler takes detach_lock first).
  */
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t detach_cv = PTHREAD_COND_INITIALIZER;
@@ -948,10 +949,10 @@ free_detached(segkp_t *seg, kp_rec_t *list)
 	}
 }
 
+/* Inside a detach window the caller opened before taking any lock. */
 static void
 seg_cache_free(segkp_t *seg)
 {
-	detach_window_open();
 	for (int i = 0; i < SEGKP_MAX_CACHES; i++) {
 		kp_rec_t *list = NULL;
 
@@ -965,7 +966,6 @@ seg_cache_free(segkp_t *seg)
 		plat_mutex_unlock(&seg->lock);
 		free_detached(seg, list);
 	}
-	detach_window_close();
 	/* The arena's quantum caches hold free address space: return it. */
 	vmem_reap(seg->arena);
 }
@@ -980,13 +980,18 @@ segkp_cache_free(segkp_t *seg)
 			    "not a segkp segment");
 			return;
 		}
+		detach_window_open();
 		seg_cache_free(seg);
+		detach_window_close();
 		return;
 	}
+	/* The window first: fork() takes detach_lock before segs_lock. */
+	detach_window_open();
 	pthread_mutex_lock(&segs_lock);
 	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
 		seg_cache_free(s);
 	pthread_mutex_unlock(&segs_lock);
+	detach_window_close();
 }
 
 void

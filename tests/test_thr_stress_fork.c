@@ -4,7 +4,8 @@
  * with quantum caches, a child arena importing from it, a kmem object
  * cache, the default kmem heap, a simulated kernel address space (its
  * heap arena through segkmem and its kmem heap), and segkp stacks in that
- * address space (plain and from a stack cache).
+ * address space (plain and from a stack cache, whose stacks it also reaps
+ * and frees).
  *
  * A worker thread churns through all of them without pause while the main
  * thread forks. Whatever lock the worker held at the instant of the fork
@@ -99,7 +100,14 @@ churn_one(held_t *hd, tu_rng_t *r)
 		}
 		break;
 	case 5:
-		if (hd->st[i] != NULL) {
+		/* Now and then free or reap the stack caches: both work on
+		 * stacks off their lists, which fork() must wait out. */
+		if (tu_range(r, 0, 31) == 0) {
+			if (i & 1)
+				segkp_cache_free(NULL);
+			else
+				segkp_cache_reap(seg, SEGKP_REAP_ALL);
+		} else if (hd->st[i] != NULL) {
 			segkp_release(seg, hd->st[i]);
 			hd->st[i] = NULL;
 		} else {
