@@ -2123,12 +2123,12 @@ typedef struct walk_item {
 /*
  * Where a chunked walk stands: in the span with arrival number seq (or the
  * first later one, if that span has gone), its own tag done if in_span,
- * and, if any_seg, its segments up to the one at last_start done.
+ * and, if any_seg, the span's addresses up to last (inclusive) done.
  */
 typedef struct walk_pos {
 	uint64_t seq;
 	bool in_span, any_seg;
-	uintptr_t last_start;
+	uintptr_t last;
 } walk_pos_t;
 
 /*
@@ -2156,14 +2156,23 @@ walk_chunk(vmem_t *vmp, int typemask, walk_pos_t *pos, walk_item_t *items,
 		}
 		for (vseg_t *s = sp->anext; s->type == SEG_ALLOC ||
 		    s->type == SEG_FREE; s = s->anext) {
-			if ((pos->any_seg && s->start <= pos->last_start) ||
-			    !(seg_typebit(s) & typemask))
+			uintptr_t from = s->start;
+
+			if (!(seg_typebit(s) & typemask))
 				continue;
+			if (pos->any_seg && s->start <= pos->last) {
+				/* Behind the walk; or free space that merged
+				 * across it, whose part ahead is still due. */
+				if (seg_last(s) <= pos->last ||
+				    s->type != SEG_FREE)
+					continue;
+				from = pos->last + 1;
+			}
 			if (n == cap)
 				return n;
-			items[n++] = (walk_item_t){ s->start, s->size };
+			items[n++] = (walk_item_t){ from, seg_last(s) - from + 1 };
 			pos->any_seg = true;
-			pos->last_start = s->start;
+			pos->last = seg_last(s);
 		}
 		*pos = (walk_pos_t){ sp->span_seq + 1, false, false, 0 };
 	}
@@ -2175,8 +2184,10 @@ walk_chunk(vmem_t *vmp, int typemask, walk_pos_t *pos, walk_item_t *items,
  * A reentrant walk with no memory to snapshot into: a small buffer at a
  * time, resuming by position. Segments freed or allocated behind the
  * position are not revisited, those ahead are seen as they are then (the
- * way illumos walks with a marker). Each chunk finds its place again from
- * the first span, so this costs O(n^2 / chunk): a fallback only.
+ * way illumos walks with a marker); free space that has merged across the
+ * position is reported from the position on, as a marker between the two
+ * would have kept it apart. Each chunk finds its place again from the
+ * first span, so this costs O(n^2 / chunk): a fallback only.
  */
 static void
 walk_chunked(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),

@@ -679,6 +679,19 @@ chunk_free_cb(void *arg, void *start, size_t size)
 	}
 }
 
+static vmem_t *merge_vmp;
+static uintptr_t merge_hole;
+static int merge_seen;
+
+/* Records what it sees; at the first, frees merge_hole. */
+static void
+merge_across_cb(void *arg, void *start, size_t size)
+{
+	tl_segs_push(arg, TL_U(start), size, VMEM_FREE);
+	if (merge_seen++ == 0)
+		vmem_free(merge_vmp, TL_PTR(merge_hole), Q);
+}
+
 /* Sees a span first (records it), then its one allocation (frees it, so
  * the span goes back to the parent at once). */
 static void
@@ -751,6 +764,44 @@ test_walk_reentrant_without_memory(void)
 	tl_walk(v, VMEM_ALLOC, &locked);
 	for (size_t i = 0; i < locked.n; i++)
 		vmem_free(v, TL_PTR(locked.v[i].start), locked.v[i].size);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+
+	/*
+	 * Free space that merges across the walk's position: 200 free
+	 * quanta between allocated ones; after the first chunk (64 free
+	 * segments, the last at quantum 126) the callback frees quantum 127,
+	 * which joins 126 (behind) and 128 (ahead). 128 must still be seen.
+	 */
+	v = mk("chunkwalk_merge", BASE, 400 * Q, Q);
+	for (int i = 0; i < 400; i++)
+		REQUIRE(TL_U(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(BASE + i * Q),
+		    TL_PTR(BASE + (i + 1) * Q), VM_NOSLEEP)) == BASE + i * Q);
+	for (int i = 0; i < 400; i += 2)
+		vmem_free(v, TL_PTR(BASE + i * Q), Q);
+	merge_vmp = v;
+	merge_hole = BASE + 127 * Q;
+	merge_seen = 0;
+	chunked.n = 0;
+	vmem_set_fault_hook(refuse_metadata, NULL);
+	vmem_walk(v, VMEM_FREE | VMEM_REENTRANT, merge_across_cb, &chunked);
+	vmem_set_fault_hook(NULL, NULL);
+	/* Every quantum free at the start was reported, once; 127 too
+	 * (it is part of the merged segment, ahead of 126). */
+	for (int i = 0; i < 400; i++) {
+		uintptr_t a = BASE + (uintptr_t)i * Q;
+		int times = 0;
+
+		for (size_t k = 0; k < chunked.n; k++)
+			times += a >= chunked.v[k].start &&
+			    a - chunked.v[k].start < chunked.v[k].size;
+		CHECK_EQ(times, i % 2 == 0 || i == 127 ? 1 : 0);
+	}
+	CHECK_EQ(tl_segs_total(&chunked), 201 * Q);
+	for (int i = 1; i < 400; i += 2)
+		if (i != 127)
+			vmem_free(v, TL_PTR(BASE + i * Q), Q);
 	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
 	CHECK_ARENA(v);
 	vmem_destroy(v);
