@@ -151,7 +151,9 @@ static struct {
 	kas_t *own_kas;
 	segkp_t *own_seg;
 	void *thread_cache;   /* KTHREAD_STACK_PAGES + redzone */
-	void *small_cache;    /* 2 pages + redzone: coroutines, altstacks */
+	void *small_cache;    /* 2 pages + redzone: coroutines */
+	void *alt_cache;      /* alt_size + redzone: signal stacks */
+	size_t alt_size;
 	size_t pagesize;
 	kthread_t *zombies;
 	pthread_cond_t zombie_cv;
@@ -191,26 +193,29 @@ carve_size(size_t sz)
 	return (sz + CARVE_ALIGN - 1) & ~(size_t)(CARVE_ALIGN - 1);
 }
 
-static int
-setup_caches(segkp_t *seg)
-{
-	size_t ps = segkp_pagesize(seg);
-	void *tc = segkp_cache_init(seg, KTHREAD_STACK_CACHE,
-	    KTHREAD_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
-	void *sc = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
-	    KTHREAD_CORO_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
+/*
+ * The signal stack the overflow report and the user's action run on. The
+ * kernel puts the signal frame (with the CPU's whole extended state: about
+ * 13 KiB with AVX-512) on it first, so it is sized from the system's
+ * SIGSTKSZ, plus room for an action that calls stdio (an unbuffered
+ * fprintf needs about 8 KiB), and never below KTHREAD_ALTSTACK_PAGES.
+ * Pages that are never touched cost no memory.
+ */
+#define ALT_ACTION_ROOM ((size_t)32 << 10)
 
-	if (tc == NULL || sc == NULL) {
-		if (tc != NULL)
-			segkp_cache_destroy(tc);
-		if (sc != NULL)
-			segkp_cache_destroy(sc);
-		return ENOMEM;
-	}
-	kt.thread_cache = tc;
-	kt.small_cache = sc;
-	kt.pagesize = ps;
-	return 0;
+static size_t
+altstack_bytes(size_t ps)
+{
+	long sig = sysconf(_SC_SIGSTKSZ);
+	size_t want = (sig > 0 ? (size_t)sig : (size_t)SIGSTKSZ) +
+	    ALT_ACTION_ROOM;
+
+#if defined(__SANITIZE_ADDRESS__)
+	want *= 4;      /* instrumented frames are several times larger */
+#endif
+	want = (want + ps - 1) & ~(ps - 1);
+	return want > KTHREAD_ALTSTACK_PAGES * ps ? want :
+	    KTHREAD_ALTSTACK_PAGES * ps;
 }
 
 static void
@@ -220,7 +225,30 @@ drop_caches(void)
 		segkp_cache_destroy(kt.thread_cache);
 	if (kt.small_cache != NULL)
 		segkp_cache_destroy(kt.small_cache);
-	kt.thread_cache = kt.small_cache = NULL;
+	if (kt.alt_cache != NULL)
+		segkp_cache_destroy(kt.alt_cache);
+	kt.thread_cache = kt.small_cache = kt.alt_cache = NULL;
+}
+
+static int
+setup_caches(segkp_t *seg)
+{
+	size_t ps = segkp_pagesize(seg);
+
+	kt.pagesize = ps;
+	kt.alt_size = altstack_bytes(ps);
+	kt.thread_cache = segkp_cache_init(seg, KTHREAD_STACK_CACHE,
+	    KTHREAD_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
+	kt.small_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
+	    KTHREAD_CORO_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
+	kt.alt_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
+	    kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
+	if (kt.thread_cache == NULL || kt.small_cache == NULL ||
+	    kt.alt_cache == NULL) {
+		drop_caches();
+		return ENOMEM;
+	}
+	return 0;
 }
 
 static int
@@ -362,7 +390,7 @@ alt_key_destroy(void *alt)
 	stack_t off = { .ss_flags = SS_DISABLE };
 
 	(void)sigaltstack(&off, NULL);
-	(void)munmap(alt, KTHREAD_ALTSTACK_PAGES * (size_t)sysconf(_SC_PAGESIZE));
+	(void)munmap(alt, altstack_bytes((size_t)sysconf(_SC_PAGESIZE)));
 }
 
 static void
@@ -374,7 +402,7 @@ alt_key_make(void)
 int
 kthread_altstack_install(void)
 {
-	size_t size = KTHREAD_ALTSTACK_PAGES * (size_t)sysconf(_SC_PAGESIZE);
+	size_t size = altstack_bytes((size_t)sysconf(_SC_PAGESIZE));
 	stack_t cur, ss;
 	void *alt;
 
@@ -571,7 +599,7 @@ thread_start(void *arg)
 	cur_ctx = &t->ctx;
 	if (t->alt != NULL) {
 		ss.ss_sp = t->alt;
-		ss.ss_size = KTHREAD_ALTSTACK_PAGES * kt.pagesize;
+		ss.ss_size = kt.alt_size;
 		ss.ss_flags = 0;
 		if (sigaltstack(&ss, &t->old_alt) == 0) {
 			has_altstack = true;
@@ -662,7 +690,7 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	}
 	stack = stack_get(attr->stacksize, attr->kpd_flags, kt.thread_cache,
 	    KTHREAD_STACK_PAGES * kt.pagesize, &from_cache, &len);
-	alt = stack != NULL ? segkp_cache_get(kt.small_cache) : NULL;
+	alt = stack != NULL ? segkp_cache_get(kt.alt_cache) : NULL;
 	if (alt == NULL) {
 		if (stack != NULL)
 			segkp_release(kt.seg, stack);

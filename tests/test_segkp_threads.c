@@ -147,6 +147,91 @@ test_overflow_action(void)
 	    NULL);
 }
 
+/*
+ * The action runs on the thread's signal stack after the kernel's signal
+ * frame (about 13 KiB with AVX-512 state): it must have room for stdio.
+ * With a 2-page signal stack this fprintf crashed the child.
+ */
+static void
+print_and_exit_42(const kthread_overflow_info_t *info, void *arg)
+{
+	char big[2048];
+
+	(void)arg;
+	snprintf(big, sizeof (big), "%s '%s' at %p", info->kind, info->name,
+	    (void *)info->fault_addr);
+	fprintf(stderr, "action: %s\n", big);
+	_exit(42);
+}
+
+static void *
+coro_overflow_body(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)recurse(0);
+}
+
+static void *
+thread_resuming_coro(void *arg)
+{
+	kthread_coro_t *co = kthread_coro_create(coro_overflow_body, NULL,
+	    "co-7", 0);
+
+	(void)arg;
+	if (co != NULL)
+		kthread_coro_resume(co, NULL);
+	return NULL;
+}
+
+static void
+child_stdio_action_thread(void)
+{
+	kthread_set_overflow_action(print_and_exit_42, NULL, 0);
+	child_overflow();
+}
+
+static void
+child_stdio_action_coro_on_main(void)
+{
+	kthread_coro_t *co;
+
+	kthread_set_overflow_action(print_and_exit_42, NULL, 0);
+	co = kthread_coro_create(coro_overflow_body, NULL, "co-7", 0);
+	if (co != NULL)
+		kthread_coro_resume(co, NULL);
+}
+
+static void
+child_stdio_action_coro_in_thread(void)
+{
+	kthread_t *t;
+
+	kthread_set_overflow_action(print_and_exit_42, NULL, 0);
+	t = kthread_create(thread_resuming_coro, NULL, NULL);
+	if (t != NULL)
+		kthread_join(t, NULL);
+}
+
+static void
+test_overflow_action_with_stdio(void)
+{
+	void (*bodies[3])(void) = { child_stdio_action_thread,
+	    child_stdio_action_coro_on_main, child_stdio_action_coro_in_thread };
+	const char *expect[3] = { "action: thread 'worker-7' at 0x",
+	    "action: coroutine 'co-7' at 0x", "action: coroutine 'co-7' at 0x" };
+
+	for (int i = 0; i < 3; i++) {
+		child_result_t res;
+
+		run_child(bodies[i], &res);
+		CHECK(WIFEXITED(res.status) && WEXITSTATUS(res.status) == 42);
+		CHECK(strstr(res.err, expect[i]) != NULL);
+		if (!WIFEXITED(res.status))
+			fprintf(stderr, "  case %d: killed by signal %d\n", i,
+			    WTERMSIG(res.status));
+	}
+}
+
 /* Frames larger than a page, each touching its lowest byte first. */
 static int __attribute__((noinline))
 clash(int depth)
@@ -510,6 +595,7 @@ main(void)
 	/* Children first, before this process has threads of its own. */
 	RUN(test_overflow_message_and_abort);
 	RUN(test_overflow_action);
+	RUN(test_overflow_action_with_stdio);
 	RUN(test_stack_clash_caught);
 	RUN(test_other_faults_chain);
 	RUN(test_init_rules);

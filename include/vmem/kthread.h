@@ -44,7 +44,8 @@ extern "C" {
 #define KTHREAD_NAMELEN          32
 #define KTHREAD_STACK_PAGES      4   /* real threads, plus a redzone */
 #define KTHREAD_CORO_STACK_PAGES 2   /* coroutines, plus a redzone */
-#define KTHREAD_ALTSTACK_PAGES   2   /* per-thread signal stack */
+#define KTHREAD_ALTSTACK_PAGES   2   /* signal stack: at least; sized from
+                                         SIGSTKSZ + 32 KiB for the action */
 #define KTHREAD_STACK_CACHE      256 /* cached thread stacks at most */
 #define KTHREAD_CORO_CACHE       1024 /* cached 2-page stacks at most */
 
