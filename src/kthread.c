@@ -485,6 +485,22 @@ chain_previous(int sig, siginfo_t *si, void *uc)
 	old->sa_handler(sig);
 }
 
+/*
+ * A coroutine that overflowed never runs again. Before the action runs it
+ * is made finished (result NULL) and the thread is back in its resumer's
+ * context, so an action that siglongjmps to the resumer leaves the
+ * library consistent: kthread_coro_self, yield and destroy work there.
+ * Only thread-local state and the coroutine's own fields are written.
+ */
+static void
+coro_abandon(kthread_coro_t *co)
+{
+	co->transfer = NULL;
+	co->state = CO_DONE;
+	cur_coro = co->caller_coro;
+	cur_ctx = co->caller_ctx;
+}
+
 static void
 overflow_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -532,6 +548,8 @@ overflow_handler(int sig, siginfo_t *si, void *uc)
 	}
 	if (kt.action != NULL) {
 		atomic_fetch_add(&kt.overflow_caught, 1);
+		if (c != NULL && cur_coro != NULL && c == &cur_coro->ctx)
+			coro_abandon(cur_coro);
 		kt.action(&info, kt.action_arg);
 	}
 	abort();

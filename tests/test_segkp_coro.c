@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -257,11 +258,60 @@ test_overflow_in_coroutine(void)
 	    "into the redzone of stack [0x") != NULL);
 }
 
+/*
+ * A coroutine scheduler that survives an overflow: the action siglongjmps
+ * back to the resumer. The coroutine is then finished, the thread is no
+ * longer "in" it, it can be destroyed, and the next overflow is caught
+ * the same way (SIGSEGV unblocked again by siglongjmp).
+ */
+static sigjmp_buf sched_env;
+
+static void
+jump_to_scheduler(const kthread_overflow_info_t *info, void *arg)
+{
+	(void)info;
+	(void)arg;
+	siglongjmp(sched_env, 1);
+}
+
+static void
+test_overflow_recovered_by_siglongjmp(void)
+{
+	kthread_stats_t before, after;
+
+	kthread_set_overflow_action(jump_to_scheduler, NULL, 1);
+	kthread_get_stats(&before);
+	for (int round = 0; round < 3; round++) {
+		kthread_coro_t *volatile co = kthread_coro_create(overflowing,
+		    NULL, "co-recover", 0);
+
+		REQUIRE(co != NULL);
+		if (sigsetjmp(sched_env, 1) == 0) {
+			kthread_coro_resume(co, NULL);
+			CHECK(!"the overflowing coroutine returned");
+		}
+		CHECK(kthread_coro_self() == NULL);
+		CHECK(kthread_coro_done(co));
+		tu_record_errors();
+		CHECK(kthread_coro_yield((void *)1) == NULL); /* not in one */
+		CHECK_EQ(tu_err.count, 1);
+		CHECK(kthread_coro_resume(co, NULL) == NULL); /* finished */
+		CHECK_EQ(tu_err.count, 2);
+		tu_default_errors();
+		kthread_coro_destroy(co);
+	}
+	kthread_get_stats(&after);
+	CHECK_EQ(after.coro_alive, before.coro_alive);
+	CHECK_EQ(after.overflow_caught - before.overflow_caught, 3);
+	kthread_set_overflow_action(NULL, NULL, 0);
+}
+
 int
 main(void)
 {
 	REQUIRE(kthread_init(NULL) == 0);
 	RUN(test_overflow_in_coroutine);
+	RUN(test_overflow_recovered_by_siglongjmp);
 	RUN(test_yield_resume);
 	RUN(test_nesting_and_self);
 	RUN(test_ten_thousand_coroutines);

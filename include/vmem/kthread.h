@@ -135,9 +135,15 @@ typedef void kthread_overflow_fn(const kthread_overflow_info_t *info,
     void *arg);
 /*
  * fn runs in the signal handler (on the alternate stack) after the line
- * is written; it may _exit, longjmp out of a coroutine runtime, or return,
- * in which case the process aborts. NULL: just abort (the default).
- * quiet nonzero: do not write the line.
+ * is written; it may _exit, siglongjmp out, or return, in which case the
+ * process aborts. NULL: just abort (the default). quiet nonzero: do not
+ * write the line. Use siglongjmp to a sigsetjmp(env, 1) point: SIGSEGV is
+ * blocked while fn runs, and a plain longjmp would leave it blocked, so
+ * the next overflow would kill the process unreported. When a coroutine
+ * overflowed, it is finished (result NULL) and the thread is back in the
+ * context that resumed it before fn runs: jump to a point in that context
+ * (a coroutine scheduler around kthread_coro_resume), then the coroutine
+ * can be destroyed.
  */
 void kthread_set_overflow_action(kthread_overflow_fn *fn, void *arg,
     int quiet);
