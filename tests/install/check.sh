@@ -10,6 +10,23 @@ cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
 cc $(pkg-config --cflags vmem) "$src/consumer.c" -o "$tmp/pc" $(pkg-config --libs vmem) -Wl,-rpath,"$tmp/prefix/lib"
 "$tmp/pc"
+# A distribution's layout, staged with DESTDIR: prefix /usr, libdir
+# lib/x86_64-linux-gnu (three levels under the prefix). Only vmem.pc
+# differs, so configure such a tree for it and stage the installed files.
+top=$(cd "$src/../.." && pwd)
+cmake -S "$top" -B "$tmp/distro" -DCMAKE_INSTALL_PREFIX=/usr \
+  -DCMAKE_INSTALL_LIBDIR=lib/x86_64-linux-gnu -DVMEM_BUILD_TESTS=OFF \
+  -DVMEM_BUILD_BENCH=OFF >/dev/null
+stage="$tmp/stage/usr"
+mkdir -p "$stage/lib/x86_64-linux-gnu/pkgconfig"
+cp -r "$tmp/prefix/include" "$stage/"
+cp -a "$tmp/prefix/lib/"libvmem* "$stage/lib/x86_64-linux-gnu/"
+cp "$tmp/distro/vmem.pc" "$stage/lib/x86_64-linux-gnu/pkgconfig/"
+cc $(PKG_CONFIG_PATH="$stage/lib/x86_64-linux-gnu/pkgconfig" pkg-config --cflags vmem) \
+  "$src/consumer.c" -o "$tmp/pc_distro" \
+  $(PKG_CONFIG_PATH="$stage/lib/x86_64-linux-gnu/pkgconfig" pkg-config --libs vmem) \
+  -Wl,-rpath,"$stage/lib/x86_64-linux-gnu"
+"$tmp/pc_distro"
 cmake -S "$src" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/cm" >/dev/null
 "$tmp/cm/consumer_shared"
