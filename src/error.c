@@ -22,6 +22,13 @@
 #include "platform.h"
 #include "vmem_string.h"
 
+/* Every subsystem's codes, for vmem_strerror (enums only: freestanding). */
+#include <vmem/kmem.h>
+#include <vmem/kthread.h>
+#include <vmem/layout.h>
+#include <vmem/segkmem.h>
+#include <vmem/segkp.h>
+
 static vmem_error_handler_t *error_handler = vmem_default_error_handler;
 static void *error_arg;
 
@@ -33,6 +40,15 @@ vmem_set_error_handler(vmem_error_handler_t *handler, void *arg)
 	error_handler = handler != NULL ? handler : vmem_default_error_handler;
 	error_arg = handler != NULL ? arg : NULL;
 	return old;
+}
+
+void
+vmem_get_error_handler(vmem_error_handler_t **handler, void **arg)
+{
+	if (handler != NULL)
+		*handler = error_handler;
+	if (arg != NULL)
+		*arg = error_arg;
 }
 
 static const char *const error_names[] = {
@@ -52,6 +68,36 @@ static const char *const error_names[] = {
 	[VMEM_E_CORRUPT] = "consistency check failed",
 	[VMEM_E_NOMEM] = "out of metadata memory",
 	[VMEM_E_MISUSE] = "misuse",
+	[KMEM_E_WRONGCACHE] = "buffer not from this cache",
+	[KMEM_E_DOUBLEFREE] = "buffer already free",
+	[KMEM_E_WRONGSIZE] = "kmem_free with the wrong size",
+	[KMEM_E_REDZONE] = "write past the end of a buffer",
+	[KMEM_E_MODIFIED] = "free buffer modified",
+	[KMEM_E_BADARG] = "invalid kmem argument",
+	[KMEM_E_LEAK] = "cache destroyed with buffers allocated",
+	[KMEM_E_PANIC] = "allocation failed (KM_PANIC)",
+	[KMEM_E_BUSY] = "cache in use",
+	[SEGKMEM_E_BADCONFIG] = "invalid address space configuration",
+	[SEGKMEM_E_BADRANGE] = "range not in the address space",
+	[SEGKMEM_E_NOTKAS] = "no address space",
+	[SEGKMEM_E_UNRESV] = "unreserve of pages never reserved",
+	[SEGKMEM_E_TABLEFULL] = "table full",
+	[SEGKMEM_E_BUSY] = "address space destroyed with pages in use",
+	[SEGKP_E_BADLEN] = "invalid stack length",
+	[SEGKP_E_BADFLAGS] = "invalid segkp flags",
+	[SEGKP_E_NOTOWNED] = "address not owned by segkp",
+	[SEGKP_E_DOUBLE] = "double release",
+	[SEGKP_E_BADCOOKIE] = "invalid stack-cache cookie",
+	[SEGKP_E_BADCONFIG] = "invalid segkp configuration",
+	[SEGKP_E_TOOMANY] = "too many stack caches",
+	[SEGKP_E_BUSY] = "segment destroyed with stacks in use",
+	[SEGKP_E_CORRUPT] = "segkp consistency check failed",
+	[KTHREAD_E_BADTHREAD] = "not a joinable kthread",
+	[KTHREAD_E_BADCORO] = "invalid coroutine operation",
+	[KTHREAD_E_NOTREAL] = "kthreads need a real address space",
+	[VMEM_E_LAYOUT_BADARG] = "layout tunable out of range",
+	[VMEM_E_LAYOUT_NOHEAP] = "no room for the kernel heap",
+	[VMEM_E_LAYOUT_NOSEGKP] = "fixed segkp leaves no heap",
 };
 
 const char *

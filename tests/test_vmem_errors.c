@@ -18,6 +18,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <vmem/kmem.h>
+#include <vmem/kthread.h>
+#include <vmem/layout.h>
+#include <vmem/segkmem.h>
+#include <vmem/segkp.h>
+
 #include "testutil.h"
 #include "vmem_testlib.h"
 
@@ -432,9 +438,37 @@ test_strerror_and_format(void)
 	vmem_error_info_t info;
 	char buf[256];
 
+	static const int codes[] = {
+		KMEM_E_WRONGCACHE, KMEM_E_DOUBLEFREE, KMEM_E_WRONGSIZE,
+		KMEM_E_REDZONE, KMEM_E_MODIFIED, KMEM_E_BADARG, KMEM_E_LEAK,
+		KMEM_E_PANIC, KMEM_E_BUSY, SEGKMEM_E_BADCONFIG,
+		SEGKMEM_E_BADRANGE, SEGKMEM_E_NOTKAS, SEGKMEM_E_UNRESV,
+		SEGKMEM_E_TABLEFULL, SEGKMEM_E_BUSY, SEGKP_E_BADLEN,
+		SEGKP_E_BADFLAGS, SEGKP_E_NOTOWNED, SEGKP_E_DOUBLE,
+		SEGKP_E_BADCOOKIE, SEGKP_E_BADCONFIG, SEGKP_E_TOOMANY,
+		SEGKP_E_BUSY, SEGKP_E_CORRUPT, KTHREAD_E_BADTHREAD,
+		KTHREAD_E_BADCORO, KTHREAD_E_NOTREAL, VMEM_E_LAYOUT_BADARG,
+		VMEM_E_LAYOUT_NOHEAP, VMEM_E_LAYOUT_NOSEGKP,
+	};
+	const int ncodes = (int)(sizeof (codes) / sizeof (codes[0]));
+
 	for (int c = VMEM_E_NONE; c <= VMEM_E_MISUSE; c++)
 		CHECK(vmem_strerror(c) != NULL && vmem_strerror(c)[0] != '\0');
 	CHECK(strcmp(vmem_strerror(VMEM_E_DOUBLEFREE), "double free") == 0);
+	/* Every subsystem's codes have names of their own, all different. */
+	for (int i = 0; i < ncodes; i++) {
+		const char *n = vmem_strerror(codes[i]);
+
+		CHECK(n != NULL && strcmp(n, "kmem error") != 0 &&
+		    strcmp(n, "segkp error") != 0 &&
+		    strcmp(n, "kvsim error") != 0 &&
+		    strcmp(n, "unknown error") != 0);
+		for (int k = 0; k < i; k++)
+			CHECK(strcmp(n, vmem_strerror(codes[k])) != 0);
+	}
+	CHECK(strcmp(vmem_strerror(KMEM_E_DOUBLEFREE), "buffer already free")
+	    == 0);
+	CHECK(strcmp(vmem_strerror(VMEM_E_SEGKP + 15), "segkp error") == 0);
 	memset(&info, 0, sizeof (info));
 	info.code = VMEM_E_BADFREE;
 	info.call = "vmem_free";
@@ -527,10 +561,51 @@ test_default_handler_aborts(void)
 	CHECK(strstr(out, "leaked 4096 bytes") != NULL);
 }
 
+/* A handler that counts, then passes the report on to the one it
+ * replaced, found through vmem_get_error_handler. */
+static vmem_error_handler_t *chained_fn;
+static void *chained_arg;
+static int chain_count;
+
+static void
+counting_chain(const vmem_error_info_t *info, void *arg)
+{
+	chain_count += *(int *)arg;
+	chained_fn(info, chained_arg);
+}
+
+static void
+test_handler_chaining(void)
+{
+	vmem_error_handler_t *fn;
+	void *arg;
+	int weight = 3;
+	vmem_t *v = vmem_create("chain", (void *)0x100000, 16 * 4096, 4096,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	vmem_get_error_handler(&fn, &arg);
+	CHECK(fn == rec_handler && arg == NULL);
+	chained_fn = fn;
+	chained_arg = arg;
+	CHECK(vmem_set_error_handler(counting_chain, &weight) == rec_handler);
+	vmem_get_error_handler(&fn, &arg);
+	CHECK(fn == counting_chain && arg == &weight);
+	vmem_get_error_handler(NULL, NULL);
+	rec_reset();
+	vmem_free(v, (void *)0x100000, 4096);   /* never allocated */
+	CHECK_EQ(chain_count, 3);
+	CHECK_EQ(rec.count, 1);                 /* the old handler saw it */
+	rec_reset();
+	vmem_set_error_handler(chained_fn, chained_arg);
+	vmem_destroy(v);
+}
+
 int
 main(void)
 {
 	vmem_set_error_handler(rec_handler, NULL);
+	RUN(test_handler_chaining);
 	RUN(test_bad_frees);
 	RUN(test_bad_alloc_args);
 	RUN(test_bad_xalloc_constraints);

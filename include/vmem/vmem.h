@@ -146,6 +146,9 @@ typedef void vmem_error_handler_t(const vmem_error_info_t *info, void *arg);
 /* Install a handler (NULL restores the default). Returns the old one. */
 vmem_error_handler_t *vmem_set_error_handler(vmem_error_handler_t *handler,
     void *arg);
+/* The installed handler and its argument, so that a new handler can pass
+ * reports on to the one it replaces (either pointer may be NULL). */
+void vmem_get_error_handler(vmem_error_handler_t **handler, void **arg);
 /* The default handler, for handlers that want to chain to it. */
 void vmem_default_error_handler(const vmem_error_info_t *info, void *arg);
 /* A short name for an error code ("double free", ...). */
