@@ -180,6 +180,7 @@ struct vmem {
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
 
 	vmem_t *list_next, *list_prev;
+	unsigned nimporters;    /* listed arenas whose source this is */
 };
 
 /* A request, after validation: sizes rounded, bounds made inclusive. */
@@ -1637,13 +1638,28 @@ arena_list_add(vmem_t *vmp)
 	else
 		arena_list_head = vmp;
 	arena_list_tail = vmp;
+	if (vmp->source != NULL)
+		vmp->source->nimporters++;
 	plat_mutex_unlock(&arena_list_lock);
 }
 
-static void
+/*
+ * Take vmp off the list, unless arenas still import from it: their spans
+ * would go back to a freed arena. Returns how many there are (0: done).
+ */
+static unsigned
 arena_list_remove(vmem_t *vmp)
 {
+	unsigned importers;
+
 	plat_mutex_lock(&arena_list_lock);
+	importers = vmp->nimporters;
+	if (importers != 0) {
+		plat_mutex_unlock(&arena_list_lock);
+		return importers;
+	}
+	if (vmp->source != NULL)
+		vmp->source->nimporters--;
 	if (vmp->list_prev != NULL)
 		vmp->list_prev->list_next = vmp->list_next;
 	else
@@ -1653,6 +1669,7 @@ arena_list_remove(vmem_t *vmp)
 	else
 		arena_list_tail = vmp->list_prev;
 	plat_mutex_unlock(&arena_list_lock);
+	return 0;
 }
 
 static size_t
@@ -2020,12 +2037,20 @@ void
 vmem_destroy(vmem_t *vmp)
 {
 	size_t leaked;
+	unsigned importers;
 
 	if (vmp == NULL)
 		return;
 	/* Off the list first: a walk of all arenas (statistics, printing)
 	 * must never reach caches being destroyed. */
-	arena_list_remove(vmp);
+	importers = arena_list_remove(vmp);
+	if (importers != 0) {
+		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_destroy", vmp, NULL,
+		    0, 0, "%u arena%s still import%s from it: destroy %s "
+		    "first", importers, importers == 1 ? "" : "s",
+		    importers == 1 ? "s" : "", importers == 1 ? "it" : "them");
+		return;
+	}
 	for (unsigned i = 0; i < vmp->nqcache; i++)
 		qcache_ops->destroy(vmp->qcache[i]);
 	vmp->nqcache = 0;

@@ -859,6 +859,33 @@ err_vmem_destroy_leak_qcache(void)
 	destroy_clean(v);
 }
 
+static void
+err_vmem_destroy_source_in_use(void)
+{
+	vmem_t *src = int_arena("e_src_busy", BASE, 0);
+	vmem_t *child = vmem_create("e_src_child", NULL, 0, Q, vmem_alloc,
+	    vmem_free, src, 0, VM_SLEEP);
+	void *p;
+	snap_t ss;
+
+	REQUIRE(child != NULL);
+	p = vmem_alloc(child, Q, VM_SLEEP);
+	REQUIRE(p != NULL);
+	ss = snap(src);
+	vmem_destroy(src);
+	EXPECT(VMEM_E_MISUSE, "vmem_destroy", "e_src_busy");
+	EXPECT_AT(0, 0);
+	CHECK(!tu_err.warning);
+	/* Nothing was destroyed: the child frees into a live source. */
+	CHECK_UNCHANGED(src, ss);
+	vmem_free(child, p, Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	keeps_working(child, Q);
+	keeps_working(src, Q);
+	destroy_clean(child);
+	destroy_clean(src);     /* no importer left */
+}
+
 /* ------------------------------------------------------------------ */
 /* kmem: object caches */
 
@@ -2118,6 +2145,7 @@ static const entry_t entries[] = {
 	E(err_vmem_destroy_leak, VMEM_E_LEAK),
 	E(err_vmem_destroy_leak_ids, VMEM_E_LEAK),
 	E(err_vmem_destroy_leak_qcache, KMEM_E_LEAK),
+	E(err_vmem_destroy_source_in_use, VMEM_E_MISUSE),
 	E(err_kmem_cache_wrong_cache, KMEM_E_WRONGCACHE),
 	E(err_kmem_cache_foreign_pointer, KMEM_E_WRONGCACHE),
 	E(err_kmem_cache_double_free_debug, KMEM_E_DOUBLEFREE),
