@@ -82,7 +82,9 @@ int kthread_join(kthread_t *t, void **retval);
 /* The calling kthread, or NULL. */
 kthread_t *kthread_self(void);
 const char *kthread_name(const kthread_t *t);
-/* The usable stack [*lo, *lo + *len). */
+/* The stack segkp gave the thread, [*lo, *lo + *len) without its redzone.
+ * The kthread_t is carved from its top, so an overflow report (and
+ * kthread_overflow_info_t.stack_hi) ends the usable part below that. */
 void kthread_stack(const kthread_t *t, void **lo, size_t *len);
 /* Join the detached threads that have finished, now; returns how many. */
 size_t kthread_reap(void);
