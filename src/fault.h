@@ -30,7 +30,10 @@
 
 #include <vmem/vmem.h>
 
-/* The installed public hook and its argument (src/fault.c). */
+/* The installed public hook and its argument (src/fault.c), linked with
+ * the library's prefix (see platform.h). */
+#define fault_hook_fn           vmem_fault_hook_fn
+#define fault_hook_arg          vmem_fault_hook_arg
 extern vmem_fault_hook_t *fault_hook_fn;
 extern void *fault_hook_arg;
 

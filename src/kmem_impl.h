@@ -12,6 +12,13 @@
 
 #include "platform.h"
 
+/* Link names with the library's prefix (see platform.h). */
+#define kmeta_alloc             vmem_kmeta_alloc
+#define kmeta_free              vmem_kmeta_free
+#define kmeta_size              vmem_kmeta_size
+#define kmeta_fork_lock         vmem_kmeta_fork_lock
+#define kmeta_fork_unlock       vmem_kmeta_fork_unlock
+
 /* Bookkeeping memory (kmem_meta.c): zeroed; free needs the size. */
 void *kmeta_alloc(size_t size);
 void kmeta_free(void *p, size_t size);

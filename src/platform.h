@@ -13,6 +13,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * Link names. The sources call these plat_*, but the objects define and
+ * use vmem_plat_*, so that libvmem.a cannot clash with a program's own
+ * symbols (libvmem.so hides them anyway). A platform header and its
+ * implementation include this file, so they get the same names.
+ */
+#define plat_mutex_init         vmem_plat_mutex_init
+#define plat_mutex_destroy      vmem_plat_mutex_destroy
+#define plat_mutex_lock         vmem_plat_mutex_lock
+#define plat_mutex_unlock       vmem_plat_mutex_unlock
+#define plat_mutex_trylock      vmem_plat_mutex_trylock
+#define plat_cond_init          vmem_plat_cond_init
+#define plat_cond_destroy       vmem_plat_cond_destroy
+#define plat_cond_timedwait     vmem_plat_cond_timedwait
+#define plat_cond_broadcast     vmem_plat_cond_broadcast
+#define plat_cpu_id             vmem_plat_cpu_id
+#define plat_ncpus              vmem_plat_ncpus
+#define plat_cpu_id_method      vmem_plat_cpu_id_method
+#define plat_pagesize           vmem_plat_pagesize
+#define plat_pages_alloc        vmem_plat_pages_alloc
+#define plat_pages_free         vmem_plat_pages_free
+#define plat_write_error        vmem_plat_write_error
+#define plat_abort              vmem_plat_abort
+#define plat_atfork             vmem_plat_atfork
+#define plat_fail_hook          vmem_plat_fail_hook
+
 #ifdef VMEM_PLATFORM_HEADER
 #include VMEM_PLATFORM_HEADER
 #else

@@ -37,7 +37,7 @@ done
 defined=$(nm --defined-only "${objs[@]}" | awk 'NF == 3 {print $3}' | sort -u)
 undefined=$(nm -u "${objs[@]}" | awk 'NF == 2 {print $2}' | sort -u)
 foreign=$(comm -23 <(echo "$undefined") <(echo "$defined") |
-  grep -Ev '^(plat_[a-z_]+|memset|memcpy|memmove|memcmp)$' || true)
+  grep -Ev '^(vmem_plat_[a-z_]+|memset|memcpy|memmove|memcmp)$' || true)
 if [ -n "$foreign" ]; then
   echo "core objects reference symbols outside the platform interface:"
   echo "$foreign"; exit 1

@@ -35,7 +35,15 @@ cmake --build "$tmp/cm" >/dev/null
 bad=$(nm -D --defined-only "$tmp/prefix/lib/libvmem.so" | awk '{print $3}' |
   grep -Ev '^(vmem_|kmem_|segkmem_|segkp_|kthread_|kas_|layout_)' || true)
 internal=$(nm -D --defined-only "$tmp/prefix/lib/libvmem.so" | awk '{print $3}' |
-  grep -E '^(vmem_error_report|vmem_snprintf)$' || true)
+  grep -E '^(vmem_error_report|vmem_snprintf|vmem_plat_.*|vmem_kmeta_.*|vmem_fault_hook_.*)$' || true)
+# The static library defines nothing outside the library's prefixes, so
+# it cannot clash with a program's own names.
+bad_static=$(nm -g --defined-only "$tmp/prefix/lib/libvmem.a" 2>/dev/null |
+  awk 'NF == 3 {print $3}' |
+  grep -Ev '^(vmem_|kmem_|segkmem_|segkp_|kthread_|kas_|layout_)' || true)
+if [ -n "$bad_static" ]; then
+  echo "libvmem.a defines names outside its prefixes:" $bad_static; exit 1
+fi
 if [ -n "$bad$internal" ]; then
   echo "non-public symbols exported: $bad $internal"; exit 1
 fi
