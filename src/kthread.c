@@ -77,7 +77,7 @@
 #endif
 #endif
 
-#if !defined(__x86_64__)
+#if !defined(__x86_64__) || defined(__linux__)
 #include <ucontext.h>
 #endif
 
@@ -501,6 +501,31 @@ coro_abandon(kthread_coro_t *co)
 	cur_ctx = co->caller_ctx;
 }
 
+/*
+ * A frame larger than the redzone can jump over it: the stack pointer
+ * then lies below the stack's redzone and the fault lands further down.
+ * A thread's stack pointer never leaves its stack, so a fault at or just
+ * below an interrupted stack pointer that is below (and within 64 MiB
+ * of) the current stack's redzone is that stack's overflow.
+ */
+#define JUMP_LIMIT ((uintptr_t)64 << 20)
+
+static bool
+jumped_redzone(const kt_ctx_t *c, uintptr_t fault, void *uc)
+{
+#if defined(__x86_64__) && defined(__linux__)
+	uintptr_t sp = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP];
+
+	return sp < c->redzone_lo && c->redzone_lo - sp <= JUMP_LIMIT &&
+	    fault < c->redzone_lo && fault + 4096 >= sp;
+#else
+	(void)c;
+	(void)fault;
+	(void)uc;
+	return false;
+#endif
+}
+
 static void
 overflow_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -510,6 +535,7 @@ overflow_handler(int sig, siginfo_t *si, void *uc)
 	char msg[256];
 	size_t n = 0;
 	int saved = errno;
+	bool jumped = false;
 
 	memset(&info, 0, sizeof (info));
 	info.kind = c != NULL ? c->kind : "thread";
@@ -518,6 +544,10 @@ overflow_handler(int sig, siginfo_t *si, void *uc)
 	if (c != NULL && a >= c->redzone_lo && a < c->lo) {
 		info.stack_lo = c->lo;
 		info.stack_hi = c->hi;
+	} else if (c != NULL && jumped_redzone(c, a, uc)) {
+		info.stack_lo = c->lo;
+		info.stack_hi = c->hi;
+		jumped = true;
 	} else {
 		segkp_info_t in;
 
@@ -533,7 +563,9 @@ overflow_handler(int sig, siginfo_t *si, void *uc)
 	n = put_str(msg, n, sizeof (msg), info.kind);
 	n = put_str(msg, n, sizeof (msg), " '");
 	n = put_str(msg, n, sizeof (msg), info.name);
-	n = put_str(msg, n, sizeof (msg), "' ran into the redzone of stack [");
+	n = put_str(msg, n, sizeof (msg), jumped ?
+	    "' jumped over the redzone of stack [" :
+	    "' ran into the redzone of stack [");
 	n = put_hex(msg, n, sizeof (msg), info.stack_lo);
 	n = put_str(msg, n, sizeof (msg), ",");
 	n = put_hex(msg, n, sizeof (msg), info.stack_hi);

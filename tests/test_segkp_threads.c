@@ -278,6 +278,71 @@ test_stack_clash_caught(void)
 	CHECK(strstr(res.err, "thread 'clash' ran into the redzone") != NULL);
 }
 
+/*
+ * A frame much larger than the redzone jumps over it. The thread's stack
+ * is the first allocation of a fixed segment with unassigned (PROT_NONE)
+ * address space below it, so the jump faults there: the report must
+ * still name the thread (it was a bare SIGSEGV).
+ */
+static int __attribute__((noinline))
+huge_frame(int depth)
+{
+	volatile char big[96 * 1024];
+
+	big[0] = (char)depth;            /* the lowest byte first */
+	big[sizeof (big) - 1] = (char)depth;
+	return big[0] + big[sizeof (big) - 1];
+}
+
+static void *
+huge_frame_thread(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)huge_frame(1);
+}
+
+static void
+child_jump_over_redzone(void)
+{
+	kas_config_t cfg;
+	kas_t *kas;
+	segkp_t *seg;
+	kthread_attr_t a;
+	kthread_t *t;
+
+	kas_config_init(&cfg);
+	cfg.size = 64u << 20;
+	cfg.nheap_spans = 1;
+	cfg.heap_spans[0].start = 16u << 20;
+	cfg.heap_spans[0].end = 64u << 20;
+	kas = kas_create(&cfg);
+	REQUIRE(kas != NULL);
+	/* [0, 8 MiB) of the kas stays reserved and inaccessible. */
+	seg = segkp_create(kas, SEGKP_FIXED, (void *)(kas_base(kas) +
+	    (8u << 20)), 8u << 20);
+	REQUIRE(seg != NULL);
+	REQUIRE(kthread_init(seg) == 0);
+	kthread_attr_init(&a);
+	a.name = "jumper";
+	t = kthread_create(huge_frame_thread, NULL, &a);
+	REQUIRE(t != NULL);
+	kthread_join(t, NULL);
+}
+
+static void
+test_jump_over_redzone_caught(void)
+{
+	child_result_t res;
+
+	run_child(child_jump_over_redzone, &res);
+	CHECK(WIFSIGNALED(res.status) && WTERMSIG(res.status) == SIGABRT);
+	CHECK(strstr(res.err, "segkp: stack overflow: thread 'jumper' jumped "
+	    "over the redzone of stack [0x") != NULL);
+	if (!WIFSIGNALED(res.status) || WTERMSIG(res.status) != SIGABRT)
+		fprintf(stderr, "  child status 0x%x: %s\n", res.status,
+		    res.err);
+}
+
 /* A fault that is not segkp's goes to the handler installed before. */
 static void
 own_segv(int sig)
@@ -596,6 +661,7 @@ main(void)
 	RUN(test_overflow_message_and_abort);
 	RUN(test_overflow_action);
 	RUN(test_overflow_action_with_stdio);
+	RUN(test_jump_over_redzone_caught);
 	RUN(test_stack_clash_caught);
 	RUN(test_other_faults_chain);
 	RUN(test_init_rules);
