@@ -54,6 +54,7 @@
 #include "hg.h"
 #include "platform.h"
 #include "segkmem_impl.h"
+#include "vmem_impl.h"
 
 #include <vmem/kmem.h>
 
@@ -1426,13 +1427,46 @@ destroy_arena(kas_t *kas, vmem_t **vmpp)
 	}
 }
 
+/* Arenas outside the kas that import from its arenas (a fromheap segkp
+ * segment, a user's child of heap_arena): the kas cannot go before them. */
+static unsigned
+foreign_importers(const kas_t *kas)
+{
+	unsigned n = 0, own = 0;
+
+	if (kas->heap_arena != NULL) {
+		n += vmem_importer_count(kas->heap_arena);
+		own += (kas->kmem_va != NULL) + (kas->kmem_metadata != NULL);
+	}
+	if (kas->kmem_va != NULL) {
+		n += vmem_importer_count(kas->kmem_va);
+		own += kas->kmem_default != NULL;
+	}
+	if (kas->kmem_default != NULL)
+		n += vmem_importer_count(kas->kmem_default);
+	if (kas->kmem_metadata != NULL)
+		n += vmem_importer_count(kas->kmem_metadata);
+	return n > own ? n - own : 0;
+}
+
 void
 kas_destroy(kas_t *kas)
 {
 	size_t left_arenas, committed, reserved;
+	unsigned importers;
 
 	if (kas == NULL)
 		return;
+	importers = foreign_importers(kas);
+	if (importers != 0) {
+		/* Destroying it would leave them a freed source: keep it. */
+		vmem_error_report(SEGKMEM_E_BUSY, 1, "kas_destroy", NULL,
+		    kas->name, kas->base, kas->size, "%u arena%s outside it "
+		    "still import%s from it (segkp segments?): not destroyed",
+		    importers, importers == 1 ? "" : "s",
+		    importers == 1 ? "s" : "");
+		return;
+	}
 	pthread_mutex_lock(&default_lock);
 	if (kas == default_kas)
 		default_kas = NULL;

@@ -84,6 +84,7 @@
 #include "error.h"
 #include "fault.h"
 #include "platform.h"
+#include "vmem_impl.h"
 #ifdef VMEM_WITH_KMEM
 #include "qcache.h"
 #endif
@@ -1670,6 +1671,17 @@ arena_list_remove(vmem_t *vmp)
 		arena_list_tail = vmp->list_prev;
 	plat_mutex_unlock(&arena_list_lock);
 	return 0;
+}
+
+unsigned
+vmem_importer_count(const vmem_t *vmp)
+{
+	unsigned n;
+
+	plat_mutex_lock(&arena_list_lock);
+	n = vmp->nimporters;
+	plat_mutex_unlock(&arena_list_lock);
+	return n;
 }
 
 static size_t

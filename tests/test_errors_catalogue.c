@@ -1769,6 +1769,28 @@ err_kas_destroy_busy(void)
 	kas_done(sim_kas("e_sk_busy", 0));
 }
 
+/* A fromheap segkp segment imports from heap_arena: the kas must stay. */
+static void
+err_kas_destroy_importers(void)
+{
+	kas_t *kas = sim_kas("e_sk_imp", 0);
+	segkp_t *seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+	void *p;
+
+	REQUIRE(seg != NULL);
+	kas_destroy(kas);
+	EXPECT(SEGKMEM_E_BUSY, "kas_destroy", "e_sk_imp");
+	CHECK(tu_err.warning);
+	/* Nothing was destroyed: the segment and the kas both work. */
+	p = segkp_get(seg, 4 * SIM_PAGE, KPD_HASREDZONE | KPD_NOWAIT);
+	CHECK(p != NULL);
+	if (p != NULL)
+		segkp_release(seg, p);
+	CHECK(segkp_check(seg) == 0);
+	segkp_destroy(seg);
+	kas_done(kas);
+}
+
 /* ------------------------------------------------------------------ */
 /* segkp: thread stacks */
 
@@ -2200,6 +2222,7 @@ static const entry_t entries[] = {
 	E(err_kas_region_empty, SEGKMEM_E_BADRANGE),
 	E(err_kas_region_table_full, SEGKMEM_E_TABLEFULL),
 	E(err_kas_destroy_busy, SEGKMEM_E_BUSY),
+	E(err_kas_destroy_importers, SEGKMEM_E_BUSY),
 	E(err_segkp_get_len_not_page_multiple, SEGKP_E_BADLEN),
 	E(err_segkp_get_len_zero, SEGKP_E_BADLEN),
 	E(err_segkp_get_no_anon_unlocked, SEGKP_E_BADFLAGS),

@@ -1,0 +1,15 @@
+/*
+ * vmem internals for the layers above it (segkmem). Not installed; the
+ * names are kept out of libvmem.so by src/vmem.map.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ */
+#ifndef VMEM_VMEM_IMPL_H
+#define VMEM_VMEM_IMPL_H
+
+#include <vmem/vmem.h>
+
+/* How many arenas import from vmp now (vmem_destroy refuses while any). */
+unsigned vmem_importer_count(const vmem_t *vmp);
+
+#endif
