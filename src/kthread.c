@@ -67,6 +67,7 @@
 #endif
 #endif
 #ifdef KT_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -137,6 +138,7 @@ struct kthread_coro {
 #endif
 #ifdef KT_ASAN
 	void *fake_stack;
+	void *resumer_fake;   /* the resumer's, while co runs */
 	const void *caller_bottom;
 	size_t caller_size;
 #endif
@@ -176,6 +178,7 @@ static _Thread_local const kt_ctx_t *cur_ctx;
 static _Thread_local kthread_t *cur_thread;
 static _Thread_local kthread_coro_t *cur_coro;
 static _Thread_local bool has_altstack;
+static _Thread_local volatile sig_atomic_t coro_overflowed;
 static _Atomic unsigned long name_seq;
 static atomic_bool kt_ready;    /* kthread_init has succeeded */
 static pthread_key_t alt_key;
@@ -210,7 +213,7 @@ altstack_bytes(size_t ps)
 	size_t want = (sig > 0 ? (size_t)sig : (size_t)SIGSTKSZ) +
 	    ALT_ACTION_ROOM;
 
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef KT_ASAN
 	want *= 4;      /* instrumented frames are several times larger */
 #endif
 	want = (want + ps - 1) & ~(ps - 1);
@@ -486,19 +489,18 @@ chain_previous(int sig, siginfo_t *si, void *uc)
 }
 
 /*
- * A coroutine that overflowed never runs again. Before the action runs it
- * is made finished (result NULL) and the thread is back in its resumer's
- * context, so an action that siglongjmps to the resumer leaves the
- * library consistent: kthread_coro_self, yield and destroy work there.
- * Only thread-local state and the coroutine's own fields are written.
+ * A coroutine that overflowed never runs again: the handler marks it
+ * finished (result NULL) before the action runs. Where the action then
+ * siglongjmps to -- the resumer, or any context further out -- is found
+ * afterwards: the next coroutine call on the thread (coro_unwind) pops
+ * every coroutine it is no longer running on.
  */
 static void
-coro_abandon(kthread_coro_t *co)
+coro_mark_overflowed(kthread_coro_t *co)
 {
 	co->transfer = NULL;
 	co->state = CO_DONE;
-	cur_coro = co->caller_coro;
-	cur_ctx = co->caller_ctx;
+	coro_overflowed = 1;
 }
 
 /*
@@ -581,7 +583,7 @@ overflow_handler(int sig, siginfo_t *si, void *uc)
 	if (kt.action != NULL) {
 		atomic_fetch_add(&kt.overflow_caught, 1);
 		if (c != NULL && cur_coro != NULL && c == &cur_coro->ctx)
-			coro_abandon(cur_coro);
+			coro_mark_overflowed(cur_coro);
 		kt.action(&info, kt.action_arg);
 	}
 	abort();
@@ -1048,6 +1050,42 @@ coro_ok(const kthread_coro_t *co)
 	return co != NULL && co->magic == CORO_MAGIC;
 }
 
+/* The running frame is on co's stack (its redzone included). */
+static bool
+on_coro_stack(const kthread_coro_t *co)
+{
+	uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+
+	return fp >= co->ctx.redzone_lo && fp < co->ctx.hi;
+}
+
+/*
+ * After an overflow's action jumped out (coro_overflowed set): pop every
+ * coroutine the thread no longer runs on, innermost first, marking each
+ * finished, so the thread is back where the jump landed. ASan is told
+ * of each fiber left for good, as a return from it would have.
+ */
+static void
+coro_unwind(void)
+{
+	kthread_coro_t *co;
+
+	if (!coro_overflowed)
+		return;
+	while ((co = cur_coro) != NULL &&
+	    (co->state == CO_DONE || !on_coro_stack(co))) {
+		co->state = CO_DONE;
+#ifdef KT_ASAN
+		__sanitizer_start_switch_fiber(NULL, co->caller_bottom,
+		    co->caller_size);
+		__sanitizer_finish_switch_fiber(co->resumer_fake, NULL, NULL);
+#endif
+		cur_coro = co->caller_coro;
+		cur_ctx = co->caller_ctx;
+	}
+	coro_overflowed = 0;
+}
+
 static void
 coro_misuse(const kthread_coro_t *co, const char *call, const char *why)
 {
@@ -1117,10 +1155,7 @@ kthread_coro_create(kthread_coro_func_t *fn, void *arg, const char *name,
 void *
 kthread_coro_resume(kthread_coro_t *co, void *value)
 {
-#ifdef KT_ASAN
-	void *fake = NULL;
-#endif
-
+	coro_unwind();
 	if (!coro_ok(co) || co->state == CO_DONE || co->state == CO_RUNNING) {
 		coro_misuse(co, "kthread_coro_resume", !coro_ok(co) ?
 		    "not a coroutine" : co->state == CO_DONE ?
@@ -1136,12 +1171,13 @@ kthread_coro_resume(kthread_coro_t *co, void *value)
 	cur_ctx = &co->ctx;
 	co->state = CO_RUNNING;
 #ifdef KT_ASAN
-	__sanitizer_start_switch_fiber(&fake, co->stack,
+	co->resumer_fake = NULL;
+	__sanitizer_start_switch_fiber(&co->resumer_fake, co->stack,
 	    (size_t)((char *)co - co->stack));
 #endif
 	switch_into(co);
 #ifdef KT_ASAN
-	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+	__sanitizer_finish_switch_fiber(co->resumer_fake, NULL, NULL);
 #endif
 	cur_coro = co->caller_coro;
 	cur_ctx = co->caller_ctx;
@@ -1151,8 +1187,10 @@ kthread_coro_resume(kthread_coro_t *co, void *value)
 void *
 kthread_coro_yield(void *value)
 {
-	kthread_coro_t *co = cur_coro;
+	kthread_coro_t *co;
 
+	coro_unwind();
+	co = cur_coro;
 	if (co == NULL) {
 		coro_misuse(NULL, "kthread_coro_yield", "not in a coroutine");
 		return NULL;
@@ -1180,6 +1218,7 @@ kthread_coro_done(const kthread_coro_t *co)
 void
 kthread_coro_destroy(kthread_coro_t *co)
 {
+	coro_unwind();
 	if (!coro_ok(co) || co->state == CO_RUNNING) {
 		coro_misuse(co, "kthread_coro_destroy", !coro_ok(co) ?
 		    "not a coroutine" : "coroutine is running");
@@ -1187,6 +1226,13 @@ kthread_coro_destroy(kthread_coro_t *co)
 	}
 #ifdef KT_VALGRIND
 	VALGRIND_STACK_DEREGISTER(co->vg_id);
+#endif
+#ifdef KT_ASAN
+	/* Frames that never returned (a suspended or overflowed coroutine)
+	 * leave their redzones poisoned; the next user of the stack must
+	 * not inherit them. */
+	__asan_unpoison_memory_region(co->stack,
+	    (size_t)((char *)co - co->stack));
 #endif
 	co->magic = 0;
 	segkp_release(kt.seg, co->stack);
@@ -1199,6 +1245,7 @@ kthread_coro_destroy(kthread_coro_t *co)
 kthread_coro_t *
 kthread_coro_self(void)
 {
+	coro_unwind();
 	return cur_coro;
 }
 

@@ -306,12 +306,101 @@ test_overflow_recovered_by_siglongjmp(void)
 	kthread_set_overflow_action(NULL, NULL, 0);
 }
 
+/*
+ * Nested: A resumes B, B overflows. A jump to the scheduler (outside
+ * both) finishes both; a jump back into A (where A resumed B) finishes
+ * only B, and A goes on to return normally.
+ */
+static kthread_coro_t *inner;
+static sigjmp_buf a_env;
+static int jump_into_a;
+static int a_continued;
+
+static void
+jump_nested(const kthread_overflow_info_t *info, void *arg)
+{
+	(void)info;
+	(void)arg;
+	if (jump_into_a)
+		siglongjmp(a_env, 1);
+	siglongjmp(sched_env, 1);
+}
+
+static void *
+outer_fn(void *arg)
+{
+	(void)arg;
+	if (sigsetjmp(a_env, 1) == 0) {
+		kthread_coro_resume(inner, NULL);
+		return (void *)1;       /* never: inner overflows */
+	}
+	/* Back in A after inner's overflow: A is running, inner is not. */
+	a_continued = kthread_coro_self() != NULL &&
+	    strcmp(kthread_coro_name(kthread_coro_self()), "co-outer") == 0 &&
+	    kthread_coro_done(inner);
+	return (void *)2;
+}
+
+static void *
+big_locals(void *arg)
+{
+	volatile char local[1024];
+
+	(void)arg;
+	memset((char *)local, 1, sizeof (local));
+	return (void *)(intptr_t)local[5];
+}
+
+static void
+test_nested_overflow_recovery(void)
+{
+	kthread_set_overflow_action(jump_nested, NULL, 1);
+	for (jump_into_a = 0; jump_into_a < 2; jump_into_a++) {
+		kthread_coro_t *volatile outer = kthread_coro_create(outer_fn,
+		    NULL, "co-outer", 0);
+		void *volatile r = NULL;
+
+		inner = kthread_coro_create(overflowing, NULL, "co-inner", 0);
+		REQUIRE(outer != NULL && inner != NULL);
+		a_continued = 0;
+		if (sigsetjmp(sched_env, 1) == 0)
+			r = kthread_coro_resume(outer, NULL);
+		CHECK(kthread_coro_self() == NULL);
+		CHECK(kthread_coro_done(inner));
+		CHECK(kthread_coro_done(outer));
+		if (jump_into_a) {
+			CHECK(a_continued);
+			CHECK(r == (void *)2);
+		} else {
+			CHECK(r == NULL);
+		}
+		tu_record_errors();
+		CHECK(kthread_coro_yield(NULL) == NULL); /* not in one */
+		CHECK_EQ(tu_err.count, 1);
+		tu_default_errors();
+		kthread_coro_destroy(inner);
+		kthread_coro_destroy(outer);
+	}
+	kthread_set_overflow_action(NULL, NULL, 0);
+	/* The stacks went back to the cache: reusing them is clean (under
+	 * ASan, no poison left over from the frames that never returned). */
+	for (int i = 0; i < 4; i++) {
+		kthread_coro_t *co = kthread_coro_create(big_locals, NULL,
+		    "co-reuse", 0);
+
+		REQUIRE(co != NULL);
+		CHECK(kthread_coro_resume(co, NULL) == (void *)1);
+		kthread_coro_destroy(co);
+	}
+}
+
 int
 main(void)
 {
 	REQUIRE(kthread_init(NULL) == 0);
 	RUN(test_overflow_in_coroutine);
 	RUN(test_overflow_recovered_by_siglongjmp);
+	RUN(test_nested_overflow_recovery);
 	RUN(test_yield_resume);
 	RUN(test_nesting_and_self);
 	RUN(test_ten_thousand_coroutines);

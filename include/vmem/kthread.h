@@ -141,11 +141,11 @@ typedef void kthread_overflow_fn(const kthread_overflow_info_t *info,
  * process aborts. NULL: just abort (the default). quiet nonzero: do not
  * write the line. Use siglongjmp to a sigsetjmp(env, 1) point: SIGSEGV is
  * blocked while fn runs, and a plain longjmp would leave it blocked, so
- * the next overflow would kill the process unreported. When a coroutine
- * overflowed, it is finished (result NULL) and the thread is back in the
- * context that resumed it before fn runs: jump to a point in that context
- * (a coroutine scheduler around kthread_coro_resume), then the coroutine
- * can be destroyed.
+ * the next overflow would kill the process unreported. A coroutine that
+ * overflowed is finished (result NULL). fn may jump to the context that
+ * resumed it or to any context further out (a scheduler loop around
+ * kthread_coro_resume): every coroutine the thread is no longer running
+ * on is then finished as well, and all of them can be destroyed.
  */
 void kthread_set_overflow_action(kthread_overflow_fn *fn, void *arg,
     int quiet);
