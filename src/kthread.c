@@ -244,13 +244,15 @@ setup_caches(segkp_t *seg)
 	    KTHREAD_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
 	kt.small_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
 	    KTHREAD_CORO_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
-	kt.alt_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
-	    kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
-	if (kt.thread_cache == NULL || kt.small_cache == NULL ||
-	    kt.alt_cache == NULL) {
+	if (kt.thread_cache == NULL || kt.small_cache == NULL) {
 		drop_caches();
 		return ENOMEM;
 	}
+	/* Signal stacks are cached too if the segment has a slot left;
+	 * else each thread gets one straight from segkp. */
+	if (segkp_cache_slots_free(seg) > 0)
+		kt.alt_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
+		    kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
 	return 0;
 }
 
@@ -742,7 +744,9 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	}
 	stack = stack_get(attr->stacksize, attr->kpd_flags, kt.thread_cache,
 	    KTHREAD_STACK_PAGES * kt.pagesize, &from_cache, &len);
-	alt = stack != NULL ? segkp_cache_get(kt.alt_cache) : NULL;
+	alt = stack == NULL ? NULL : kt.alt_cache != NULL ?
+	    segkp_cache_get(kt.alt_cache) :
+	    segkp_get(kt.seg, kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
 	if (alt == NULL) {
 		if (stack != NULL)
 			segkp_release(kt.seg, stack);

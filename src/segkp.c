@@ -970,6 +970,18 @@ seg_cache_free(segkp_t *seg)
 	vmem_reap(seg->arena);
 }
 
+int
+segkp_cache_slots_free(segkp_t *seg)
+{
+	int n = 0;
+
+	plat_mutex_lock(&seg->lock);
+	for (int i = 0; i < SEGKP_MAX_CACHES; i++)
+		n += seg->slots[i] < 0;
+	plat_mutex_unlock(&seg->lock);
+	return n;
+}
+
 void
 segkp_cache_free(segkp_t *seg)
 {

@@ -17,6 +17,10 @@
  */
 segkp_fault_t segkp_classify_any_nowait(uintptr_t addr, segkp_info_t *info);
 
+/* How many more stack caches seg can have (of SEGKP_MAX_CACHES). The
+ * process-wide table of 256 can still refuse one. */
+int segkp_cache_slots_free(segkp_t *seg);
+
 /*
  * Test seam: if set, segkp_cache_reap calls it with seg's lock dropped
  * while the stacks it reaps are off their cache's list, so a test can

@@ -343,6 +343,49 @@ test_jump_over_redzone_caught(void)
 		    res.err);
 }
 
+static void *
+return_arg(void *arg)
+{
+	return arg;
+}
+
+/*
+ * kthread wants three stack caches on its segment (thread stacks,
+ * coroutine stacks, signal stacks); on a segment whose user already took
+ * six of the eight, it takes signal stacks straight from segkp.
+ */
+static void
+test_kthread_on_segment_with_few_cache_slots(void)
+{
+	kas_t *kas = kas_create(NULL);
+	segkp_t *seg;
+	void *caches[6];
+	kthread_t *t[4];
+	size_t ps;
+
+	REQUIRE(kas != NULL);
+	seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+	REQUIRE(seg != NULL);
+	ps = segkp_pagesize(seg);
+	for (int i = 0; i < 6; i++)
+		REQUIRE((caches[i] = segkp_cache_init(seg, 4,
+		    (size_t)(i + 8) * ps, KPD_HASREDZONE)) != NULL);
+	REQUIRE(kthread_init(seg) == 0);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 4; i++)
+			REQUIRE((t[i] = kthread_create(return_arg, NULL,
+			    NULL)) != NULL);
+		for (int i = 0; i < 4; i++)
+			CHECK_EQ(kthread_join(t[i], NULL), 0);
+	}
+	CHECK(segkp_check(seg) == 0);
+	CHECK_EQ(kthread_init(NULL), 0);    /* back to its own segment */
+	for (int i = 0; i < 6; i++)
+		segkp_cache_destroy(caches[i]);
+	segkp_destroy(seg);
+	kas_destroy(kas);
+}
+
 /* A fault that is not segkp's goes to the handler installed before. */
 static void
 own_segv(int sig)
@@ -662,6 +705,7 @@ main(void)
 	RUN(test_overflow_action);
 	RUN(test_overflow_action_with_stdio);
 	RUN(test_jump_over_redzone_caught);
+	RUN(test_kthread_on_segment_with_few_cache_slots);
 	RUN(test_stack_clash_caught);
 	RUN(test_other_faults_chain);
 	RUN(test_init_rules);

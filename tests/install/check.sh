@@ -47,4 +47,12 @@ fi
 if [ -n "$bad$internal" ]; then
   echo "non-public symbols exported: $bad $internal"; exit 1
 fi
+# Every exported name is declared in an installed header.
+undeclared=""
+for sym in $(nm -D --defined-only "$tmp/prefix/lib/libvmem.so" | awk '{print $3}'); do
+  grep -qw -- "$sym" "$tmp/prefix/include/vmem/"*.h || undeclared="$undeclared $sym"
+done
+if [ -n "$undeclared" ]; then
+  echo "exported but in no installed header:$undeclared"; exit 1
+fi
 echo "1 passed, 0 failed"
