@@ -2043,6 +2043,13 @@ err_trace_alloc_size_zero(void)
 }
 
 static void
+err_trace_stack_not_pages(void)
+{
+	trace_refused("0 thread_create 6000 1\n", "line 1: thread_create "
+	    "stack SIZE 6000 is not a multiple of the 4096-byte page");
+}
+
+static void
 err_trace_size_too_large(void)
 {
 	trace_refused("0 alloc 4294967296 1\n", "line 1: SIZE 4294967296 is "
@@ -2242,6 +2249,7 @@ static const entry_t entries[] = {
 	T(err_trace_bad_id),
 	T(err_trace_number_overflow),
 	T(err_trace_alloc_size_zero),
+	T(err_trace_stack_not_pages),
 	T(err_trace_size_too_large),
 	T(err_trace_id_already_live),
 	T(err_trace_free_unknown_id),

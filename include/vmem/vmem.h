@@ -170,7 +170,7 @@ typedef struct vmem_stats {
 	size_t mem_total;     /* in all spans */
 	uint64_t alloc;       /* successful allocations */
 	uint64_t free;        /* frees */
-	uint64_t wait;        /* times a VM_SLEEP request waited */
+	uint64_t wait;        /* VM_SLEEP waits: one per wake-up or 100 ms */
 	uint64_t fail;        /* failed allocations */
 	uint64_t lookup;      /* hash chain steps at free time */
 	uint64_t search;      /* free segments examined by allocations */

@@ -334,6 +334,10 @@ parse_line(parser_t *p, const char *s, const char *e)
 		    (int)(flen[3] > 40 ? 40 : flen[3]), f[3]);
 	if (op == KVSIM_OP_ALLOC && size == 0)
 		return fail(p, "alloc of size 0");
+	/* Both simulated layouts have 4 KiB pages; segkp takes whole ones. */
+	if (op == KVSIM_OP_THREAD_CREATE && size % 4096 != 0)
+		return fail(p, "thread_create stack SIZE %llu is not a multiple "
+		    "of the 4096-byte page", (unsigned long long)size);
 	if (op != KVSIM_OP_THREAD_EXIT && size > UINT32_MAX)
 		return fail(p, "SIZE %llu is larger than 4294967295",
 		    (unsigned long long)size);
