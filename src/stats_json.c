@@ -47,6 +47,28 @@ add(json_line_t *l, const char *s)
 	l->buf[l->len] = '\0';
 }
 
+/*
+ * Length of the well-formed UTF-8 sequence at s (2 to 4), or 0. Names
+ * are bytes: one cut at VMEM_NAMELEN inside a character, or not UTF-8 at
+ * all, must still give valid JSON.
+ */
+static size_t
+utf8_len(const unsigned char *s)
+{
+	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 :
+	    s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) ||    /* overlong */
+	    (n == 3 && s[0] == 0xed && s[1] >= 0xa0) ||   /* surrogate */
+	    (n == 4 && s[0] == 0xf0 && s[1] < 0x90) ||    /* overlong */
+	    (n == 4 && s[0] == 0xf4 && s[1] >= 0x90))     /* > U+10FFFF */
+		return 0;
+	return n;
+}
+
 static void
 add_string(json_line_t *l, const char *s)
 {
@@ -55,7 +77,18 @@ add_string(json_line_t *l, const char *s)
 	add(l, "\"");
 	for (; s != NULL && *s != '\0'; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
+		if (c >= 0x80) {
+			size_t n = utf8_len((const unsigned char *)s);
+
+			if (n == 0) {
+				add(l, "\\ufffd");  /* not UTF-8: U+FFFD */
+				continue;
+			}
+			for (size_t i = 0; i < n; i++)
+				esc[i] = s[i];
+			esc[n] = '\0';
+			s += n - 1;
+		} else if (c == '"' || c == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)c;
 			esc[2] = '\0';

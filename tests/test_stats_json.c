@@ -132,6 +132,64 @@ test_arenas(void)
 	CHECK(strstr(doc.text, "json_src") == NULL);
 }
 
+/* Every byte sequence of text is well-formed UTF-8 (checked
+ * independently of the library: lead byte, continuation count). */
+static int
+utf8_ok(const char *text)
+{
+	const unsigned char *p = (const unsigned char *)text;
+
+	while (*p != '\0') {
+		int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 && *p >= 0xc2 ? 2 :
+		    (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 &&
+		    *p <= 0xf4 ? 4 : 0;
+
+		if (n == 0)
+			return 0;
+		for (int i = 1; i < n; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+		p += n;
+	}
+	return 1;
+}
+
+/*
+ * Names are bytes. One cut at VMEM_NAMELEN inside a UTF-8 character, or
+ * not UTF-8 at all, must still give valid JSON (U+FFFD in its place);
+ * well-formed UTF-8 passes through unchanged.
+ */
+static void
+test_names_not_utf8(void)
+{
+	const char *names[3] = {
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9",  /* cut after 0xc3 */
+	    "\xff\xfe bytes",
+	    "caf\xc3\xa9 \xe2\x82\xac",                 /* cafe' euro */
+	};
+	vmem_t *v[3];
+
+	/* The checker can fail. */
+	CHECK(!utf8_ok("x\xc3\""));
+	CHECK(!utf8_ok("\xff"));
+	CHECK(utf8_ok("caf\xc3\xa9"));
+	for (int i = 0; i < 3; i++) {
+		v[i] = vmem_create(names[i], (void *)(uintptr_t)(0x100000 + (i << 20)),
+		    1 << 20, 4096, NULL, NULL, NULL, 0, VM_SLEEP);
+		REQUIRE(v[i] != NULL);
+	}
+	reset();
+	vmem_dump_arenas_json(collect_line, &doc);
+	CHECK(json_valid(doc.text));
+	CHECK(utf8_ok(doc.text));
+	CHECK(strstr(doc.text, "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\ufffd\"")
+	    != NULL);
+	CHECK(strstr(doc.text, "\"\\ufffd\\ufffd bytes\"") != NULL);
+	CHECK(strstr(doc.text, "\"caf\xc3\xa9 \xe2\x82\xac\"") != NULL);
+	for (int i = 0; i < 3; i++)
+		vmem_destroy(v[i]);
+}
+
 static void
 test_caches(void)
 {
@@ -195,6 +253,7 @@ main(void)
 {
 	RUN(test_validator);
 	RUN(test_arenas);
+	RUN(test_names_not_utf8);
 	RUN(test_caches);
 	RUN(test_many);
 	return tu_finish();
