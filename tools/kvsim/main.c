@@ -409,6 +409,16 @@ write_svg(const options_t *o, const kvsim_run_t *runs, size_t n)
 
 	if (o->svg_path == NULL)
 		return 0;
+	for (size_t i = 0, have = 0; i <= n; i++) {
+		if (i == n && have == 0) {
+			/* Checked first: a failed run leaves no empty file. */
+			fprintf(stderr, "kvsim: %s: no frontier points to draw "
+			    "(run --workload frontier)\n", o->svg_path);
+			return EXIT_RUNFAIL;
+		}
+		if (i < n)
+			have += runs[i].nfrontier;
+	}
 	if ((f = fopen(o->svg_path, "w")) == NULL) {
 		fprintf(stderr, "kvsim: %s: %s\n", o->svg_path, strerror(errno));
 		return EXIT_RUNFAIL;
@@ -443,6 +453,8 @@ run_all(const options_t *o, const kvsim_engine_t *engine,
 	d.workloads = o->workloads;
 	d.progress = o->quiet ? NULL : progress;
 	for (i = 0; i < n; i++) {
+		if (layouts[i].error_code != 0)
+			continue;       /* refused: reported, nothing to run */
 		if (kvsim_drive(&d, &layouts[i], &runs[i]) != 0)
 			rc = EXIT_RUNFAIL;
 		if (!o->quiet)
@@ -471,7 +483,7 @@ main(int argc, char **argv)
 	memset(runs, 0, sizeof (runs));
 	for (i = 0; i < n; i++) {
 		runs[i].layout = layouts[i];
-		refused |= layouts[i].error_code != 0;
+		refused += layouts[i].error_code != 0;
 		if (!o.json && !o.quiet)
 			layout_print(&layouts[i], stdout);
 		else if (!o.json && layouts[i].error_code != 0)
@@ -480,17 +492,23 @@ main(int argc, char **argv)
 			snprintf(runs[i].error, sizeof (runs[i].error), "%s",
 			    layouts[i].error);
 	}
+	/* A refused placement fails the run, but the other one still runs,
+	 * so the comparison shows what the refused one would have cost. */
 	rc = refused ? EXIT_RUNFAIL : 0;
-	if (!refused && o.workloads != 0 && engine == NULL) {
+	if (o.workloads != 0 && engine == NULL) {
 		fprintf(stderr, "kvsim: workload engine not built yet\n");
 		rc = EXIT_RUNFAIL;
-	} else if (!refused && o.workloads != 0) {
-		rc = run_all(&o, engine, &mix, &trace, layouts, runs, n);
+	} else if (o.workloads != 0 && refused < (int)n) {
+		int run_rc = run_all(&o, engine, &mix, &trace, layouts, runs,
+		    n);
+
+		if (run_rc != 0)
+			rc = run_rc;
 		if (!o.json)
 			kvsim_report_table(stdout, runs, n);
-		if (rc == 0)
-			rc = write_svg(&o, runs, n);
 	}
+	if (rc == 0)
+		rc = write_svg(&o, runs, n);
 	if (o.json) {
 		memset(&rc_cfg, 0, sizeof (rc_cfg));
 		rc_cfg.charge_metadata = o.charge_metadata;

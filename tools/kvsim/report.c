@@ -54,6 +54,14 @@ kvsim_report_table(FILE *f, const kvsim_run_t *runs, size_t n)
 		    mib(r->layout.heap_size), thr, heap, unused, r->seconds);
 		if (r->error[0] != '\0')
 			fprintf(f, "          error: %s\n", r->error);
+		if ((r->done & KVSIM_W_REPLAY) && r->replay.fail_line != 0)
+			fprintf(f, "          replay: %zu events applied, then "
+			    "line %u (%s) failed\n", r->replay.applied,
+			    r->replay.fail_line, kvsim_op_name(
+			    (kvsim_op_t)r->replay.fail_op));
+		else if (r->done & KVSIM_W_REPLAY)
+			fprintf(f, "          replay: all %zu events applied\n",
+			    r->replay.applied);
 	}
 }
 
