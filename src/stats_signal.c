@@ -22,9 +22,13 @@
  *
  * Locking: trigger_lock (a pthread mutex) serializes on/off calls; the
  * handler reads only the atomic wake_fd. The helper takes the library's
- * locks through vmem_dump_arenas / kmem_dump_caches like any thread. The
- * helper does not exist in a child after fork(): a child that wants the
- * trigger calls vmem_stats_on_signal again.
+ * locks through vmem_dump_arenas / kmem_dump_caches like any thread.
+ *
+ * fork(): the helper does not exist in the child, and the pipe is the
+ * parent's. So the child starts with the trigger off: the previous
+ * disposition back, its copies of the pipe closed (a signal in the child
+ * must not wake the parent's helper, nor a re-arm stop it). A child that
+ * wants the trigger calls vmem_stats_on_signal again and gets its own.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -41,6 +45,7 @@
 #include <vmem/vmem.h>
 
 #include "error.h"
+#include "hg.h"
 
 enum { FORMAT_TEXT, FORMAT_JSON };
 
@@ -160,6 +165,44 @@ trigger_stop(void)
 	trigger.active = 0;
 }
 
+/* fork: trigger_lock is held across it, so the state is whole in the
+ * child; there the trigger is turned off without a helper to stop. */
+static void
+fork_prepare(void)
+{
+	pthread_mutex_lock(&trigger_lock);
+}
+
+static void
+fork_parent(void)
+{
+	pthread_mutex_unlock(&trigger_lock);
+}
+
+static void
+fork_child(void)
+{
+	/* The parent's helper read these; it does not exist here. */
+	HG_FORGET(&pipe_fds);
+	HG_FORGET(&trigger);
+	atomic_store(&wake_fd, -1);
+	if (trigger.active)
+		(void)sigaction(trigger.signo, &trigger.previous, NULL);
+	trigger.active = 0;
+	for (int i = 0; i < 2; i++) {
+		if (pipe_fds[i] >= 0)
+			(void)close(pipe_fds[i]);
+		pipe_fds[i] = -1;
+	}
+	pthread_mutex_unlock(&trigger_lock);
+}
+
+static void
+register_atfork(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 static int
 trigger_start(int signo, int fd, int format)
 {
@@ -213,6 +256,9 @@ stats_on_signal(const char *call, int signo, int fd, int format)
 		errno = EINVAL;
 		return -1;
 	}
+	static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+	(void)pthread_once(&atfork_once, register_atfork);
 	pthread_mutex_lock(&trigger_lock);
 	trigger_stop();
 	if (signo > 0)
