@@ -248,7 +248,8 @@ stats_on_signal(const char *call, int signo, int fd, int format)
 	int ret = 0;
 
 	if (signo < 0 || signo >= NSIG || signo == SIGKILL ||
-	    signo == SIGSTOP || (signo > 0 && fd < 0)) {
+	    signo == SIGSTOP || (signo > 0 && (fd < 0 ||
+	    fcntl(fd, F_GETFD) < 0))) {
 		vmem_error_report(VMEM_E_BADARG, 0, call, NULL, "stats",
 		    (uintptr_t)fd, (size_t)signo,
 		    "signal %d cannot be caught, or descriptor %d is invalid",

@@ -210,6 +210,17 @@ test_bad_arguments(void)
 	CHECK_EQ(tu_err.code, VMEM_E_BADARG);
 	CHECK(vmem_stats_on_signal_json(SIGUSR1, -1) == -1);
 	CHECK_EQ(tu_err.count, 2);
+	/* A descriptor that is not open (a closed pipe end). */
+	{
+		int p[2];
+
+		REQUIRE(pipe(p) == 0);
+		close(p[1]);
+		CHECK(vmem_stats_on_signal(SIGUSR1, p[1]) == -1);
+		CHECK_EQ(tu_err.count, 3);
+		CHECK(errno == EINVAL);
+		close(p[0]);
+	}
 	tu_default_errors();
 }
 
