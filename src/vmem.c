@@ -2242,8 +2242,7 @@ walk_chunked(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 	}
 }
 
-/* Matching segments, in walk order: spans in arrival order, each followed
- * by its segments in address order. */
+/* How many segments of the types in typemask the arena holds. */
 static size_t
 walk_count(vmem_t *vmp, int typemask)
 {

@@ -404,20 +404,19 @@ load_inputs(const options_t *o, kvsim_mix_t *mix, kvsim_trace_t *trace)
 static int
 write_svg(const options_t *o, const kvsim_run_t *runs, size_t n)
 {
+	size_t points = 0;
 	FILE *f;
 	int rc;
 
 	if (o->svg_path == NULL)
 		return 0;
-	for (size_t i = 0, have = 0; i <= n; i++) {
-		if (i == n && have == 0) {
-			/* Checked first: a failed run leaves no empty file. */
-			fprintf(stderr, "kvsim: %s: no frontier points to draw "
-			    "(run --workload frontier)\n", o->svg_path);
-			return EXIT_RUNFAIL;
-		}
-		if (i < n)
-			have += runs[i].nfrontier;
+	for (size_t i = 0; i < n; i++)
+		points += runs[i].nfrontier;
+	/* Checked before opening: a failed run leaves no empty file. */
+	if (points == 0) {
+		fprintf(stderr, "kvsim: %s: no frontier points to draw (run "
+		    "--workload frontier)\n", o->svg_path);
+		return EXIT_RUNFAIL;
 	}
 	if ((f = fopen(o->svg_path, "w")) == NULL) {
 		fprintf(stderr, "kvsim: %s: %s\n", o->svg_path, strerror(errno));
@@ -425,9 +424,7 @@ write_svg(const options_t *o, const kvsim_run_t *runs, size_t n)
 	}
 	rc = kvsim_report_svg(f, runs, n);
 	if (fclose(f) != 0 || rc != 0) {
-		fprintf(stderr, "kvsim: %s: %s\n", o->svg_path, rc != 0 ?
-		    "no frontier points to draw (run --workload frontier)" :
-		    "write error");
+		fprintf(stderr, "kvsim: %s: write error\n", o->svg_path);
 		return EXIT_RUNFAIL;
 	}
 	return 0;
