@@ -1452,6 +1452,21 @@ rehold(kmem_cache_t *cp, void *buf)
 	slot_unlock(c);
 }
 
+/* A freed buffer leaves the magazine layer: destroy it if rounds are
+ * constructed, return it to its slab, report what the slab layer finds. */
+static int
+free_to_slab(kmem_cache_t *cp, void *buf, const char *call)
+{
+	int code;
+
+	if (cp->mag_constructed)
+		destruct(cp, buf);
+	code = slab_free(cp, buf, 1);
+	if (code != 0)
+		report_free_error(cp, code, call, buf);
+	return 0;
+}
+
 static int
 free_nomagazine(kmem_cache_t *cp, void *buf, const char *call)
 {
@@ -1478,12 +1493,7 @@ free_nomagazine(kmem_cache_t *cp, void *buf, const char *call)
 		rehold(cp, buf);
 		return 0;
 	}
-	if (cp->mag_constructed)
-		destruct(cp, buf);
-	code = slab_free(cp, buf, 1);
-	if (code != 0)
-		report_free_error(cp, code, call, buf);
-	return 0;
+	return free_to_slab(cp, buf, call);
 }
 
 /* A magazine holds a round again. The flag is cleared only by a purge, so
@@ -1500,7 +1510,7 @@ note_rounds_loaded(kmem_cache_t *cp)
 static KMEM_NOINLINE int
 free_to_magazine(kmem_cache_t *cp, kcpu_t *c, void *buf, const char *call)
 {
-	int err, pushed;
+	int pushed;
 
 	if ((cp->debug & KMF_DOUBLEFREE) && user_bit(cp, buf, 0) == 0) {
 		slot_unlock(c);
@@ -1535,12 +1545,7 @@ free_to_magazine(kmem_cache_t *cp, kcpu_t *c, void *buf, const char *call)
 	slot_unlock(c);
 	resize_if_wanted(cp);
 	/* No magazine room: back to the slab layer. */
-	if (cp->mag_constructed)
-		destruct(cp, buf);
-	err = slab_free(cp, buf, 1);
-	if (err != 0)
-		report_free_error(cp, err, call, buf);
-	return 0;
+	return free_to_slab(cp, buf, call);
 }
 
 /*

@@ -909,6 +909,17 @@ seg_carve(vmem_t *vmp, vseg_t *s, uintptr_t addr, size_t size)
 	return s;
 }
 
+/* Carve r at addr out of s; a next-fit request moves the rotor past it. */
+static inline void
+carve_request(vmem_t *vmp, vseg_t *s, uintptr_t addr, const req_t *r)
+{
+	s = seg_carve(vmp, s, addr, r->size);
+	if (r->flags & VM_NEXTFIT) {
+		vmp->rotor = s;
+		vmp->rotor_addr = s->start + s->size;
+	}
+}
+
 static void
 span_unlink(vmem_t *vmp, vseg_t *span)
 {
@@ -1029,11 +1040,7 @@ arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *nometa)
 	if (!tags_reserve(vmp, 2)) {
 		*nometa = true;
 	} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
-		s = seg_carve(vmp, s, addr, r->size);
-		if (r->flags & VM_NEXTFIT) {
-			vmp->rotor = s;
-			vmp->rotor_addr = s->start + s->size;
-		}
+		carve_request(vmp, s, addr, r);
 	} else {
 		addr = 0;
 	}
@@ -1059,11 +1066,7 @@ arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
 	if (tags_reserve(vmp, 4)) {
 		s = span_add(vmp, span_addr, span_size, true, via_qcache);
 		if (seg_fit(s, r, &addr)) {
-			s = seg_carve(vmp, s, addr, r->size);
-			if (r->flags & VM_NEXTFIT) {
-				vmp->rotor = s;
-				vmp->rotor_addr = s->start + s->size;
-			}
+			carve_request(vmp, s, addr, r);
 		} else {
 			/* The span cannot hold the request: give it back. */
 			addr = 0;
@@ -1883,11 +1886,7 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool xalloc, bool *failed)
 			vmp->st_search++;
 			(void)seg_carve(vmp, s, addr, r->size);
 		} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
-			s = seg_carve(vmp, s, addr, r->size);
-			if (r->flags & VM_NEXTFIT) {
-				vmp->rotor = s;
-				vmp->rotor_addr = s->start + s->size;
-			}
+			carve_request(vmp, s, addr, r);
 		} else {
 			addr = 0;       /* a failed search may have left a guess */
 			if ((r->flags & (VM_NOSLEEP | VM_ABORT)) &&
