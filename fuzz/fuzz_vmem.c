@@ -320,6 +320,12 @@ op_xalloc(fz_in_t *in)
 	fv_errors = 0;
 	r = vmem_xalloc(fv_arena[i].vmp, size, align, phase, nocross,
 	    (void *)minaddr, (void *)maxaddr, flags);
+	if (fv_trace)
+		fprintf(stderr, "  xalloc %d size %zu align %zu phase %zu "
+		    "nocross %zu min %#lx max %#lx flags %#x -> %p (errors %d, "
+		    "code %d)\n", i, size, align, phase, nocross,
+		    (unsigned long)minaddr, (unsigned long)maxaddr, flags, r,
+		    fv_errors, fv_last_code);
 	if (fv_errors != 0)
 		FZ_ASSERT(r == NULL);
 	if (r == NULL)

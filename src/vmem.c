@@ -1029,16 +1029,19 @@ chain_internal(const vmem_t *vmp)
 	    vmp->ffunc == vmem_free;
 }
 
-/* Try to satisfy r from vmp's free segments. 0 if no room; sets *nometa. */
+/*
+ * Try to satisfy r from vmp's free segments. 0 if no room; sets *stop when
+ * the call must fail at once (here: no memory for boundary tags).
+ */
 static uintptr_t
-arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *nometa)
+arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *stop)
 {
 	uintptr_t addr = 0;
 	vseg_t *s;
 
 	plat_mutex_lock(&vmp->lock);
 	if (!tags_reserve(vmp, 2)) {
-		*nometa = true;
+		*stop = true;
 	} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
 		carve_request(vmp, s, addr, r);
 	} else {
@@ -1136,7 +1139,8 @@ static void *qcache_alloc(vmem_t *vmp, size_t size, int vmflag);
 
 /* Call a user-supplied import function (lock not held). */
 static uintptr_t
-user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
+user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
+    bool *stop)
 {
 	int flags = ir->flags & VM_NOSLEEP;
 	void *p;
@@ -1163,6 +1167,8 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep)
 		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
 		    bad, bad_size, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
+		/* Reported: the call fails, as every reported call does. */
+		*stop = true;
 		return 0;
 	}
 	return (uintptr_t)p;
@@ -1176,11 +1182,13 @@ typedef struct level {
 /*
  * Allocate r from vmp, importing through the chain as needed, without
  * waiting. On failure returns 0 and says which arena ran out (*failp), with
- * the request it could not meet (*failreq) and its generation then (*genp).
+ * the request it could not meet (*failreq) and its generation then (*genp);
+ * *stop if the call must fail without reaping or waiting (no metadata
+ * memory, or an import function broke its contract and was reported).
  */
 static uintptr_t
 chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
-    uint64_t *genp, bool *nometa)
+    uint64_t *genp, bool *stop)
 {
 	level_t inline_levels[CHAIN_INLINE], *lv = inline_levels;
 	size_t depth = 1, lv_bytes = 0, i, k;
@@ -1194,7 +1202,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		lv_bytes = (depth * sizeof (level_t) + page - 1) & ~(page - 1);
 		lv = plat_pages_alloc(lv_bytes);
 		if (lv == NULL) {
-			*nometa = true;
+			*stop = true;
 			return 0;
 		}
 	}
@@ -1207,8 +1215,8 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 
 		*failp = a;
 		*failreq = lv[i].req;
-		addr = arena_try(a, &lv[i].req, genp, nometa);
-		if (addr != 0 || *nometa)
+		addr = arena_try(a, &lv[i].req, genp, stop);
+		if (addr != 0 || *stop)
 			break;
 		if ((a->afunc == NULL && a->xafunc == NULL) ||
 		    !import_req(a, &lv[i].req, &ir) ||
@@ -1216,7 +1224,8 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 			break;
 		if (!chain_internal(a)) {
 			size_t got;
-			uintptr_t span = user_import(a, &lv[i].req, &ir, &got);
+			uintptr_t span = user_import(a, &lv[i].req, &ir, &got,
+			    stop);
 			if (span != 0)
 				addr = arena_take_import(a, &lv[i].req, span,
 				    got, false);
@@ -1328,17 +1337,17 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 		vmem_t *failed = vmp;
 		req_t failreq = *r;
 		uint64_t gen = 0;
-		bool nometa = false;
-		uintptr_t addr = arena_try(vmp, r, &gen, &nometa);
+		bool stop = false;
+		uintptr_t addr = arena_try(vmp, r, &gen, &stop);
 
-		if (addr == 0 && !nometa && (vmp->afunc != NULL ||
+		if (addr == 0 && !stop && (vmp->afunc != NULL ||
 		    vmp->xafunc != NULL))
 			addr = chain_alloc(vmp, r, &failed, &failreq, &gen,
-			    &nometa);
+			    &stop);
 
 		if (addr != 0)
 			return (void *)addr;
-		if (nometa || (r->flags & VM_ABORT))
+		if (stop || (r->flags & VM_ABORT))
 			return alloc_fail(vmp, r, call);
 		if (!reaped && failed->nqcache > 0) {
 			qcache_reap_arena(failed);

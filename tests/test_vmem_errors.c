@@ -561,6 +561,84 @@ test_default_handler_aborts(void)
 	CHECK(strstr(out, "leaked 4096 bytes") != NULL);
 }
 
+/* An import function that makes its spans import_extra bytes larger. */
+static size_t import_extra;
+
+static void *
+ximport_extra(vmem_t *src, size_t *sizep, size_t align, int flags)
+{
+	(void)align;
+	*sizep += import_extra;
+	return vmem_alloc(src, *sizep, flags);
+}
+
+/*
+ * An import function that breaks its contract is reported, and the call
+ * fails there: it does not go on to reap quantum caches and retry (which
+ * used to succeed after the report), nor wait and import again (a VM_SLEEP
+ * call used to report every 100 ms, forever).
+ */
+static void
+test_broken_import_fails_the_call(void)
+{
+	vmem_t *src = vmem_create("bi_src", TL_PTR(BASE), 1024 * Q, 64, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	vmem_t *v = vmem_xcreate("bi", NULL, 0, Q, ximport_extra, vmem_free,
+	    src, 2 * Q, VM_SLEEP);
+	vmem_t *w = vmem_xcreate("bi_sleep", NULL, 0, Q, ximport_extra,
+	    vmem_free, src, 0, VM_SLEEP);
+	void *a, *b, *c;
+
+	REQUIRE(src != NULL && v != NULL && w != NULL);
+	/*
+	 * One span of 24 quanta: a quantum cache's 8-quantum slab and c fill
+	 * it exactly. VMEM_FREE counts the slab's idle buffers too.
+	 */
+	import_extra = 16 * Q;
+	a = vmem_alloc(v, Q, VM_NOSLEEP);
+	REQUIRE(a != NULL);
+	c = vmem_alloc(v, 16 * Q, VM_NOSLEEP);
+	REQUIRE(c != NULL);
+	CHECK_EQ(vmem_size(v, VMEM_SPAN), 24 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_FREE), 7 * Q);
+	vmem_free(v, a, Q);     /* idle in the cache: a reap would free it */
+
+	import_extra = 64;      /* not whole quanta of v */
+	rec_reset();
+	b = vmem_xalloc(v, 4 * Q, 0, 0, 0, NULL, NULL, VM_NOSLEEP);
+	CHECK(b == NULL);
+	CHECK_EQ(rec.count, 1);
+	CHECK_EQ(rec.info.code, VMEM_E_MISUSE);
+	CHECK(strcmp(rec.call, "vmem_import") == 0);
+	CHECK_ARENA(v);
+	CHECK_ARENA(src);
+
+	rec_reset();
+	b = vmem_alloc(w, 4 * Q, VM_SLEEP);
+	CHECK(b == NULL);
+	CHECK_EQ(rec.count, 1);
+	CHECK_EQ(vmem_size(w, VMEM_SPAN), 0);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), vmem_size(v, VMEM_SPAN));
+
+	/* Mended, both work again. */
+	import_extra = 0;
+	rec_reset();
+	b = vmem_xalloc(v, 4 * Q, 0, 0, 0, NULL, NULL, VM_NOSLEEP);
+	CHECK(b != NULL);
+	if (b != NULL)
+		vmem_xfree(v, b, 4 * Q);
+	b = vmem_alloc(w, 4 * Q, VM_SLEEP);
+	CHECK(b != NULL);
+	if (b != NULL)
+		vmem_free(w, b, 4 * Q);
+	CHECK_EQ(rec.count, 0);
+	vmem_free(v, c, 16 * Q);
+	vmem_destroy(w);
+	vmem_destroy(v);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	vmem_destroy(src);
+}
+
 /* A handler that counts, then passes the report on to the one it
  * replaced, found through vmem_get_error_handler. */
 static vmem_error_handler_t *chained_fn;
@@ -610,6 +688,7 @@ main(void)
 	RUN(test_bad_alloc_args);
 	RUN(test_bad_xalloc_constraints);
 	RUN(test_bad_spans);
+	RUN(test_broken_import_fails_the_call);
 	RUN(test_panic);
 	RUN(test_leak_warning);
 	RUN(test_errors_in_child);
