@@ -172,6 +172,8 @@ struct vmem {
 	void *meta_arg;
 
 	unsigned nqcache;
+	/* Callers waiting in qcache_alloc_wait: a cache free wakes them. */
+	atomic_uint qc_sleepers;
 	void *qcache[MAX_QCACHE];
 
 	/* statistics */
@@ -1529,10 +1531,32 @@ qcache_alloc(vmem_t *vmp, size_t size, int vmflag)
 	return p;
 }
 
-static void
+/* Free into a cache while callers wait for one: wake them to ask again. */
+static VMEM_NOINLINE void
+qcache_free_wake(vmem_t *vmp, void *cache, void *addr)
+{
+	qcache_ops->free(cache, addr);
+	plat_mutex_lock(&vmp->lock);
+	vmp->gen++;
+	if (vmp->nwaiters > 0)
+		plat_cond_broadcast(&vmp->cv);
+	plat_mutex_unlock(&vmp->lock);
+}
+
+/*
+ * A caller that starts waiting just after the check below is not woken by
+ * this free; it finds the buffer one WAIT_MS poll later. Checking first
+ * keeps the common free a tail call.
+ */
+static inline void
 qcache_free(vmem_t *vmp, void *addr, size_t size)
 {
-	qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift], addr);
+	void *cache = vmp->qcache[(size - 1) >> vmp->qshift];
+
+	if (atomic_load_explicit(&vmp->qc_sleepers, memory_order_relaxed) != 0)
+		qcache_free_wake(vmp, cache, addr);
+	else
+		qcache_ops->free(cache, addr);
 }
 
 static size_t
@@ -1990,12 +2014,62 @@ qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
 	return alloc_fail(vmp, &r, "vmem_alloc");
 }
 
+/*
+ * A caller that may wait, after the cache could not serve it: wait on the
+ * arena, and between waits empty every cache into its slabs (rounds in
+ * other CPUs' magazines become reachable, idle slabs go back to their
+ * arenas) and ask again. Woken by arena frees and imports and by frees
+ * into this arena's caches; WAIT_MS bounds a missed wake-up, and frees in
+ * a source arena, which do not wake this one.
+ */
+static VMEM_NOINLINE void *
+qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag)
+{
+	int try_flags = (vmflag & ~VM_PANIC) | VM_NOSLEEP;
+	req_t slab = { .size = qcache_slabsize(vmp->qcache_max),
+	    .align = vmp->quantum, .hi = UINTPTR_MAX, .flags = vmflag };
+	void *p;
+
+	atomic_fetch_add_explicit(&vmp->qc_sleepers, 1, memory_order_seq_cst);
+	for (;;) {
+		uint64_t gen;
+
+		plat_mutex_lock(&vmp->lock);
+		gen = vmp->gen;
+		plat_mutex_unlock(&vmp->lock);
+		qcache_reap_all();
+		p = qcache_alloc(vmp, size, try_flags);
+		if (p != NULL || !could_ever_fit(vmp, &slab))
+			break;
+		plat_mutex_lock(&vmp->lock);
+		if (vmp->gen == gen) {
+			vmp->st_wait++;
+			vmp->nwaiters++;
+			plat_cond_timedwait(&vmp->cv, &vmp->lock, WAIT_MS);
+			vmp->nwaiters--;
+		}
+		plat_mutex_unlock(&vmp->lock);
+	}
+	atomic_fetch_sub_explicit(&vmp->qc_sleepers, 1, memory_order_relaxed);
+	return p != NULL ? p : qcache_alloc_failed(vmp, size, vmflag);
+}
+
+/*
+ * The cache is always asked without sleeping. A cache out of rounds
+ * imports a slab, and a slab import that slept in the arena would wait
+ * for a whole slab of contiguous space while the buffers callers free
+ * into the cache went unseen: with the arena fragmented, for ever.
+ */
 static VMEM_NOINLINE void *
 alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag)
 {
-	void *p = qcache_alloc(vmp, size, vmflag);
+	void *p = qcache_alloc(vmp, size, (vmflag & ~VM_PANIC) | VM_NOSLEEP);
 
-	return p != NULL ? p : qcache_alloc_failed(vmp, size, vmflag);
+	if (p != NULL)
+		return p;
+	if (!(vmflag & (VM_NOSLEEP | VM_ABORT)))
+		return qcache_alloc_wait(vmp, size, vmflag);
+	return qcache_alloc_failed(vmp, size, vmflag);
 }
 
 /* vmem_alloc of the arena itself: validation, instant fit inline (the
@@ -2040,8 +2114,7 @@ void
 vmem_free(vmem_t *vmp, void *vaddr, size_t size)
 {
 	if (size - 1 < vmp->qcache_limit) {
-		qcache_ops->free(vmp->qcache[(size - 1) >> vmp->qshift],
-		    vaddr);
+		qcache_free(vmp, vaddr, size);
 		return;
 	}
 	xfree_impl(vmp, vaddr, size, "vmem_free");

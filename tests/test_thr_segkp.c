@@ -809,6 +809,90 @@ test_coroutines_two_threads(void)
 	CHECK(saw_both(&cr[0], &cr[1]));
 }
 
+static uint64_t
+arena_waits(vmem_t *v)
+{
+	vmem_stats_t st;
+
+	vmem_get_stats(v, &st);
+	return st.wait;
+}
+
+typedef struct getter {
+	segkp_t *seg;
+	size_t len;
+	atomic_int done;
+	void *got;
+} getter_t;
+
+static void *
+get_waiting(void *arg)
+{
+	getter_t *g = arg;
+
+	g->got = segkp_get(g->seg, g->len, KPD_HASREDZONE);
+	HG_HAPPENS_BEFORE(&g->done);
+	atomic_store(&g->done, 1);
+	return NULL;
+}
+
+/*
+ * A get without KPD_NOWAIT on a full fixed segment waits until a stack is
+ * released. Stacks up to 5 pages come from the arena's quantum caches, and
+ * the release puts the stack back into one: the waiter used to wait in the
+ * arena for a whole new slab, for ever.
+ */
+static void
+test_fixed_get_waits_for_release(void)
+{
+	kas_config_t cfg;
+	kas_t *kas;
+	segkp_t *seg;
+	void *held[64];
+	int n = 0;
+	getter_t g;
+	pthread_t t;
+
+	kas_config_init(&cfg);
+	cfg.size = 64 * MIB;
+	cfg.name = "thr_wait";
+	cfg.nheap_spans = 1;
+	cfg.heap_spans[0].start = 4 * MIB;
+	cfg.heap_spans[0].end = 64 * MIB;
+	kas = kas_create(&cfg);
+	REQUIRE(kas != NULL);
+	/* Three 64 KiB slabs of 2-page stacks with their redzones. */
+	seg = segkp_create(kas, SEGKP_FIXED, (void *)kas_base(kas), 192 * KIB);
+	REQUIRE(seg != NULL);
+	memset(&g, 0, sizeof (g));
+	g.seg = seg;
+	g.len = 2 * segkp_pagesize(seg);
+	while (n < 64 && (held[n] = segkp_get(seg, g.len,
+	    KPD_HASREDZONE | KPD_NOWAIT)) != NULL)
+		n++;
+	REQUIRE(n > 3 && n < 64);
+	for (int round = 0; round < 5; round++) {
+		uint64_t w0 = arena_waits(segkp_arena(seg));
+		int k = (round * 5) % n;
+
+		atomic_init(&g.done, 0);
+		REQUIRE(pthread_create(&t, NULL, get_waiting, &g) == 0);
+		while (arena_waits(segkp_arena(seg)) == w0)
+			sched_yield();
+		CHECK_EQ(atomic_load(&g.done), 0);
+		segkp_release(seg, held[k]);
+		pthread_join(t, NULL);
+		HG_HAPPENS_AFTER(&g.done);
+		CHECK(g.got != NULL);
+		held[k] = g.got;
+	}
+	for (int i = 0; i < n; i++)
+		segkp_release(seg, held[i]);
+	CHECK(segkp_check(seg) == 0);
+	segkp_destroy(seg);
+	kas_destroy(kas);
+}
+
 int
 main(void)
 {
@@ -818,5 +902,6 @@ main(void)
 	RUN(test_churn_sim_fromheap);
 	RUN(test_kthreads_two_creators);
 	RUN(test_coroutines_two_threads);
+	RUN(test_fixed_get_waits_for_release);
 	return tu_finish();
 }

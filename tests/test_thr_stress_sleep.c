@@ -5,7 +5,8 @@
  * some of it with VM_SLEEP and must wait; the holder sees the arena's wait
  * counter rise (no timing involved) and frees, which must wake the waiter.
  * Rounds alternate roles and cover the plain arena path, the quantum-cache
- * path (a cache's slab allocation waits in the arena), an imported span
+ * path (a cache's slab allocation waits in the arena, and a buffer freed
+ * into a cache whose slabs fill the arena), an imported span
  * (the child waits on its source), and the page budget of a kernel address
  * space (kas_page_resv with VM_SLEEP).
  *
@@ -128,6 +129,57 @@ test_sleep_wakeup_qcache(void)
 	handoff_t h = { .arena = v, .counted = v, .size = Q };
 
 	handoff_rounds(&h, v, 256 * Q, tu_slow_build() ? 20 : 200);
+	CHECK_ARENA(v);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	vmem_destroy(v);
+}
+
+/*
+ * Every slab of the 1-quantum cache is allocated and the arena is full, so
+ * only a buffer freed into the cache can serve the waiter: no slab fits
+ * again while the others are held. The waiter used to wait in the arena
+ * for a slab, for ever.
+ */
+static void
+test_sleep_wakeup_qcache_free(void)
+{
+	enum { N = 64 };
+	vmem_t *v = vmem_create("sl_qcf", (void *)BASE, N * Q, Q, NULL, NULL,
+	    NULL, Q, VM_SLEEP);
+	handoff_t h = { .arena = v, .counted = v, .size = Q };
+	int rounds = tu_slow_build() ? 10 : 50;
+	void *held[N];
+	pthread_t t;
+
+	REQUIRE(v != NULL);
+	for (int i = 0; i < N; i++) {
+		held[i] = vmem_alloc(v, Q, VM_NOSLEEP);
+		REQUIRE(held[i] != NULL);
+	}
+	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+	atomic_init(&h.go, 0);
+	atomic_init(&h.done, 0);
+	REQUIRE(pthread_create(&t, NULL, waiter, &h) == 0);
+	for (int i = 1; i <= rounds; i++) {
+		int k = (i * 7) % N;
+		uint64_t w0 = waits(v);
+
+		atomic_store(&h.go, i);
+		while (waits(v) == w0)
+			sched_yield();
+		vmem_free(v, held[k], Q);
+		while (atomic_load(&h.done) != i)
+			sched_yield();
+		HG_HAPPENS_AFTER(&h.done);
+		CHECK(h.got != NULL);
+		held[k] = h.got;
+	}
+	atomic_store(&h.go, -1);
+	pthread_join(t, NULL);
+	for (int i = 0; i < N; i++)
+		if (held[i] != NULL)
+			vmem_free(v, held[i], Q);
+	vmem_reap(v);
 	CHECK_ARENA(v);
 	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
 	vmem_destroy(v);
@@ -305,6 +357,7 @@ main(void)
 	tu_record_errors();
 	RUN(test_sleep_wakeup_plain);
 	RUN(test_sleep_wakeup_qcache);
+	RUN(test_sleep_wakeup_qcache_free);
 	RUN(test_sleep_wakeup_import);
 	RUN(test_sleep_wakeup_page_budget);
 	RUN(test_sleep_stress);
