@@ -183,6 +183,7 @@ struct vmem {
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
 
 	vmem_t *list_next, *list_prev;
+	unsigned reap_refs;     /* qcache_reap_all at work on it (list lock) */
 	unsigned nimporters;    /* listed arenas whose source this is */
 };
 
@@ -211,6 +212,7 @@ req_constrained(const vmem_t *vmp, const req_t *r)
 /* Global state: the arena list, the tag pool, the quantum-cache provider. */
 
 static plat_mutex_t arena_list_lock;
+static plat_cond_t arena_list_cv;       /* an arena's reap_refs fell to 0 */
 static vmem_t *arena_list_head, *arena_list_tail;
 static plat_mutex_t tagpool_lock;
 static vseg_t *tagpool_free;
@@ -227,6 +229,7 @@ static void
 vmem_init_once(void)
 {
 	plat_mutex_init(&arena_list_lock);
+	plat_cond_init(&arena_list_cv);
 	plat_mutex_init(&tagpool_lock);
 #ifdef VMEM_WITH_KMEM
 	if (qcache_ops == NULL)
@@ -1068,7 +1071,11 @@ arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
 	vseg_t *s;
 
 	plat_mutex_lock(&vmp->lock);
-	if (tags_reserve(vmp, 4)) {
+	if (tags_reserve(vmp, 4) && (s = find_fit(vmp, r, &addr)) != NULL) {
+		/* A racing import made room meanwhile: this span goes back. */
+		carve_request(vmp, s, addr, r);
+		released = true;
+	} else if (vmp->tag_nfree >= 4) {
 		s = span_add(vmp, span_addr, span_size, true, via_qcache);
 		if (seg_fit(s, r, &addr)) {
 			carve_request(vmp, s, addr, r);
@@ -1301,20 +1308,24 @@ vmem_reap(vmem_t *vmp)
 static void
 qcache_reap_all(void)
 {
-	/* Reap every arena's caches (VM_SLEEP is about to wait). */
-	plat_mutex_lock(&arena_list_lock);
-	vmem_t *list[64];
-	size_t n = 0;
-	for (vmem_t *v = arena_list_head; v != NULL && n < 64; v = v->list_next)
-		if (v->nqcache > 0)
-			list[n++] = v;
-	plat_mutex_unlock(&arena_list_lock);
 	/*
-	 * Arenas are not destroyed while their users still allocate, so the
-	 * pointers stay valid for the duration of this call.
+	 * Reap every arena's caches (VM_SLEEP is about to wait), without the
+	 * list lock: a reap calls release functions, which may create or
+	 * destroy arenas. The reference keeps the arena, and so its place in
+	 * the list, alive: vmem_destroy waits for it.
 	 */
-	for (size_t i = 0; i < n; i++)
-		qcache_reap_arena(list[i]);
+	plat_mutex_lock(&arena_list_lock);
+	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next) {
+		if (v->nqcache == 0)
+			continue;
+		v->reap_refs++;
+		plat_mutex_unlock(&arena_list_lock);
+		qcache_reap_arena(v);
+		plat_mutex_lock(&arena_list_lock);
+		if (--v->reap_refs == 0)
+			plat_cond_broadcast(&arena_list_cv);
+	}
+	plat_mutex_unlock(&arena_list_lock);
 }
 
 static void *
@@ -1327,6 +1338,19 @@ alloc_fail(vmem_t *vmp, const req_t *r, const char *call)
 		vmem_error_report(VMEM_E_PANIC, 0, call, vmp, NULL, 0, r->size,
 		    "allocation of %lu failed", (unsigned long)r->size);
 	return NULL;
+}
+
+/* Does an arena from vmp down its sources to failed have quantum caches? */
+static bool
+chain_has_qcache(vmem_t *vmp, const vmem_t *failed)
+{
+	for (vmem_t *a = vmp; a != NULL; a = a->source) {
+		if (a->nqcache > 0)
+			return true;
+		if (a == failed)
+			break;
+	}
+	return false;
 }
 
 static void *
@@ -1351,8 +1375,12 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			return (void *)addr;
 		if (stop || (r->flags & VM_ABORT))
 			return alloc_fail(vmp, r, call);
-		if (!reaped && failed->nqcache > 0) {
-			qcache_reap_arena(failed);
+		if (!reaped && chain_has_qcache(vmp, failed)) {
+			for (vmem_t *a = vmp; a != NULL; a = a->source) {
+				qcache_reap_arena(a);
+				if (a == failed)
+					break;
+			}
 			reaped = true;
 			continue;
 		}
@@ -1695,6 +1723,8 @@ arena_list_remove(vmem_t *vmp)
 		plat_mutex_unlock(&arena_list_lock);
 		return importers;
 	}
+	while (vmp->reap_refs > 0)
+		plat_cond_timedwait(&arena_list_cv, &arena_list_lock, WAIT_MS);
 	if (vmp->source != NULL)
 		vmp->source->nimporters--;
 	if (vmp->list_prev != NULL)
@@ -2673,4 +2703,11 @@ fork_release(void)
 }
 
 static void fork_parent(void) { fork_release(); }
-static void fork_child(void) { fork_release(); }
+static void
+fork_child(void)
+{
+	/* The threads that were reaping are not in the child. */
+	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next)
+		v->reap_refs = 0;
+	fork_release();
+}

@@ -1535,6 +1535,125 @@ test_xalloc_constraints_random(void)
 	vmem_destroy(v);
 }
 
+/*
+ * A request that fails in the source still empties the caches of the
+ * arena it was made in: here an idle slab that holds all of the source.
+ * Only the source's (none) used to be reaped.
+ */
+static void
+test_fail_reaps_own_caches(void)
+{
+	vmem_t *src = vmem_create("rc_src", TL_PTR(BASE), 16 * Q, Q, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	vmem_t *a = vmem_create("rc_a", NULL, 0, Q, vmem_alloc, vmem_free, src,
+	    4 * Q, VM_SLEEP);     /* 16-page slabs */
+	void *p;
+
+	REQUIRE(src != NULL && a != NULL);
+	p = vmem_alloc(a, Q, VM_NOSLEEP);
+	REQUIRE(p != NULL);
+	vmem_free(a, p, Q);
+	CHECK_EQ(vmem_size(src, VMEM_FREE), 0);
+	p = vmem_alloc(a, 8 * Q, VM_NOSLEEP);
+	CHECK(p != NULL);
+	if (p != NULL)
+		vmem_free(a, p, 8 * Q);
+	CHECK_ARENA(a);
+	CHECK_ARENA(src);
+	vmem_destroy(a);
+	vmem_destroy(src);
+}
+
+/*
+ * VM_SLEEP reaps the caches of every arena before it waits: the arena
+ * holding the space comes after 70 others with caches (only the first 64
+ * used to be reaped, and the request waited for ever).
+ */
+static void
+test_sleep_reaps_every_arena(void)
+{
+	enum { NOTHER = 70 };
+	vmem_t *other[NOTHER], *src, *b, *a;
+	void *p;
+
+	for (int i = 0; i < NOTHER; i++) {
+		other[i] = vmem_create("rc_other", TL_PTR(0x10000000UL +
+		    (uintptr_t)i * 0x100000), 0x100000, Q, NULL, NULL, NULL, Q,
+		    VM_SLEEP);
+		REQUIRE(other[i] != NULL);
+	}
+	src = vmem_create("rc_src", TL_PTR(BASE), 16 * Q, Q, NULL, NULL, NULL,
+	    0, VM_SLEEP);
+	b = vmem_create("rc_b", NULL, 0, Q, vmem_alloc, vmem_free, src, 4 * Q,
+	    VM_SLEEP);
+	a = vmem_create("rc_a", NULL, 0, Q, vmem_alloc, vmem_free, src, 0,
+	    VM_SLEEP);
+	REQUIRE(src != NULL && a != NULL && b != NULL);
+	p = vmem_alloc(b, Q, VM_SLEEP);
+	REQUIRE(p != NULL);
+	vmem_free(b, p, Q);     /* b's idle slab is all of src */
+	p = vmem_alloc(a, 8 * Q, VM_SLEEP);
+	CHECK(p != NULL);
+	if (p != NULL)
+		vmem_free(a, p, 8 * Q);
+	vmem_destroy(a);
+	vmem_destroy(b);
+	vmem_destroy(src);
+	for (int i = 0; i < NOTHER; i++)
+		vmem_destroy(other[i]);
+}
+
+/*
+ * An import that finds room already made by another import (a racing
+ * thread, here the import function itself) gives its span straight back.
+ */
+static vmem_t *race_arena;
+static void *race_inner;
+static int race_depth;
+
+static void *
+race_import(vmem_t *src, size_t *sizep, size_t align, int flags)
+{
+	void *p;
+
+	(void)align;
+	if (race_depth++ == 0)
+		race_inner = vmem_alloc(race_arena, Q, flags); /* imports */
+	*sizep = 16 * Q;
+	p = vmem_alloc(src, *sizep, flags);
+	race_depth--;
+	return p;
+}
+
+static void
+test_racing_import_goes_back(void)
+{
+	vmem_t *src = vmem_create("ri_src", TL_PTR(BASE), 64 * Q, Q, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	vmem_stats_t st;
+	void *p;
+
+	race_arena = vmem_xcreate("ri", NULL, 0, Q, race_import, vmem_free, src,
+	    0, VM_SLEEP);
+	REQUIRE(src != NULL && race_arena != NULL);
+	p = vmem_alloc(race_arena, Q, VM_SLEEP);
+	CHECK(p != NULL);
+	vmem_get_stats(race_arena, &st);
+	CHECK_EQ(st.nspans, 1);
+	CHECK_EQ(vmem_size(race_arena, VMEM_SPAN), 16 * Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 16 * Q);
+	CHECK_EQ(vmem_size(race_arena, VMEM_ALLOC), 2 * Q);
+	CHECK_ARENA(race_arena);
+	CHECK(race_inner != NULL);
+	if (race_inner != NULL)
+		vmem_free(race_arena, race_inner, Q);
+	if (p != NULL)
+		vmem_free(race_arena, p, Q);
+	vmem_destroy(race_arena);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	vmem_destroy(src);
+}
+
 int
 main(void)
 {
@@ -1568,5 +1687,8 @@ main(void)
 	RUN(test_aligned_instant_head);
 	RUN(test_aligned_instant_class);
 	RUN(test_xalloc_constraints_random);
+	RUN(test_fail_reaps_own_caches);
+	RUN(test_sleep_reaps_every_arena);
+	RUN(test_racing_import_goes_back);
 	return tu_finish();
 }
