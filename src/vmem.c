@@ -1035,6 +1035,22 @@ chain_internal(const vmem_t *vmp)
 }
 
 /*
+ * An arena's generation now. After an import that could not be used (the
+ * span did not hold the request and went back), a waiter waits from here:
+ * importing again at once would fetch the same span, in a loop.
+ */
+static uint64_t
+arena_gen(vmem_t *vmp)
+{
+	uint64_t gen;
+
+	plat_mutex_lock(&vmp->lock);
+	gen = vmp->gen;
+	plat_mutex_unlock(&vmp->lock);
+	return gen;
+}
+
+/*
  * Try to satisfy r from vmp's free segments. 0 if no room; sets *stop when
  * the call must fail at once (here: no memory for boundary tags).
  */
@@ -1116,7 +1132,8 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	if (size + pad < size)
 		return false;
 	size += pad;
-	if (size < vmp->min_import)
+	/* The minimum import, where the request's window leaves room for it. */
+	if (size < vmp->min_import && r->hi - r->lo >= vmp->min_import - 1)
 		size = vmp->min_import;
 	if (size + (unit - 1) < size)
 		return false;
@@ -1139,6 +1156,19 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	/* A whole span inside one nocross window keeps any part inside it. */
 	if (r->nocross >= srcq && size <= r->nocross)
 		out->nocross = r->nocross;
+	else if (r->nocross != 0 && chain_internal(vmp) && r->align >= unit &&
+	    ((r->phase | r->nocross | r->size) & (unit - 1)) == 0 &&
+	    r->size >= vmp->min_import) {
+		/*
+		 * Padded, the span would not fit in one window: ask the source
+		 * for the request's own placement instead, which every span
+		 * it can return satisfies.
+		 */
+		out->size = r->size;
+		out->align = r->align;
+		out->phase = r->phase;
+		out->nocross = r->nocross;
+	}
 	if (out->hi < out->lo || out->hi - out->lo < out->size - 1)
 		return false;
 	return true;
@@ -1235,9 +1265,9 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 			size_t got;
 			uintptr_t span = user_import(a, &lv[i].req, &ir, &got,
 			    stop);
-			if (span != 0)
-				addr = arena_take_import(a, &lv[i].req, span,
-				    got, false);
+			if (span != 0 && (addr = arena_take_import(a,
+			    &lv[i].req, span, got, false)) == 0)
+				*genp = arena_gen(a);
 			break;
 		}
 		vmem_t *src = a->source;
@@ -1263,7 +1293,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		if (addr == 0) {
 			*failp = up->vmp;
 			*failreq = up->req;
-			*genp = 0;
+			*genp = arena_gen(up->vmp);
 		}
 	}
 	if (lv != inline_levels)
@@ -1275,21 +1305,33 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 static bool
 could_ever_fit(vmem_t *vmp, const req_t *r)
 {
-	uintptr_t a;
-	bool ok = false;
+	req_t cur = *r, ir;
 
-	if (vmp->afunc != NULL || vmp->xafunc != NULL)
-		return true;
-	plat_mutex_lock(&vmp->lock);
-	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
-		if (sp->size >= r->size &&
-		    fit_range(sp->start, seg_last(sp), r, &a)) {
-			ok = true;
-			break;
+	for (;;) {
+		uintptr_t a;
+		bool ok = false;
+
+		plat_mutex_lock(&vmp->lock);
+		for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
+		    sp = sp->knext) {
+			if (sp->size >= cur.size &&
+			    fit_range(sp->start, seg_last(sp), &cur, &a)) {
+				ok = true;
+				break;
+			}
 		}
+		plat_mutex_unlock(&vmp->lock);
+		if (ok)
+			return true;
+		/* No span of its own: only an import can help, if any can. */
+		if ((vmp->afunc == NULL && vmp->xafunc == NULL) ||
+		    !import_req(vmp, &cur, &ir))
+			return false;
+		if (!chain_internal(vmp))
+			return true;    /* a user's import function: who knows */
+		vmp = vmp->source;
+		cur = ir;
 	}
-	plat_mutex_unlock(&vmp->lock);
-	return ok;
 }
 
 static void

@@ -1654,6 +1654,107 @@ test_racing_import_goes_back(void)
 	vmem_destroy(src);
 }
 
+/*
+ * VM_SLEEP requests that no import can help fail at once (they used to
+ * wait for ever): a window with no room for one source quantum, a size
+ * whose alignment padding overflows. A window narrower than the minimum
+ * import takes a smaller import (it used to fail even with the source's
+ * window free).
+ */
+static void
+test_sleep_when_import_cannot_help(void)
+{
+	vmem_t *src64 = vmem_create("ih_src64", TL_PTR(0x1000000), 0x100000,
+	    0x10000, NULL, NULL, NULL, 0, VM_SLEEP);
+	vmem_t *a = vmem_create("ih_a", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src64, 0, VM_SLEEP);
+	vmem_t *src = vmem_create("ih_src", TL_PTR(BASE), 0x100000, Q, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	vmem_t *b = vmem_create("ih_b", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src, 0, VM_SLEEP);
+	vmem_t *c = vmem_create("ih_c", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src, 5 * Q, VMC_NO_QCACHE);   /* minimum import 16 pages */
+	size_t huge = ((size_t)1 << (sizeof (size_t) * 8 - 1));
+	void *p;
+
+	REQUIRE(src64 && a && src && b && c);
+	CHECK(vmem_xalloc(a, Q, 0, 0, 0, TL_PTR(0x1011000),
+	    TL_PTR(0x1012000), VM_SLEEP) == NULL);
+	CHECK(vmem_xalloc(b, huge + huge / 2, huge, 0, 0, NULL, NULL,
+	    VM_SLEEP) == NULL);
+	p = vmem_xalloc(c, Q, 0, 0, 0, TL_PTR(BASE + 4 * Q),
+	    TL_PTR(BASE + 6 * Q), VM_SLEEP);
+	CHECK(p == TL_PTR(BASE + 4 * Q));
+	if (p != NULL)
+		vmem_xfree(c, p, Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	vmem_destroy(c);
+	vmem_destroy(b);
+	vmem_destroy(src);
+	vmem_destroy(a);
+	vmem_destroy(src64);
+}
+
+/* An import function that returns spans starting one page past 8 KiB. */
+static int odd_imports;
+
+static void *
+odd_import(vmem_t *src, size_t *sizep, size_t align, int flags)
+{
+	(void)align;
+	if (++odd_imports == 4)     /* the fourth is aligned */
+		return vmem_xalloc(src, *sizep, 2 * Q, 0, 0, NULL, NULL, flags);
+	return vmem_xalloc(src, *sizep, 2 * Q, Q, 0, NULL, NULL, flags);
+}
+
+/*
+ * An import through the chain for a request whose nocross binds asks the
+ * source for the request's own placement; it used to import a padded span
+ * that could not hold it, give it back and import it again, at full CPU.
+ * A user's import function that returns a span that cannot hold the
+ * request is not called again at once.
+ */
+static void
+test_nocross_import(void)
+{
+	vmem_t *src = vmem_create("nc_src", TL_PTR(Q), 0x100000, Q, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	vmem_t *a = vmem_create("nc_a", NULL, 0, Q, vmem_alloc, vmem_free, src,
+	    0, VM_SLEEP);
+	vmem_t *b = vmem_xcreate("nc_b", NULL, 0, Q, odd_import, vmem_free,
+	    src, 0, VM_SLEEP);
+	vmem_stats_t st;
+	void *p;
+
+	REQUIRE(src && a && b);
+	p = vmem_xalloc(a, 7 * Q, 4 * Q, 0, 8 * Q, NULL, NULL, VM_NOSLEEP);
+	CHECK(p != NULL);
+	if (p != NULL) {
+		CHECK(TL_U(p) % (4 * Q) == 0);
+		CHECK(TL_U(p) / (8 * Q) == (TL_U(p) + 7 * Q - 1) / (8 * Q));
+		vmem_xfree(a, p, 7 * Q);
+	}
+	p = vmem_xalloc(a, 7 * Q, 4 * Q, 0, 8 * Q, NULL, NULL, VM_SLEEP);
+	CHECK(p != NULL);
+	if (p != NULL)
+		vmem_xfree(a, p, 7 * Q);
+	CHECK(vmem_xalloc(b, 2 * Q, 0, 0, 2 * Q, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(odd_imports, 1);
+	/* VM_SLEEP waits between the unusable imports (~200 ms here). */
+	p = vmem_xalloc(b, 2 * Q, 0, 0, 2 * Q, NULL, NULL, VM_SLEEP);
+	CHECK(p != NULL);
+	CHECK_EQ(odd_imports, 4);
+	vmem_get_stats(b, &st);
+	CHECK(st.wait >= 2);
+	if (p != NULL)
+		vmem_xfree(b, p, 2 * Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	vmem_destroy(b);
+	vmem_destroy(a);
+	vmem_destroy(src);
+}
+
 int
 main(void)
 {
@@ -1690,5 +1791,7 @@ main(void)
 	RUN(test_fail_reaps_own_caches);
 	RUN(test_sleep_reaps_every_arena);
 	RUN(test_racing_import_goes_back);
+	RUN(test_sleep_when_import_cannot_help);
+	RUN(test_nocross_import);
 	return tu_finish();
 }

@@ -446,6 +446,12 @@ sync_releases(int c)
 	}
 }
 
+/*
+ * The operation being checked had an address window: an import then takes
+ * less than the minimum import when the window cannot hold that much.
+ */
+static int op_windowed;
+
 /* New spans are allocated segments of the parent. */
 static void
 sync_imports(int c)
@@ -461,7 +467,7 @@ sync_imports(int c)
 		CHECK(span_of(p, x->s, x->l) >= 0);
 		CHECK(!overlaps_live(p, x->s, x->l));
 		CHECK(x->s % m->q == 0 && x->s % p->q == 0);
-		if (m->min_import)
+		if (m->min_import && !op_windowed)
 			CHECK(x->l - x->s + 1 >= m->min_import);
 		seg_t sg = { x->s, x->l, 0, 2, c };
 		seg_insert(p, sg);
@@ -579,7 +585,7 @@ sync_all(int ai, uintptr_t anchor)
 		CHECK(span_of(p, x.s, x.l) >= 0);
 		CHECK(!overlaps_live(p, x.s, x.l));
 		CHECK(x.s % p->q == 0);
-		if (m->min_import)
+		if (m->min_import && !op_windowed)
 			CHECK(x.l - x.s + 1 >= m->min_import);
 		seg_t sg = { x.s, x.l, 0, 2, c };
 		seg_insert(p, sg);
@@ -760,6 +766,7 @@ op_alloc(int ai, int x)
 		never = !ever_fits(m, &r);
 	r.flags |= (m->root && (must || never) && tu_range(&R, 0, 3) == 0) ?
 	    VM_SLEEP : VM_NOSLEEP;
+	op_windowed = x && (r.minaddr != 0 || r.maxaddr != 0);
 	if (x)
 		a = TL_U(vmem_xalloc(m->v, r.size, r.align, r.phase,
 		    r.nocross, TL_PTR(r.minaddr), TL_PTR(r.maxaddr),
