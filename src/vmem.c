@@ -758,7 +758,7 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 {
 	vseg_t *start = vmp->rotor != NULL ? vmp->rotor : vmp->seg0.anext;
 	vseg_t *s = start;
-	bool resume;
+	bool resume, behind;
 
 	if (s == &vmp->seg0)
 		return NULL;
@@ -769,6 +769,8 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	 */
 	resume = start->type == SEG_FREE && vmp->rotor_addr > start->start &&
 	    vmp->rotor_addr <= seg_last(start);
+	/* Freed, and nothing after it: the last place to look, not the first. */
+	behind = start->type == SEG_FREE && vmp->rotor_addr > seg_last(start);
 	if (resume) {
 		req_t after = *r;
 		if (after.lo < vmp->rotor_addr)
@@ -776,6 +778,10 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		vmp->st_search++;
 		if (seg_fit(start, &after, addrp))
 			return start;
+		s = start->anext;
+		if (s == &vmp->seg0)
+			s = s->anext;
+	} else if (behind) {
 		s = start->anext;
 		if (s == &vmp->seg0)
 			s = s->anext;
@@ -790,7 +796,7 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		if (s == &vmp->seg0)
 			s = s->anext;
 	} while (s != start);
-	if (resume && seg_fit(start, r, addrp))
+	if ((resume || behind) && seg_fit(start, r, addrp))
 		return start;
 	return NULL;
 }
@@ -884,23 +890,42 @@ find_fit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 /* ------------------------------------------------------------------ */
 /* Carving and freeing segments (lock held, tags reserved). */
 
+/*
+ * The rotor's free segment was cut into front, s and back (either may be
+ * NULL): the rotor stays with the first piece that reaches its address,
+ * or the last piece, so next fit goes on from where it was.
+ */
+static void
+rotor_follow(vmem_t *vmp, vseg_t *front, vseg_t *s, vseg_t *back)
+{
+	uintptr_t ra = vmp->rotor_addr;
+
+	if (front != NULL && ra <= seg_last(front))
+		vmp->rotor = front;
+	else if (ra <= seg_last(s) || back == NULL)
+		vmp->rotor = s;
+	else
+		vmp->rotor = back;
+}
+
 /* Allocate [addr, addr + size) out of free segment s; returns the ALLOC seg. */
 static vseg_t *
 seg_carve(vmem_t *vmp, vseg_t *s, uintptr_t addr, size_t size)
 {
 	uintptr_t end = addr + size;        /* may be 0 at the very top */
 	size_t tail = s->start + s->size - end;
+	vseg_t *front = NULL, *back = NULL;
 
 	freelist_remove(vmp, s);
 	if (addr != s->start) {
-		vseg_t *front = tag_get(vmp);
+		front = tag_get(vmp);
 		front->start = s->start;
 		front->size = addr - s->start;
 		seg_insert_after(s->aprev, front);
 		freelist_insert(vmp, front);
 	}
 	if (tail != 0) {
-		vseg_t *back = tag_get(vmp);
+		back = tag_get(vmp);
 		back->start = end;
 		back->size = tail;
 		seg_insert_after(s, back);
@@ -908,6 +933,8 @@ seg_carve(vmem_t *vmp, vseg_t *s, uintptr_t addr, size_t size)
 	}
 	s->start = addr;
 	s->size = size;
+	if (vmp->rotor == s)
+		rotor_follow(vmp, front, s, back);
 	hash_insert(vmp, s);
 	vmp->mem_inuse += size;
 	vmp->st_alloc++;

@@ -66,10 +66,78 @@ test_mixed_lifetimes(void)
 	vmem_destroy(ids);
 }
 
+/* An id space [1, size] with ids 1..10 taken by next fit. */
+static vmem_t *
+ten_ids(size_t size)
+{
+	vmem_t *v = vmem_create("nf_ten", (void *)1, size, 1, NULL, NULL,
+	    NULL, 0, VMC_IDENTIFIER);
+
+	REQUIRE(v != NULL);
+	for (uintptr_t i = 1; i <= 10; i++)
+		CHECK_EQ((uintptr_t)vmem_alloc(v, 1, VM_NOSLEEP | VM_NEXTFIT),
+		    i);
+	return v;
+}
+
+static uintptr_t
+next_id(vmem_t *v)
+{
+	return (uintptr_t)vmem_alloc(v, 1, VM_NOSLEEP | VM_NEXTFIT);
+}
+
+/*
+ * The last id freed, with nothing free after it, is the last candidate,
+ * not the first; and the rotor stays at its address when other policies
+ * carve the free segment it is in (it used to move with the tag).
+ */
+static void
+test_rotor_position(void)
+{
+	vmem_t *v;
+
+	/* Full space: free 3 and the last id, 10: wrap round to 3. */
+	v = ten_ids(10);
+	vmem_free(v, (void *)3, 1);
+	vmem_free(v, (void *)10, 1);
+	CHECK_EQ(next_id(v), 3);
+	CHECK_EQ(next_id(v), 10);
+	CHECK(vmem_check(v) == 0);
+	vmem_destroy(v);
+
+	/* 11 held by someone else: freeing 10 goes on at 12. */
+	v = ten_ids(100);
+	CHECK_EQ((uintptr_t)vmem_xalloc(v, 1, 0, 0, 0, (void *)11,
+	    (void *)12, VM_NOSLEEP), 11);
+	vmem_free(v, (void *)10, 1);
+	CHECK_EQ(next_id(v), 12);
+	CHECK(vmem_check(v) == 0);
+	vmem_destroy(v);
+
+	/* VM_ENDALLOC takes the top of the rotor's free segment. */
+	v = ten_ids(100);
+	vmem_free(v, (void *)10, 1);
+	CHECK_EQ((uintptr_t)vmem_alloc(v, 1, VM_NOSLEEP | VM_ENDALLOC), 100);
+	vmem_free(v, (void *)2, 1);
+	CHECK_EQ(next_id(v), 11);
+	CHECK(vmem_check(v) == 0);
+	vmem_destroy(v);
+
+	/* An xalloc carves the middle of it. */
+	v = ten_ids(100);
+	vmem_free(v, (void *)10, 1);
+	CHECK_EQ((uintptr_t)vmem_xalloc(v, 1, 0, 0, 0, (void *)50, NULL,
+	    VM_NOSLEEP), 50);
+	CHECK_EQ(next_id(v), 11);
+	CHECK(vmem_check(v) == 0);
+	vmem_destroy(v);
+}
+
 int
 main(void)
 {
 	RUN(test_no_immediate_reuse);
 	RUN(test_mixed_lifetimes);
+	RUN(test_rotor_position);
 	return tu_finish();
 }
