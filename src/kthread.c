@@ -730,7 +730,7 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	kthread_t *t;
 	char *stack, *alt;
 	bool from_cache;
-	size_t len;
+	size_t len, want;
 	int err;
 
 	if (attr == NULL) {
@@ -742,7 +742,11 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 		errno = fn == NULL ? EINVAL : ENOMEM;
 		return NULL;
 	}
-	stack = stack_get(attr->stacksize, attr->kpd_flags, kt.thread_cache,
+	/* glibc runs no thread on less; smaller requests get that much. */
+	want = attr->stacksize;
+	if (want != 0 && want < (size_t)PTHREAD_STACK_MIN)
+		want = (size_t)PTHREAD_STACK_MIN;
+	stack = stack_get(want, attr->kpd_flags, kt.thread_cache,
 	    KTHREAD_STACK_PAGES * kt.pagesize, &from_cache, &len);
 	alt = stack == NULL ? NULL : kt.alt_cache != NULL ?
 	    segkp_cache_get(kt.alt_cache) :

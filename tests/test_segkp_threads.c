@@ -473,6 +473,34 @@ report_self(void *arg)
 	return self;
 }
 
+/* Stacks asked smaller than glibc accepts get its minimum (they used to
+ * fail with EINVAL and no report). */
+static void
+test_small_stack_raised(void)
+{
+	static const size_t sizes[] = { 1, 4096, 8192, 12288 };
+	kthread_attr_t a;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	for (size_t i = 0; i < sizeof (sizes) / sizeof (sizes[0]); i++) {
+		kthread_t *t;
+		void *ret = NULL, *lo;
+		size_t len;
+
+		kthread_attr_init(&a);
+		a.name = "small";
+		a.stacksize = sizes[i];
+		t = kthread_create(report_self, "small", &a);
+		CHECK(t != NULL);
+		if (t == NULL)
+			continue;
+		kthread_stack(t, &lo, &len);
+		CHECK(len >= (size_t)PTHREAD_STACK_MIN);
+		CHECK_EQ(kthread_join(t, &ret), 0);
+		CHECK(ret == t);
+	}
+}
+
 static void
 test_create_join(void)
 {
@@ -710,6 +738,7 @@ main(void)
 	RUN(test_other_faults_chain);
 	RUN(test_init_rules);
 	RUN(test_create_join);
+	RUN(test_small_stack_raised);
 	RUN(test_ten_thousand_threads);
 	RUN(test_detached_reaped);
 	RUN(test_join_misuse);
