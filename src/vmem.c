@@ -128,6 +128,15 @@ struct vseg {
 #define WAIT_MS         100
 #define CHAIN_INLINE    16
 
+/*
+ * Internal flags in the low byte, which kmem passes on to the slab import
+ * of a quantum cache: VM_QCTRY marks a quantum cache's try (its failure is
+ * not counted; the caller counts its own), VM_QCABORT carries VM_ABORT
+ * (outside the low byte) through kmem.
+ */
+#define VM_QCABORT      0x40
+#define VM_QCTRY        0x80
+
 struct vmem {
 	char name[VMEM_NAMELEN];
 	size_t quantum;
@@ -174,6 +183,7 @@ struct vmem {
 	unsigned nqcache;
 	/* Callers waiting in qcache_alloc_wait: a cache free wakes them. */
 	atomic_uint qc_sleepers;
+	atomic_uint qc_stops;   /* quantum cache tries that had to stop */
 	void *qcache[MAX_QCACHE];
 
 	/* statistics */
@@ -1159,17 +1169,7 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	if (size + pad < size)
 		return false;
 	size += pad;
-	/* The minimum import, where the request's window leaves room for it. */
-	if (size < vmp->min_import && r->hi - r->lo >= vmp->min_import - 1)
-		size = vmp->min_import;
-	if (size + (unit - 1) < size)
-		return false;
-	size = (size + (unit - 1)) & ~(unit - 1);
 	memset(out, 0, sizeof (*out));
-	out->size = size;
-	out->align = unit;
-	out->phase = 0;
-	out->flags = r->flags & (VM_NOSLEEP | VM_ABORT);
 	/* The window: round inward to the source's quantum. */
 	out->lo = r->lo;
 	if (out->lo & (srcq - 1)) {
@@ -1180,6 +1180,18 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	out->hi = r->hi;
 	if (out->hi != UINTPTR_MAX && ((out->hi + 1) & (srcq - 1)))
 		out->hi = ((out->hi + 1) & ~(uintptr_t)(srcq - 1)) - 1;
+	if (out->hi < out->lo)
+		return false;
+	/* The minimum import, where the window leaves room for it. */
+	if (size < vmp->min_import && out->hi - out->lo >= vmp->min_import - 1)
+		size = vmp->min_import;
+	if (size + (unit - 1) < size)
+		return false;
+	size = (size + (unit - 1)) & ~(unit - 1);
+	out->size = size;
+	out->align = unit;
+	out->phase = 0;
+	out->flags = r->flags & (VM_NOSLEEP | VM_ABORT);
 	/* A whole span inside one nocross window keeps any part inside it. */
 	if (r->nocross >= srcq && size <= r->nocross)
 		out->nocross = r->nocross;
@@ -1400,13 +1412,25 @@ qcache_reap_all(void)
 static void *
 alloc_fail(vmem_t *vmp, const req_t *r, const char *call)
 {
-	plat_mutex_lock(&vmp->lock);
-	vmp->st_fail++;
-	plat_mutex_unlock(&vmp->lock);
+	if (!(r->flags & VM_QCTRY)) {
+		plat_mutex_lock(&vmp->lock);
+		vmp->st_fail++;
+		plat_mutex_unlock(&vmp->lock);
+	}
 	if (r->flags & VM_PANIC)
 		vmem_error_report(VMEM_E_PANIC, 0, call, vmp, NULL, 0, r->size,
 		    "allocation of %lu failed", (unsigned long)r->size);
 	return NULL;
+}
+
+/* A failure that waiting cannot mend (no metadata, a broken import). */
+static void *
+alloc_stopped(vmem_t *vmp, const req_t *r, const char *call)
+{
+	if (r->flags & VM_QCTRY)
+		atomic_fetch_add_explicit(&vmp->qc_stops, 1,
+		    memory_order_relaxed);
+	return alloc_fail(vmp, r, call);
 }
 
 /* Does an arena from vmp down its sources to failed have quantum caches? */
@@ -1442,7 +1466,9 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 
 		if (addr != 0)
 			return (void *)addr;
-		if (stop || (r->flags & VM_ABORT))
+		if (stop)
+			return alloc_stopped(vmp, r, call);
+		if (r->flags & VM_ABORT)
 			return alloc_fail(vmp, r, call);
 		if (!reaped && chain_has_qcache(vmp, failed)) {
 			for (vmem_t *a = vmp; a != NULL; a = a->source) {
@@ -2041,6 +2067,8 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	size_t q = vmp->quantum;
 	req_t r;
 
+	if (vmflag & VM_QCABORT)
+		vmflag |= VM_ABORT;
 	if (!check_policy(vmp, vmflag, true, "vmem_xalloc"))
 		return NULL;
 	if (align == 0)
@@ -2114,6 +2142,18 @@ qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
 }
 
 /*
+ * A cache is asked without sleeping or panicking, as a try (its slab
+ * import's failure is the caller's to count), and with VM_ABORT carried
+ * in the low byte kmem passes on.
+ */
+static inline int
+qcache_try_flags(int vmflag)
+{
+	return (vmflag & ~(VM_PANIC | VM_ABORT)) | VM_NOSLEEP | VM_QCTRY |
+	    ((vmflag & VM_ABORT) ? VM_QCABORT : 0);
+}
+
+/*
  * A caller that may wait, after the cache could not serve it: wait on the
  * arena, and between waits empty every cache into its slabs (rounds in
  * other CPUs' magazines become reachable, idle slabs go back to their
@@ -2122,32 +2162,55 @@ qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
  * a source arena, which do not wake this one.
  */
 static VMEM_NOINLINE void *
-qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag)
+qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 {
-	int try_flags = (vmflag & ~VM_PANIC) | VM_NOSLEEP;
+	int try_flags = qcache_try_flags(vmflag);
 	req_t slab = { .size = qcache_slabsize(vmp->qcache_max),
-	    .align = vmp->quantum, .hi = UINTPTR_MAX, .flags = vmflag };
+	    .align = vmp->quantum, .hi = UINTPTR_MAX };
+	unsigned room_fails = 0;
+	uint64_t gen = 0;
+	bool reaped = false;
+	uintptr_t a;
 	void *p;
 
 	atomic_fetch_add_explicit(&vmp->qc_sleepers, 1, memory_order_seq_cst);
-	for (;;) {
-		uint64_t gen;
+	for (p = NULL;;) {
+		/* stops and gen were read before the try that just failed. */
+		bool stopped = atomic_load_explicit(&vmp->qc_stops,
+		    memory_order_relaxed) != stops;
+		bool room;
 
 		plat_mutex_lock(&vmp->lock);
-		gen = vmp->gen;
+		room = find_fit(vmp, &slab, &a) != NULL;
 		plat_mutex_unlock(&vmp->lock);
-		qcache_reap_all();
-		p = qcache_alloc(vmp, size, try_flags);
-		if (p != NULL || !could_ever_fit(vmp, &slab))
+		/*
+		 * Stopped: no metadata, or a broken import (reported). Room
+		 * for a slab, yet no buffer three times running: the cache
+		 * itself cannot grow (its own bookkeeping memory).
+		 */
+		if (stopped || (room && ++room_fails == 3))
 			break;
-		plat_mutex_lock(&vmp->lock);
-		if (vmp->gen == gen) {
-			vmp->st_wait++;
-			vmp->nwaiters++;
-			plat_cond_timedwait(&vmp->cv, &vmp->lock, WAIT_MS);
-			vmp->nwaiters--;
+		if (!room) {
+			room_fails = 0;
+			if (!could_ever_fit(vmp, &slab))
+				break;
+			plat_mutex_lock(&vmp->lock);
+			if (reaped && vmp->gen == gen) {
+				vmp->st_wait++;
+				vmp->nwaiters++;
+				plat_cond_timedwait(&vmp->cv, &vmp->lock,
+				    WAIT_MS);
+				vmp->nwaiters--;
+			}
+			plat_mutex_unlock(&vmp->lock);
 		}
-		plat_mutex_unlock(&vmp->lock);
+		gen = arena_gen(vmp);
+		stops = atomic_load_explicit(&vmp->qc_stops,
+		    memory_order_relaxed);
+		qcache_reap_all();
+		reaped = true;
+		if ((p = qcache_alloc(vmp, size, try_flags)) != NULL)
+			break;
 	}
 	atomic_fetch_sub_explicit(&vmp->qc_sleepers, 1, memory_order_relaxed);
 	return p != NULL ? p : qcache_alloc_failed(vmp, size, vmflag);
@@ -2162,12 +2225,14 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag)
 static VMEM_NOINLINE void *
 alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag)
 {
-	void *p = qcache_alloc(vmp, size, (vmflag & ~VM_PANIC) | VM_NOSLEEP);
+	unsigned stops = atomic_load_explicit(&vmp->qc_stops,
+	    memory_order_relaxed);
+	void *p = qcache_alloc(vmp, size, qcache_try_flags(vmflag));
 
 	if (p != NULL)
 		return p;
 	if (!(vmflag & (VM_NOSLEEP | VM_ABORT)))
-		return qcache_alloc_wait(vmp, size, vmflag);
+		return qcache_alloc_wait(vmp, size, vmflag, stops);
 	return qcache_alloc_failed(vmp, size, vmflag);
 }
 

@@ -148,6 +148,7 @@ test_sleep_wakeup_qcache_free(void)
 	    NULL, Q, VM_SLEEP);
 	handoff_t h = { .arena = v, .counted = v, .size = Q };
 	int rounds = tu_slow_build() ? 10 : 50;
+	vmem_stats_t st0, st1;
 	void *held[N];
 	pthread_t t;
 
@@ -157,6 +158,7 @@ test_sleep_wakeup_qcache_free(void)
 		REQUIRE(held[i] != NULL);
 	}
 	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
+	vmem_get_stats(v, &st0);
 	atomic_init(&h.go, 0);
 	atomic_init(&h.done, 0);
 	REQUIRE(pthread_create(&t, NULL, waiter, &h) == 0);
@@ -176,6 +178,9 @@ test_sleep_wakeup_qcache_free(void)
 	}
 	atomic_store(&h.go, -1);
 	pthread_join(t, NULL);
+	/* Waits that ended in success are not failures. */
+	vmem_get_stats(v, &st1);
+	CHECK_EQ(st1.fail, st0.fail);
 	for (int i = 0; i < N; i++)
 		if (held[i] != NULL)
 			vmem_free(v, held[i], Q);

@@ -1688,11 +1688,48 @@ test_sleep_when_import_cannot_help(void)
 	if (p != NULL)
 		vmem_xfree(c, p, Q);
 	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	/* The window counts after rounding to the source's 8 KiB quantum. */
+	vmem_t *src8 = vmem_create("ih_src8", TL_PTR(0x2000000), 0x100000,
+	    2 * Q, NULL, NULL, NULL, 0, VM_SLEEP);
+	vmem_t *d = vmem_create("ih_d", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src8, 5 * Q, VMC_NO_QCACHE);
+	REQUIRE(src8 && d);
+	p = vmem_xalloc(d, Q, 0, 0, 0, TL_PTR(0x2001000), TL_PTR(0x2005000),
+	    VM_NOSLEEP);
+	CHECK(p == TL_PTR(0x2002000));
+	if (p != NULL)
+		vmem_xfree(d, p, Q);
+	vmem_destroy(d);
+	vmem_destroy(src8);
 	vmem_destroy(c);
 	vmem_destroy(b);
 	vmem_destroy(src);
 	vmem_destroy(a);
 	vmem_destroy(src64);
+}
+
+/* VM_ABORT on a quantum-cached size does not reap the other caches. */
+static void
+test_abort_cached_no_reap(void)
+{
+	vmem_t *v = vmem_create("ab_qc", TL_PTR(BASE), 32 * Q, Q, NULL, NULL,
+	    NULL, 4 * Q, VM_SLEEP);      /* 16-page slabs */
+	void *x, *big;
+
+	REQUIRE(v != NULL);
+	x = vmem_alloc(v, Q, VM_SLEEP);
+	big = vmem_alloc(v, 16 * Q, VM_SLEEP);
+	REQUIRE(x != NULL && big != NULL);
+	vmem_free(v, x, Q);      /* the 1-page cache's slab now idle */
+	size_t held = vmem_size(v, VMEM_ALLOC);
+	CHECK(vmem_alloc(v, 2 * Q, VM_ABORT | VM_NOSLEEP) == NULL);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), held);   /* nothing reaped */
+	x = vmem_alloc(v, 2 * Q, VM_NOSLEEP);   /* without VM_ABORT: reaps */
+	CHECK(x != NULL);
+	if (x != NULL)
+		vmem_free(v, x, 2 * Q);
+	vmem_free(v, big, 16 * Q);
+	vmem_destroy(v);
 }
 
 /* An import function that returns spans starting one page past 8 KiB. */
@@ -1793,5 +1830,6 @@ main(void)
 	RUN(test_racing_import_goes_back);
 	RUN(test_sleep_when_import_cannot_help);
 	RUN(test_nocross_import);
+	RUN(test_abort_cached_no_reap);
 	return tu_finish();
 }

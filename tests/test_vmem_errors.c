@@ -620,6 +620,16 @@ test_broken_import_fails_the_call(void)
 	CHECK_EQ(vmem_size(w, VMEM_SPAN), 0);
 	CHECK_EQ(vmem_size(src, VMEM_ALLOC), vmem_size(v, VMEM_SPAN));
 
+	/* The same through a quantum cache: its slab import is the one. */
+	vmem_t *qc = vmem_xcreate("bi_qc", NULL, 0, Q, ximport_extra,
+	    vmem_free, src, 4 * Q, VM_SLEEP);
+	REQUIRE(qc != NULL);
+	rec_reset();
+	b = vmem_alloc(qc, Q, VM_SLEEP);
+	CHECK(b == NULL);
+	CHECK_EQ(rec.count, 1);
+	vmem_destroy(qc);
+
 	/* Mended, both work again. */
 	import_extra = 0;
 	rec_reset();
@@ -637,6 +647,41 @@ test_broken_import_fails_the_call(void)
 	vmem_destroy(v);
 	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
 	vmem_destroy(src);
+}
+
+static int
+fail_slabs(const char *site, void *arg)
+{
+	(void)arg;
+	return strcmp(site, "slab") == 0;
+}
+
+/*
+ * A quantum cache that cannot make a slab although its arena has room
+ * (its own bookkeeping memory ran out): a VM_SLEEP request fails instead
+ * of trying for ever.
+ */
+static void
+test_qcache_sleep_without_slabs(void)
+{
+	vmem_t *v = vmem_create("noslab", TL_PTR(BASE), 64 * Q, Q, NULL, NULL,
+	    NULL, 2 * Q, VM_SLEEP);
+	vmem_stats_t st;
+
+	REQUIRE(v != NULL);
+	rec_reset();
+	vmem_set_fault_hook(fail_slabs, NULL);
+	CHECK(vmem_alloc(v, Q, VM_SLEEP) == NULL);
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK_EQ(rec.count, 0);
+	vmem_get_stats(v, &st);
+	CHECK_EQ(st.fail, 1);
+	void *p = vmem_alloc(v, Q, VM_SLEEP);
+	CHECK(p != NULL);
+	if (p != NULL)
+		vmem_free(v, p, Q);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
 }
 
 /* A handler that counts, then passes the report on to the one it
@@ -689,6 +734,7 @@ main(void)
 	RUN(test_bad_xalloc_constraints);
 	RUN(test_bad_spans);
 	RUN(test_broken_import_fails_the_call);
+	RUN(test_qcache_sleep_without_slabs);
 	RUN(test_panic);
 	RUN(test_leak_warning);
 	RUN(test_errors_in_child);
