@@ -1739,12 +1739,13 @@ is_pow2(size_t x)
 }
 
 static bool
-check_policy(vmem_t *vmp, int vmflag, bool xalloc, const char *call)
+check_policy(vmem_t *vmp, int vmflag, size_t size, bool xalloc,
+    const char *call)
 {
 	int policy = vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT);
 
 	if ((policy & (policy - 1)) != 0 || (xalloc && policy == VM_NEXTFIT)) {
-		vmem_error_report(VMEM_E_POLICY, 0, call, vmp, NULL, 0, 0,
+		vmem_error_report(VMEM_E_POLICY, 0, call, vmp, NULL, 0, size,
 		    "%s (flags 0x%x)", xalloc && policy == VM_NEXTFIT ?
 		    "VM_NEXTFIT is not a vmem_xalloc policy" :
 		    "more than one allocation policy", (unsigned)vmflag);
@@ -2069,7 +2070,7 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 
 	if (vmflag & VM_QCABORT)
 		vmflag |= VM_ABORT;
-	if (!check_policy(vmp, vmflag, true, "vmem_xalloc"))
+	if (!check_policy(vmp, vmflag, size, true, "vmem_xalloc"))
 		return NULL;
 	if (align == 0)
 		align = q;
@@ -2244,7 +2245,7 @@ alloc_arena(vmem_t *vmp, size_t size, int vmflag)
 	req_t r;
 
 	if (vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)) {
-		if (!check_policy(vmp, vmflag, false, "vmem_alloc"))
+		if (!check_policy(vmp, vmflag, size, false, "vmem_alloc"))
 			return NULL;
 		/* (quantum caches have no policy) */
 		if (size - 1 < vmp->qcache_limit)

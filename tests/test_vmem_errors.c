@@ -189,19 +189,19 @@ test_bad_alloc_args(void)
 
 	EXPECT(v, VMEM_E_BADARG, "vmem_alloc", v, 0, 0,
 	    CHECK(vmem_alloc(v, 0, VM_NOSLEEP) == NULL));
-	EXPECT(v, VMEM_E_POLICY, "vmem_alloc", v, 0, 0,
+	EXPECT(v, VMEM_E_POLICY, "vmem_alloc", v, 0, Q,
 	    CHECK(vmem_alloc(v, Q, VM_BESTFIT | VM_FIRSTFIT | VM_NOSLEEP)
 	    == NULL));
-	EXPECT(v, VMEM_E_POLICY, "vmem_alloc", v, 0, 0,
+	EXPECT(v, VMEM_E_POLICY, "vmem_alloc", v, 0, Q,
 	    CHECK(vmem_alloc(v, Q, VM_NEXTFIT | VM_FIRSTFIT | VM_NOSLEEP)
 	    == NULL));
-	EXPECT(v, VMEM_E_POLICY, "vmem_alloc", v, 0, 0,
+	EXPECT(v, VMEM_E_POLICY, "vmem_alloc", v, 0, Q,
 	    CHECK(vmem_alloc(v, Q, VM_NEXTFIT | VM_BESTFIT | VM_FIRSTFIT)
 	    == NULL));
-	EXPECT(v, VMEM_E_POLICY, "vmem_xalloc", v, 0, 0,
+	EXPECT(v, VMEM_E_POLICY, "vmem_xalloc", v, 0, Q,
 	    CHECK(vmem_xalloc(v, Q, 0, 0, 0, NULL, NULL,
 	    VM_NEXTFIT | VM_NOSLEEP) == NULL));
-	EXPECT(v, VMEM_E_POLICY, "vmem_xalloc", v, 0, 0,
+	EXPECT(v, VMEM_E_POLICY, "vmem_xalloc", v, 0, Q,
 	    CHECK(vmem_xalloc(v, Q, 0, 0, 0, NULL, NULL,
 	    VM_BESTFIT | VM_FIRSTFIT | VM_NOSLEEP) == NULL));
 	/* Size 0 in vmem_xalloc (reported as BADARG or XALLOC_ARGS). */
