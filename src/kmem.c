@@ -58,6 +58,7 @@
 #include "fault.h"
 #include "hg.h"
 #include "qcache.h"
+#include "vmem_impl.h"
 
 #define KMEM_ALIGN_DEFAULT 8
 #define KMEM_REDZONE_BYTES 8
@@ -687,7 +688,10 @@ slab_create(kmem_cache_t *cp, int kmflag)
 
 	if (fault_point(FAULT_SLAB))
 		return NULL;
-	if (cp->use_xalloc)
+	if (cp->cflags & KMC_QCACHE)
+		mem = vmem_qcache_slab_xalloc(cp->vmp, cp->slabsize,
+		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, vmflag);
+	else if (cp->use_xalloc)
 		mem = vmem_xalloc(cp->vmp, cp->slabsize,
 		    cp->align > vmem_quantum(cp->vmp) ? cp->align : 0, 0, 0,
 		    NULL, NULL, vmflag);

@@ -136,6 +136,7 @@ struct vseg {
  */
 #define VM_QCABORT      0x40
 #define VM_QCTRY        0x80
+#define VM_QCINTERNAL   (VM_QCABORT | VM_QCTRY) /* stripped from callers' flags */
 
 struct vmem {
 	char name[VMEM_NAMELEN];
@@ -2060,8 +2061,8 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool xalloc, bool *failed)
 	return addr;
 }
 
-void *
-vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
+static void *
+xalloc_entry(vmem_t *vmp, size_t size, size_t align, size_t phase,
     size_t nocross, void *minaddr, void *maxaddr, int vmflag)
 {
 	uintptr_t lo = (uintptr_t)minaddr, hi = (uintptr_t)maxaddr;
@@ -2112,6 +2113,22 @@ vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
 }
 
+void *
+vmem_xalloc(vmem_t *vmp, size_t size, size_t align, size_t phase,
+    size_t nocross, void *minaddr, void *maxaddr, int vmflag)
+{
+	return xalloc_entry(vmp, size, align, phase, nocross, minaddr, maxaddr,
+	    vmflag & ~VM_QCINTERNAL);
+}
+
+/* A quantum cache's slab import: the one caller whose internal flags
+ * (VM_QCTRY, VM_QCABORT) count. */
+void *
+vmem_qcache_slab_xalloc(vmem_t *vmp, size_t size, size_t align, int vmflag)
+{
+	return xalloc_entry(vmp, size, align, 0, 0, NULL, NULL, vmflag);
+}
+
 static void *alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag);
 static void *alloc_arena(vmem_t *vmp, size_t size, int vmflag);
 
@@ -2123,6 +2140,7 @@ vmem_alloc(vmem_t *vmp, size_t size, int vmflag)
 	 * cache index of size is that of size rounded to the quantum. Both
 	 * ways are functions of their own: this one is two tests and a jump,
 	 * and neither pays for the other's stack frame. */
+	vmflag &= ~VM_QCINTERNAL;
 	if (size - 1 < vmp->qcache_limit &&
 	    !(vmflag & (VM_BESTFIT | VM_FIRSTFIT | VM_NEXTFIT)))
 		return alloc_from_qcache(vmp, size, vmflag);
@@ -2168,10 +2186,11 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 	int try_flags = qcache_try_flags(vmflag);
 	req_t slab = { .size = qcache_slabsize(vmp->qcache_max),
 	    .align = vmp->quantum, .hi = UINTPTR_MAX };
+	/* A free segment of this class or above holds a slab. */
+	unsigned slab_class = class_guaranteed(slab.size >> vmp->qshift);
 	unsigned room_fails = 0;
 	uint64_t gen = 0;
 	bool reaped = false;
-	uintptr_t a;
 	void *p;
 
 	atomic_fetch_add_explicit(&vmp->qc_sleepers, 1, memory_order_seq_cst);
@@ -2182,7 +2201,7 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 		bool room;
 
 		plat_mutex_lock(&vmp->lock);
-		room = find_fit(vmp, &slab, &a) != NULL;
+		room = class_next(vmp, slab_class) < NCLASS;
 		plat_mutex_unlock(&vmp->lock);
 		/*
 		 * Stopped: no metadata, or a broken import (reported). Room

@@ -12,4 +12,9 @@
 /* How many arenas import from vmp now (vmem_destroy refuses while any). */
 unsigned vmem_importer_count(const vmem_t *vmp);
 
+/* vmem_xalloc for a quantum cache's slab: the flags vmem gave the cache
+ * (its internal try flags among them) pass unfiltered. */
+void *vmem_qcache_slab_xalloc(vmem_t *vmp, size_t size, size_t align,
+    int vmflag);
+
 #endif

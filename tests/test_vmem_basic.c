@@ -1732,6 +1732,33 @@ test_abort_cached_no_reap(void)
 	vmem_destroy(v);
 }
 
+/* Flag bits the library uses inside (0x40, 0x80) mean nothing from a
+ * caller: no VM_ABORT, and failures still count. */
+static void
+test_internal_flag_bits_ignored(void)
+{
+	vmem_t *v = vmem_create("fb_qc", TL_PTR(BASE), 32 * Q, Q, NULL, NULL,
+	    NULL, 4 * Q, VM_SLEEP);
+	vmem_stats_t st0, st1;
+	void *x, *big;
+
+	REQUIRE(v != NULL);
+	x = vmem_alloc(v, Q, VM_SLEEP);
+	big = vmem_alloc(v, 16 * Q, VM_SLEEP);
+	REQUIRE(x != NULL && big != NULL);
+	vmem_free(v, x, Q);      /* an idle slab: only a reap makes room */
+	x = vmem_xalloc(v, 2 * Q, 0, 0, 0, NULL, NULL, VM_NOSLEEP | 0x40);
+	CHECK(x != NULL);
+	if (x != NULL)
+		vmem_xfree(v, x, 2 * Q);
+	vmem_get_stats(v, &st0);
+	CHECK(vmem_alloc(v, 64 * Q, VM_NOSLEEP | 0x80) == NULL);
+	vmem_get_stats(v, &st1);
+	CHECK_EQ(st1.fail, st0.fail + 1);
+	vmem_free(v, big, 16 * Q);
+	vmem_destroy(v);
+}
+
 /* An import function that returns spans starting one page past 8 KiB. */
 static int odd_imports;
 
@@ -1831,5 +1858,6 @@ main(void)
 	RUN(test_sleep_when_import_cannot_help);
 	RUN(test_nocross_import);
 	RUN(test_abort_cached_no_reap);
+	RUN(test_internal_flag_bits_ignored);
 	return tu_finish();
 }
