@@ -1434,6 +1434,25 @@ alloc_stopped(vmem_t *vmp, const req_t *r, const char *call)
 	return alloc_fail(vmp, r, call);
 }
 
+/*
+ * Wait on vmp for at most WAIT_MS unless its generation has moved past
+ * gen (a free, add or import since the caller looked). count: count the
+ * wait in vmp's statistics.
+ */
+static void
+arena_wait(vmem_t *vmp, uint64_t gen, bool count)
+{
+	plat_mutex_lock(&vmp->lock);
+	if (vmp->gen == gen) {
+		if (count)
+			vmp->st_wait++;
+		vmp->nwaiters++;
+		plat_cond_timedwait(&vmp->cv, &vmp->lock, WAIT_MS);
+		vmp->nwaiters--;
+	}
+	plat_mutex_unlock(&vmp->lock);
+}
+
 /* Does an arena from vmp down its sources to failed have quantum caches? */
 static bool
 chain_has_qcache(vmem_t *vmp, const vmem_t *failed)
@@ -1490,15 +1509,7 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			vmp->st_wait++;
 			plat_mutex_unlock(&vmp->lock);
 		}
-		plat_mutex_lock(&failed->lock);
-		if (failed->gen == gen) {
-			failed->nwaiters++;
-			if (failed == vmp)
-				vmp->st_wait++;
-			plat_cond_timedwait(&failed->cv, &failed->lock, WAIT_MS);
-			failed->nwaiters--;
-		}
-		plat_mutex_unlock(&failed->lock);
+		arena_wait(failed, gen, failed == vmp);
 		reaped = false;
 	}
 }
@@ -2214,15 +2225,8 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 			room_fails = 0;
 			if (!could_ever_fit(vmp, &slab))
 				break;
-			plat_mutex_lock(&vmp->lock);
-			if (reaped && vmp->gen == gen) {
-				vmp->st_wait++;
-				vmp->nwaiters++;
-				plat_cond_timedwait(&vmp->cv, &vmp->lock,
-				    WAIT_MS);
-				vmp->nwaiters--;
-			}
-			plat_mutex_unlock(&vmp->lock);
+			if (reaped)
+				arena_wait(vmp, gen, true);
 		}
 		gen = arena_gen(vmp);
 		stops = atomic_load_explicit(&vmp->qc_stops,
