@@ -152,9 +152,10 @@ struct kmem_cache {
 	size_t bufsize, chunk, align, slabsize;
 	uint32_t nbufs, nwords;
 	unsigned blockshift;       /* log2(slabsize), rounded down */
-	unsigned chunkshift;       /* log2(chunk) if a power of two, else 0 */
+	/* offset / chunk = offset * chunkrecip >> recipshift, exact below
+	 * slabsize; chunkrecip 0: divide (slabs of 2 GiB and more). */
 	unsigned recipshift;
-	uint64_t chunkrecip;       /* for offset / chunk when not */
+	uint64_t chunkrecip;
 	int cflags, debug;
 	int mag_constructed;       /* magazine rounds are constructed */
 	int fastpath;              /* magazines and no debugging */
@@ -479,9 +480,12 @@ slab_chunk_index(const kmem_cache_t *cp, uintptr_t base, uintptr_t addr)
 	uintptr_t off = addr - base;
 	uint64_t idx;
 
-	if (cp->chunkshift != 0 || cp->chunk == 1)
-		idx = off >> cp->chunkshift;
-	else if (cp->recipshift != 0)
+	/*
+	 * One multiply for every chunk size: frees of mixed sizes (a
+	 * quantum cache per size) take the same branches whatever the size,
+	 * where a shift-or-multiply choice mispredicted every other free.
+	 */
+	if (cp->chunkrecip != 0)
 		idx = ((uint64_t)off * cp->chunkrecip) >> cp->recipshift;
 	else
 		idx = off / cp->chunk;
@@ -1631,9 +1635,12 @@ cache_choose_geometry(kmem_cache_t *cp, size_t slabsize)
 	cp->nbufs = (uint32_t)(slabsize / chunk);
 	cp->nwords = (cp->nbufs + 63) / 64;
 	cp->blockshift = log2_floor(slabsize);
-	cp->chunkshift = is_pow2(chunk) ? log2_floor(chunk) : 0;
 	cp->recipshift = 0;
-	if (!is_pow2(chunk) && slabsize < ((size_t)1 << 31)) {
+	cp->chunkrecip = 0;
+	if (is_pow2(chunk)) {
+		cp->recipshift = log2_floor(chunk);
+		cp->chunkrecip = 1;
+	} else if (slabsize < ((size_t)1 << 31)) {
 		/* idx = off * ceil(2^s / chunk) >> s is exact for
 		 * off < 2^n when s = n + ceil(log2 chunk) (n = 31). */
 		unsigned l = log2_floor(chunk) + 1;

@@ -183,6 +183,72 @@ test_nomagazine_constructs_every_time(void)
 }
 
 /* Buffers are integers in a range that is not mapped. */
+/*
+ * A free is accepted only at a chunk start of one of the cache's slabs,
+ * whatever way the chunk index is computed: a shift-like multiply (chunks
+ * of a power of two), a reciprocal multiply (other chunks), a division
+ * (slabs of 2 GiB and more).
+ */
+static void
+check_chunk_starts(vmem_t *a, const char *name, size_t chunk, size_t slab)
+{
+	kmem_cache_t *cp = kmem_cache_create_slab(name, chunk, 0, NULL, NULL,
+	    NULL, NULL, a, KMC_NOTOUCH, slab);
+	size_t quantum = vmem_quantum(a);
+	static const size_t probes[] = { 1, 8 };
+	enum { N = 3 };
+	char *v[N];
+	int i;
+
+	REQUIRE(cp != NULL);
+	for (i = 0; i < N; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
+	for (i = 0; i < N; i++) {
+		CHECK(kmem_cache_owns(cp, v[i]));
+		for (size_t k = 0; k < 2; k++) {
+			size_t d = probes[k] * quantum;
+			if (d % chunk != 0) {
+				CHECK(!kmem_cache_owns(cp, v[i] + d));
+				CHECK(kmem_cache_free_quiet(cp, v[i] + d,
+				    "test") == -1);
+			}
+		}
+		if (chunk > quantum)
+			CHECK(!kmem_cache_owns(cp, v[i] + chunk - quantum));
+	}
+	{
+		kmem_cache_stats_t st;
+		kmem_cache_get_stats(cp, &st);
+		CHECK_EQ(st.slabsize, slab);
+	}
+	for (i = 0; i < N; i++)
+		kmem_cache_free(cp, v[i]);
+	CHECK_EQ(kmem_cache_test_check(cp), 0);
+	kmem_cache_destroy(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+}
+
+static void
+test_chunk_index_every_way(void)
+{
+	vmem_t *pages = vmem_create("kc_chunks", FAKE_BASE, (size_t)1 << 34,
+	    PAGE, NULL, NULL, NULL, 0, VM_SLEEP);
+	vmem_t *bytes = vmem_create("kc_chunk_ids", (void *)(uintptr_t)64,
+	    (size_t)1 << 20, 1, NULL, NULL, NULL, 0, VM_SLEEP);
+
+	REQUIRE(pages != NULL && bytes != NULL);
+	check_chunk_starts(pages, "pow2_4k", PAGE, 16 * PAGE);
+	check_chunk_starts(pages, "pow2_8k", 2 * PAGE, 16 * PAGE);
+	check_chunk_starts(pages, "recip_12k", 3 * PAGE, 32 * PAGE);
+	check_chunk_starts(pages, "recip_20k", 5 * PAGE, 64 * PAGE);
+	check_chunk_starts(pages, "divide_12k", 3 * PAGE, (size_t)3 << 30);
+	check_chunk_starts(pages, "divide_8k", 2 * PAGE, (size_t)1 << 31);
+	check_chunk_starts(bytes, "recip_24b", 24, 24 * 64);
+	check_chunk_starts(bytes, "pow2_1b", 1, 64);
+	vmem_destroy(pages);
+	vmem_destroy(bytes);
+}
+
 static void
 test_notouch_over_integers(void)
 {
@@ -954,6 +1020,7 @@ main(void)
 	RUN(test_constructor_failure);
 	RUN(test_nomagazine_constructs_every_time);
 	RUN(test_notouch_over_integers);
+	RUN(test_chunk_index_every_way);
 	RUN(test_depot_working_set);
 	RUN(test_magazine_resize);
 	RUN(test_magazine_resize_between_updates);
