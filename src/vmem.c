@@ -49,7 +49,11 @@
  * arithmetic that never wraps at the top of the address space. Candidates
  * start in the first class whose members are large enough for the size
  * plus the worst alignment padding, so constrained requests are O(1) in the
- * common case too.
+ * common case too. A constrained request can miss every segment of a
+ * class, so when none fits the classes are read in full; a memo of what
+ * the last failed reading found keeps a repeated failure from reading the
+ * same segments again (freelists are newest first, so only the segments
+ * that arrived since are read).
  *
  * Imports. When an arena cannot satisfy a request it imports a span from
  * its source. Chains of arenas whose import function is vmem_alloc work to
@@ -98,7 +102,9 @@ struct vseg {
 	size_t size;
 	vseg_t *anext, *aprev;  /* address order within spans; spans in order */
 	vseg_t *knext, *kprev;  /* FREE: freelist; ALLOC: hash chain; SPAN: span list */
-	uint64_t span_seq;      /* SPAN: arrival number, rising along both lists */
+	/* SPAN: arrival number, rising along both lists. FREE: insertion
+	 * number, falling along its freelist (the newest is first). */
+	uint64_t seq;
 	uint8_t type;
 	uint8_t imported;       /* SPAN: came from the source */
 	uint8_t via_qcache;     /* SPAN: imported through the source's qcache */
@@ -164,6 +170,8 @@ struct vmem {
 	vseg_t seg0;            /* address list sentinel */
 	vseg_t span0;           /* span list sentinel */
 	uint64_t span_seq;      /* the last span's arrival number */
+	uint64_t free_seq;      /* the last free segment's insertion number */
+	struct scan_memo *memo; /* what failed constrained scans learned */
 	vseg_t *freelist[NCLASS];
 	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
 	uint64_t freemap[NCLASS_WORDS];
@@ -455,6 +463,7 @@ freelist_insert(vmem_t *vmp, vseg_t *s)
 
 	s->type = SEG_FREE;
 	s->cls = (uint16_t)c;
+	s->seq = ++vmp->free_seq;
 	s->kprev = NULL;
 	s->knext = vmp->freelist[c];
 	if (s->knext != NULL)
@@ -725,13 +734,100 @@ seg_fit_plain(const vseg_t *s, const req_t *r, uintptr_t *out)
 }
 
 /* ------------------------------------------------------------------ */
+/* What failed constrained scans learned. */
+
+/*
+ * A constrained request may fit no segment of a class however large its
+ * members are (alignment, nocross and the window decide), so a class that
+ * cannot serve it is read in full, and in a full arena every such call
+ * would read every free segment: O(fragments) per failure, where an
+ * unconstrained failure is O(1).
+ *
+ * The memo remembers, for one set of constraints (the key: the last that
+ * failed a full scan), per class: no segment inserted into class c at or
+ * before insertion number seq holds a request with these constraints of
+ * size or more. It stays true as the arena changes: freelists are newest
+ * first, a free segment never grows or moves while listed (it is taken off
+ * and inserted again), and a segment that holds a request holds it at any
+ * smaller size. So a later scan of c with the same key and at least that
+ * size reads only the segments in front of seq: a repeated failure costs
+ * O(segments inserted since), not O(all). Allocated at the first failure;
+ * without it every scan is full.
+ */
+typedef struct memo_ent {
+	uint64_t seq;
+	size_t size;
+	uint64_t epoch;         /* valid while the memo's epoch */
+} memo_ent_t;
+
+typedef struct scan_memo {
+	size_t align, phase, nocross;
+	uintptr_t lo, hi;
+	uint64_t epoch;         /* bumped with the key: old entries lapse */
+	memo_ent_t cls[NCLASS];
+} scan_memo_t;
+
+static size_t
+memo_bytes(void)
+{
+	size_t page = plat_pagesize();
+
+	return (sizeof (scan_memo_t) + page - 1) & ~(page - 1);
+}
+
+static inline bool
+memo_key_is(const scan_memo_t *m, const req_t *r)
+{
+	return m->align == r->align && m->phase == r->phase &&
+	    m->nocross == r->nocross && m->lo == r->lo && m->hi == r->hi;
+}
+
+/* Class c's entry that applies to r (same key, size at least its), or NULL. */
+static memo_ent_t *
+memo_find(vmem_t *vmp, unsigned c, const req_t *r)
+{
+	scan_memo_t *m = vmp->memo;
+	memo_ent_t *e;
+
+	if (m == NULL || !memo_key_is(m, r))
+		return NULL;
+	e = &m->cls[c];
+	return e->epoch == m->epoch && r->size >= e->size ? e : NULL;
+}
+
+/* A full scan of non-empty class c found no room for r. */
+static void
+memo_learn(vmem_t *vmp, unsigned c, const req_t *r)
+{
+	scan_memo_t *m = vmp->memo;
+
+	if (m == NULL) {
+		/* (pages come zeroed: epoch 0, no entry valid) */
+		if ((m = plat_pages_alloc(memo_bytes())) == NULL)
+			return;
+		vmp->memo = m;
+	}
+	if (m->epoch == 0 || !memo_key_is(m, r)) {
+		m->align = r->align;
+		m->phase = r->phase;
+		m->nocross = r->nocross;
+		m->lo = r->lo;
+		m->hi = r->hi;
+		m->epoch++;
+	}
+	m->cls[c] = (memo_ent_t){ vmp->freelist[c]->seq, r->size, m->epoch };
+}
+
+/* ------------------------------------------------------------------ */
 /* Searching the freelists. */
 
 /*
  * Scan class c for a segment that fits. best: the smallest one, else the
  * first. plain: r has no constraint, so size alone decides (inlined with
- * constant flags, each caller gets the loop it needs). A scan that finds
- * nothing tightens the class's size bound.
+ * constant flags, each caller gets the loop it needs). A full scan that
+ * finds nothing tightens the class's size bound, and for a constrained
+ * request teaches the memo; a scan the memo shortens reads only the newer
+ * segments, and moves the memo on if none of them holds the memo's size.
  */
 static VMEM_ALWAYS_INLINE vseg_t *
 class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
@@ -740,15 +836,30 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
 	vseg_t *found = NULL;
 	uintptr_t found_addr = 0, a;
 	size_t seen_max = 0;
+	bool constrained = !plain && req_constrained(vmp, r);
+	memo_ent_t *known = constrained ? memo_find(vmp, c, r) : NULL;
+	uint64_t known_seq = known != NULL ? known->seq : 0;
+	bool moves_on = true;   /* no newer segment holds known->size */
+	bool check_smaller = known != NULL && known->size < r->size;
+	req_t smaller;
 
 	if (vmp->cmax[c] < r->size)
 		return NULL;
-	for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
+	if (check_smaller) {
+		smaller = *r;
+		smaller.size = known->size;
+	}
+	for (vseg_t *s = vmp->freelist[c]; s != NULL && s->seq > known_seq;
+	    s = s->knext) {
 		vmp->st_search++;
 		if (s->size > seen_max)
 			seen_max = s->size;
-		if (!(plain ? seg_fit_plain(s, r, &a) : seg_fit(s, r, &a)))
+		if (!(plain ? seg_fit_plain(s, r, &a) : seg_fit(s, r, &a))) {
+			if (check_smaller && moves_on &&
+			    seg_fit(s, &smaller, &a))
+				moves_on = false;
 			continue;
+		}
 		if (found == NULL || s->size < found->size ||
 		    (s->size == found->size && a < found_addr)) {
 			found = s;
@@ -757,11 +868,18 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
 		if (!best || s->size == r->size)
 			break;
 	}
-	if (found == NULL)
-		vmp->cmax[c] = seen_max;
-	else
+	if (found != NULL) {
 		*addrp = found_addr;
-	return found;
+		return found;
+	}
+	if (known == NULL) {
+		vmp->cmax[c] = seen_max;
+		if (constrained)
+			memo_learn(vmp, c, r);
+	} else if (moves_on && vmp->freelist[c]->seq > known->seq) {
+		known->seq = vmp->freelist[c]->seq;
+	}
+	return NULL;
 }
 
 static vseg_t *
@@ -1039,7 +1157,7 @@ span_add(vmem_t *vmp, uintptr_t addr, size_t size, bool imported,
 	span->size = size;
 	span->imported = imported;
 	span->via_qcache = via_qcache;
-	span->span_seq = ++vmp->span_seq;
+	span->seq = ++vmp->span_seq;
 	/* Spans go to the end of both lists, in arrival order. */
 	span->knext = &vmp->span0;
 	span->kprev = vmp->span0.kprev;
@@ -2360,6 +2478,8 @@ vmem_destroy(vmem_t *vmp)
 	}
 	tagpool_give(list);
 	meta_charge(vmp, -owned);
+	if (vmp->memo != NULL)
+		plat_pages_free(vmp->memo, memo_bytes());
 	if (vmp->hash != vmp->hash0) {
 		size_t page = plat_pagesize();
 		plat_pages_free(vmp->hash, (vmp->hash_size * sizeof (vseg_t *) +
@@ -2448,11 +2568,11 @@ walk_chunk(vmem_t *vmp, int typemask, walk_pos_t *pos, walk_item_t *items,
 	vseg_t *sp = vmp->span0.knext;
 	size_t n = 0;
 
-	while (sp != &vmp->span0 && sp->span_seq < pos->seq)
+	while (sp != &vmp->span0 && sp->seq < pos->seq)
 		sp = sp->knext;
 	for (; sp != &vmp->span0; sp = sp->knext) {
-		if (sp->span_seq != pos->seq)
-			*pos = (walk_pos_t){ sp->span_seq, false, false, 0 };
+		if (sp->seq != pos->seq)
+			*pos = (walk_pos_t){ sp->seq, false, false, 0 };
 		if (!pos->in_span) {
 			if (n == cap)
 				return n;
@@ -2480,7 +2600,7 @@ walk_chunk(vmem_t *vmp, int typemask, walk_pos_t *pos, walk_item_t *items,
 			pos->any_seg = true;
 			pos->last = seg_last(s);
 		}
-		*pos = (walk_pos_t){ sp->span_seq + 1, false, false, 0 };
+		*pos = (walk_pos_t){ sp->seq + 1, false, false, 0 };
 	}
 	*done = true;
 	return n;
@@ -2661,6 +2781,28 @@ vmem_foreach_arena(void (*func)(vmem_t *, void *), void *arg)
 /* ------------------------------------------------------------------ */
 /* Consistency checking. */
 
+/* Class c's memo entry, if any, is true: no segment it covers fits. */
+static bool
+memo_holds(const vmem_t *vmp, unsigned c)
+{
+	const scan_memo_t *m = vmp->memo;
+	const memo_ent_t *e;
+	req_t r;
+	uintptr_t a;
+
+	if (m == NULL || m->cls[c].epoch != m->epoch || m->epoch == 0)
+		return true;
+	e = &m->cls[c];
+	if (e->seq > vmp->free_seq)
+		return false;
+	r = (req_t){ .size = e->size, .align = m->align, .phase = m->phase,
+	    .nocross = m->nocross, .lo = m->lo, .hi = m->hi };
+	for (const vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext)
+		if (s->seq <= e->seq && seg_fit(s, &r, &a))
+			return false;
+	return true;
+}
+
 static int
 check_fail(vmem_t *vmp, const vseg_t *s, const char *what)
 {
@@ -2749,10 +2891,10 @@ vmem_check(vmem_t *vmp)
 	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
 		if (sp->type != SEG_SPAN)
 			return check_fail(vmp, sp, "span list holds a non-span");
-		if (sp != on_alist || sp->span_seq <= last_seq ||
-		    sp->span_seq > vmp->span_seq)
+		if (sp != on_alist || sp->seq <= last_seq ||
+		    sp->seq > vmp->span_seq)
 			return check_fail(vmp, sp, "span list out of order");
-		last_seq = sp->span_seq;
+		last_seq = sp->seq;
 		do
 			on_alist = on_alist->anext;
 		while (on_alist->type == SEG_ALLOC || on_alist->type == SEG_FREE);
@@ -2809,8 +2951,15 @@ vmem_check(vmem_t *vmp)
 				    "freelist holds a segment of another kind");
 			if (s->knext != NULL && s->knext->kprev != s)
 				return check_fail(vmp, s, "freelist links broken");
+			if (s->seq == 0 || s->seq > vmp->free_seq ||
+			    (s->knext != NULL && s->knext->seq >= s->seq))
+				return check_fail(vmp, s,
+				    "freelist not newest first");
 			nlisted++;
 		}
+		if (!memo_holds(vmp, c))
+			return check_fail(vmp, vmp->freelist[c],
+			    "scan memo claims a segment that fits");
 	}
 	if (nlisted - nspans != nfree || nfree != vmp->nfree)
 		return check_fail(vmp, NULL, "free segment count mismatch");

@@ -1819,6 +1819,116 @@ test_nocross_import(void)
 	vmem_destroy(src);
 }
 
+/* Free segments a call examined (the statistics' search counter). */
+static uint64_t
+searched(vmem_t *v, uint64_t *last)
+{
+	vmem_stats_t st;
+	uint64_t d;
+
+	vmem_get_stats(v, &st);
+	d = st.search - *last;
+	*last = st.search;
+	return d;
+}
+
+#define MEMO_SLOTS 64
+#define MEMO_ALIGN (16 * Q)
+
+/*
+ * A constrained request that fails in a full arena reads every free
+ * fragment once; repeating it reads only the fragments that arrived since
+ * (they could hold it), unless it is smaller than what failed, or its
+ * constraints differ. Every fit that exists is still found.
+ */
+static void
+test_constrained_failure_memo(void)
+{
+	uintptr_t base = 0x10000000UL;
+	vmem_t *v = mk("memo", base, MEMO_SLOTS * MEMO_ALIGN, Q);
+	void *p[MEMO_SLOTS], *x;
+	uint64_t last = 0;
+	int n;
+
+	/* 3 pages at every 64 KiB: 64 fragments of 13 pages, none aligned. */
+	for (n = 0; n < MEMO_SLOTS; n++) {
+		p[n] = vmem_xalloc(v, 3 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+		    VM_NOSLEEP);
+		REQUIRE(TL_U(p[n]) == base + (uintptr_t)n * MEMO_ALIGN);
+	}
+	(void)searched(v, &last);
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), MEMO_SLOTS);
+	CHECK_EQ(vmem_check(v), 0);
+	/* The same, and larger: nothing new to read. */
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK(vmem_xalloc(v, 9 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), 0);
+	/* Smaller than what failed: read again, then known too. */
+	CHECK(vmem_xalloc(v, Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), MEMO_SLOTS);
+	CHECK(vmem_xalloc(v, Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), 0);
+	CHECK_EQ(vmem_check(v), 0);
+	/* Other constraints are not covered: a 32 KiB boundary, a phase. */
+	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN / 2, 0, 0, NULL, NULL,
+	    VM_NOSLEEP);
+	CHECK(x != NULL && (TL_U(x) - base) % MEMO_ALIGN == MEMO_ALIGN / 2);
+	vmem_xfree(v, x, 2 * Q);
+	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 5 * Q, 0, NULL, NULL,
+	    VM_NOSLEEP);
+	CHECK(x != NULL && (TL_U(x) - base) % MEMO_ALIGN == 5 * Q);
+	vmem_xfree(v, x, 2 * Q);
+	CHECK_EQ(vmem_check(v), 0);
+	(void)searched(v, &last);
+	/* A free makes room: the new segment is read and used. */
+	vmem_xfree(v, p[40], 3 * Q);
+	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL, VM_NOSLEEP);
+	CHECK_EQ(TL_U(x), base + 40 * MEMO_ALIGN);
+	CHECK_EQ(searched(v, &last), 1);
+	/*
+	 * What the carve left is new, and so are the two fragments that the
+	 * 32 KiB and phase requests cut and their frees put together again:
+	 * read once.
+	 */
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), 3);
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), 0);
+	CHECK_EQ(vmem_check(v), 0);
+	/* A window is part of the constraints: below 1 MiB only 16 slots. */
+	vmem_xfree(v, x, 2 * Q);
+	vmem_xfree(v, p[3], 3 * Q);
+	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL,
+	    TL_PTR(base + 16 * MEMO_ALIGN), VM_NOSLEEP);
+	CHECK_EQ(TL_U(x), base + 3 * MEMO_ALIGN);
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL,
+	    TL_PTR(base + 16 * MEMO_ALIGN), VM_NOSLEEP) == NULL);
+	(void)searched(v, &last);
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL,
+	    TL_PTR(base + 16 * MEMO_ALIGN), VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), 0);
+	/* The free one above the window is still found without it. */
+	CHECK_EQ(TL_U(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP)), base + 40 * MEMO_ALIGN);
+	CHECK_EQ(vmem_check(v), 0);
+	vmem_xfree(v, TL_PTR(base + 40 * MEMO_ALIGN), 2 * Q);
+	vmem_xfree(v, x, 2 * Q);
+	for (n = 0; n < MEMO_SLOTS; n++)
+		if (n != 3 && n != 40)
+			vmem_xfree(v, p[n], 3 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_EQ(vmem_check(v), 0);
+	vmem_destroy(v);
+}
+
 int
 main(void)
 {
@@ -1859,5 +1969,6 @@ main(void)
 	RUN(test_nocross_import);
 	RUN(test_abort_cached_no_reap);
 	RUN(test_internal_flag_bits_ignored);
+	RUN(test_constrained_failure_memo);
 	return tu_finish();
 }

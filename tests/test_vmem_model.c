@@ -702,11 +702,46 @@ rand_size(am_t *m, size_t *rsize)
 	return sz;
 }
 
+/*
+ * One of three fixed sets of constraints: a failed constrained scan is
+ * remembered for its constraints only, so requests must repeat them for
+ * the memo to be used (and for a wrong memo to miss a fit).
+ */
+static void
+fixed_constraints(am_t *m, req_t *r)
+{
+	size_t q = m->q;
+
+	switch (tu_range(&R, 0, 2)) {
+	case 0:
+		r->align = 8 * q;
+		break;
+	case 1:
+		r->align = 4 * q;
+		r->phase = q;
+		if ((r->phase + r->rsize + 4 * q - 1) / (4 * q) * 4 * q <=
+		    64 * q)
+			r->nocross = 64 * q;
+		break;
+	default:
+		r->align = 2 * q;
+		r->minaddr = m->lo + (m->hi - m->lo) / q / 8 * q;
+		r->maxaddr = r->minaddr + (m->hi - m->lo) / q / 4 * q;
+		if (r->maxaddr < r->minaddr)
+			r->maxaddr = 0;
+		break;
+	}
+}
+
 static void
 rand_constraints(am_t *m, req_t *r)
 {
 	size_t q = m->q;
 
+	if (tu_range(&R, 0, 2) == 0) {
+		fixed_constraints(m, r);
+		return;
+	}
 	if (tu_range(&R, 0, 1))
 		r->align = q << tu_range(&R, 0, 6);
 	if (r->align > q)
