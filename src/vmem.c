@@ -882,6 +882,22 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
 	return NULL;
 }
 
+/*
+ * Whether some free segment is at least size large: the first non-empty
+ * class from size's own, past it if its size bound says none of its
+ * members is large enough. May say yes wrongly (a bound is an upper bound),
+ * never no.
+ */
+static bool
+some_free_holds(const vmem_t *vmp, size_t size)
+{
+	unsigned c = class_next(vmp, size_class(size >> vmp->qshift));
+
+	if (c < NCLASS && vmp->cmax[c] < size)
+		c = class_next(vmp, c + 1);
+	return c < NCLASS;
+}
+
 static vseg_t *
 find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 {
@@ -889,7 +905,9 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	vseg_t *s = start;
 	bool resume, behind;
 
-	if (s == &vmp->seg0)
+	/* The walk passes allocated segments too: in a full id arena it
+	 * would read every one to fail. */
+	if (s == &vmp->seg0 || !some_free_holds(vmp, r->size))
 		return NULL;
 	/*
 	 * The last next-fit segment may have been freed and coalesced with
@@ -916,11 +934,9 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 			s = s->anext;
 	}
 	do {
-		if (s->type == SEG_FREE) {
-			vmp->st_search++;
-			if (seg_fit(s, r, addrp))
-				return s;
-		}
+		vmp->st_search++;
+		if (s->type == SEG_FREE && seg_fit(s, r, addrp))
+			return s;
 		s = s->anext;
 		if (s == &vmp->seg0)
 			s = s->anext;

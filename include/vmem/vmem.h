@@ -173,7 +173,8 @@ typedef struct vmem_stats {
 	uint64_t wait;        /* VM_SLEEP waits: one per wake-up or 100 ms */
 	uint64_t fail;        /* failed allocations */
 	uint64_t lookup;      /* hash chain steps at free time */
-	uint64_t search;      /* free segments examined by allocations */
+	uint64_t search;      /* free segments examined by allocations (next
+	                       * fit: every segment its walk passes) */
 	uint64_t populate_fail; /* metadata (tag) allocation failures */
 	uint64_t contains;    /* vmem_contains calls */
 	uint64_t import;      /* spans imported */
