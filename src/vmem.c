@@ -172,6 +172,7 @@ struct vmem {
 	uint64_t span_seq;      /* the last span's arrival number */
 	uint64_t free_seq;      /* the last free segment's insertion number */
 	struct scan_memo *memo; /* what failed constrained scans learned */
+	struct best_bounds *bounds; /* what best fit learned of the classes */
 	vseg_t *freelist[NCLASS];
 	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
 	uint64_t freemap[NCLASS_WORDS];
@@ -818,24 +819,64 @@ memo_learn(vmem_t *vmp, unsigned c, const req_t *r)
 	m->cls[c] = (memo_ent_t){ vmp->freelist[c]->seq, r->size, m->epoch };
 }
 
+/*
+ * Best fit's lower bounds, for arenas that use it. min[c] bounds from
+ * below the sizes of class c's members inserted up to number seq[c] (the
+ * members of its last whole reading); newer members are at the head of
+ * the list and read first anyway. So once a class has been read whole, a
+ * best-fit request smaller than its members stops at the first member of
+ * the least size instead of reading them all. Allocated at the first
+ * whole reading by best fit; nothing to maintain on insertion.
+ */
+typedef struct best_bounds {
+	size_t min[NCLASS];
+	uint64_t seq[NCLASS];
+} best_bounds_t;
+
+static size_t
+bounds_bytes(void)
+{
+	size_t page = plat_pagesize();
+
+	return (sizeof (best_bounds_t) + page - 1) & ~(page - 1);
+}
+
+/* Best fit read non-empty class c whole: its least member is min. */
+static void
+bounds_learn(vmem_t *vmp, unsigned c, size_t min)
+{
+	if (vmp->bounds == NULL &&
+	    (vmp->bounds = plat_pages_alloc(bounds_bytes())) == NULL)
+		return;
+	vmp->bounds->min[c] = min;
+	vmp->bounds->seq[c] = vmp->freelist[c]->seq;
+}
+
 /* ------------------------------------------------------------------ */
 /* Searching the freelists. */
 
 /*
  * Scan class c for a segment that fits. best: the smallest one, else the
  * first. plain: r has no constraint, so size alone decides (inlined with
- * constant flags, each caller gets the loop it needs). A full scan that
- * finds nothing tightens the class's size bound, and for a constrained
- * request teaches the memo; a scan the memo shortens reads only the newer
- * segments, and moves the memo on if none of them holds the memo's size.
+ * constant flags, each caller gets the loop it needs). A scan that reads
+ * the whole class tightens its size bounds, and if it found nothing for a
+ * constrained request teaches the memo; a scan the memo shortens reads
+ * only the newer segments, and moves the memo on if none of them holds
+ * the memo's size. Best fit stops at a fit of the least size the class
+ * can hold for r: r's size, or the class's smallest size, or once past
+ * the newer members the bound its last whole reading left (so a class
+ * full of equal segments larger than r is not read whole every time).
  */
 static VMEM_ALWAYS_INLINE vseg_t *
 class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
     uintptr_t *addrp)
 {
-	vseg_t *found = NULL;
+	vseg_t *found = NULL, *s;
 	uintptr_t found_addr = 0, a;
-	size_t seen_max = 0;
+	size_t seen_max = 0, seen_min = SIZE_MAX;
+	size_t least = 0;
+	best_bounds_t *bb = best ? vmp->bounds : NULL;
+	uint64_t bound_seq = bb != NULL ? bb->seq[c] : 0;
 	bool constrained = !plain && req_constrained(vmp, r);
 	memo_ent_t *known = constrained ? memo_find(vmp, c, r) : NULL;
 	uint64_t known_seq = known != NULL ? known->seq : 0;
@@ -849,11 +890,28 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
 		smaller = *r;
 		smaller.size = known->size;
 	}
-	for (vseg_t *s = vmp->freelist[c]; s != NULL && s->seq > known_seq;
+	if (best) {
+		/* (class_low(c) quanta fit in a size: c has members) */
+		least = (size_t)class_low(c) << vmp->qshift;
+		if (r->size > least)
+			least = r->size;
+	}
+	for (s = vmp->freelist[c]; s != NULL && s->seq > known_seq;
 	    s = s->knext) {
+		if (best && s->seq <= bound_seq) {
+			/* Past the newer members: the bound applies. */
+			size_t b = bb->min[c] < seen_min ? bb->min[c] : seen_min;
+			bound_seq = 0;
+			if (b > least)
+				least = b;
+			if (found != NULL && found->size == least)
+				break;
+		}
 		vmp->st_search++;
 		if (s->size > seen_max)
 			seen_max = s->size;
+		if (best && s->size < seen_min)
+			seen_min = s->size;
 		if (!(plain ? seg_fit_plain(s, r, &a) : seg_fit(s, r, &a))) {
 			if (check_smaller && moves_on &&
 			    seg_fit(s, &smaller, &a))
@@ -865,15 +923,20 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
 			found = s;
 			found_addr = a;
 		}
-		if (!best || s->size == r->size)
+		if (!best || s->size == least)
 			break;
+	}
+	if (s == NULL && known == NULL) {
+		/* read whole: the bounds are exact now */
+		vmp->cmax[c] = seen_max;
+		if (best)
+			bounds_learn(vmp, c, seen_min);
 	}
 	if (found != NULL) {
 		*addrp = found_addr;
 		return found;
 	}
 	if (known == NULL) {
-		vmp->cmax[c] = seen_max;
 		if (constrained)
 			memo_learn(vmp, c, r);
 	} else if (moves_on && vmp->freelist[c]->seq > known->seq) {
@@ -2496,6 +2559,8 @@ vmem_destroy(vmem_t *vmp)
 	meta_charge(vmp, -owned);
 	if (vmp->memo != NULL)
 		plat_pages_free(vmp->memo, memo_bytes());
+	if (vmp->bounds != NULL)
+		plat_pages_free(vmp->bounds, bounds_bytes());
 	if (vmp->hash != vmp->hash0) {
 		size_t page = plat_pagesize();
 		plat_pages_free(vmp->hash, (vmp->hash_size * sizeof (vseg_t *) +
@@ -2881,6 +2946,11 @@ vmem_check(vmem_t *vmp)
 				if (vmp->cmax[c] < s->size)
 					return check_fail(vmp, s,
 					    "class size bound too small");
+				if (vmp->bounds != NULL &&
+				    s->seq <= vmp->bounds->seq[c] &&
+				    s->size < vmp->bounds->min[c])
+					return check_fail(vmp, s,
+					    "class lower size bound too large");
 				nfree++;
 				continue;
 			}

@@ -1929,6 +1929,57 @@ test_constrained_failure_memo(void)
 	vmem_destroy(v);
 }
 
+/*
+ * Best fit in a class full of equal segments larger than the request:
+ * after one full reading the class knows its smallest member, and any
+ * segment of that size is the answer (it used to read the whole class on
+ * every call). A smaller segment that arrives is still preferred.
+ */
+static void
+test_bestfit_equal_segments(void)
+{
+	enum { N = 1000 };
+	vmem_t *v = mk("bf_equal", BASE, (size_t)N * 18 * Q + 64 * Q, Q);
+	static void *big[N], *sep[N];
+	void *p, *q;
+	uint64_t last = 0;
+
+	for (int i = 0; i < N; i++) {
+		REQUIRE((big[i] = vmem_alloc(v, 17 * Q, VM_NOSLEEP)) != NULL);
+		REQUIRE((sep[i] = vmem_alloc(v, Q, VM_NOSLEEP)) != NULL);
+	}
+	for (int i = 0; i < N; i++)
+		vmem_free(v, big[i], 17 * Q);
+	(void)searched(v, &last);
+	for (int k = 0; k < 5; k++) {
+		p = vmem_alloc(v, 16 * Q, VM_NOSLEEP | VM_BESTFIT);
+		REQUIRE(p != NULL);
+		CHECK(searched(v, &last) <= (k == 0 ? N : 1));
+		vmem_free(v, p, 16 * Q);
+	}
+	/* A 16-page hole now exists: it is the best fit. */
+	q = vmem_alloc(v, 16 * Q, VM_NOSLEEP | VM_BESTFIT);
+	REQUIRE(q != NULL);
+	vmem_free(v, sep[N / 2], Q);     /* 17 + 1 + 17 pages around it */
+	p = vmem_alloc(v, 16 * Q, VM_NOSLEEP | VM_BESTFIT);
+	CHECK(p != NULL && p != q);
+	vmem_free(v, p, 16 * Q);
+	vmem_free(v, q, 16 * Q);         /* back to 17 pages... */
+	p = vmem_alloc(v, 2 * Q, VM_NOSLEEP | VM_BESTFIT);
+	REQUIRE(p != NULL);              /* ...leaves a 15-page fragment */
+	q = vmem_alloc(v, 15 * Q, VM_NOSLEEP | VM_BESTFIT);
+	CHECK_EQ(TL_U(q), TL_U(p) + 2 * Q);
+	CHECK_EQ(vmem_check(v), 0);
+	vmem_free(v, q, 15 * Q);
+	vmem_free(v, p, 2 * Q);
+	for (int i = 0; i < N; i++)
+		if (i != N / 2)
+			vmem_free(v, sep[i], Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_EQ(vmem_check(v), 0);
+	vmem_destroy(v);
+}
+
 int
 main(void)
 {
@@ -1970,5 +2021,6 @@ main(void)
 	RUN(test_abort_cached_no_reap);
 	RUN(test_internal_flag_bits_ignored);
 	RUN(test_constrained_failure_memo);
+	RUN(test_bestfit_equal_segments);
 	return tu_finish();
 }

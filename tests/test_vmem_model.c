@@ -262,6 +262,35 @@ fit_exists(const am_t *m, const req_t *r)
 	return 0;
 }
 
+/*
+ * Best fit's answer: the length of the smallest free range that holds r
+ * (0 if none), and that range's index in fr[] for each of the n ranges.
+ */
+static uintptr_t
+best_fit_len(const am_t *m, const req_t *r, iv_t *fr, int *n)
+{
+	uintptr_t best = 0;
+
+	*n = model_free(m, fr, MAXSEG + MAXSPAN);
+	for (int i = 0; i < *n; i++) {
+		uintptr_t len = fr[i].l - fr[i].s;   /* length - 1 */
+		if (ref_fit(fr[i].s, fr[i].l, r) != 0 &&
+		    (best == 0 || len + 1 < best))
+			best = len + 1;
+	}
+	return best;
+}
+
+/* The length of the free range of fr[] that holds a. */
+static uintptr_t
+range_len_at(const iv_t *fr, int n, uintptr_t a)
+{
+	for (int i = 0; i < n; i++)
+		if (fr[i].s <= a && a <= fr[i].l)
+			return fr[i].l - fr[i].s + 1;
+	return 0;
+}
+
 static int
 ever_fits(const am_t *m, const req_t *r)
 {
@@ -781,8 +810,9 @@ op_alloc(int ai, int x)
 {
 	am_t *m = &W[ai];
 	req_t r;
-	uintptr_t a;
-	int must, never = 0, pol;
+	static iv_t before[MAXSEG + MAXSPAN];
+	uintptr_t a, best = 0;
+	int must, never = 0, pol, nbefore = 0;
 
 	memset(&r, 0, sizeof (r));
 	r.x = x;
@@ -797,6 +827,8 @@ op_alloc(int ai, int x)
 	else if (x && tu_range(&R, 0, 1))
 		r.align = m->q << tu_range(&R, 0, 4);
 	must = fit_exists(m, &r);
+	if (r.flags & VM_BESTFIT)
+		best = best_fit_len(m, &r, before, &nbefore);
 	if (m->root)
 		never = !ever_fits(m, &r);
 	r.flags |= (m->root && (must || never) && tu_range(&R, 0, 3) == 0) ?
@@ -822,6 +854,9 @@ op_alloc(int ai, int x)
 		fail_here("satisfied an impossible request", ai, &r, a);
 	if (a % m->q != 0 || !satisfies(a, &r))
 		fail_here("constraints violated", ai, &r, a);
+	if (best != 0 && range_len_at(before, nbefore, a) != best)
+		fail_here("best fit took a larger segment than the best",
+		    ai, &r, a);
 	if (span_of(m, a, a + r.rsize - 1) < 0)
 		fail_here("result outside every span", ai, &r, a);
 	if (overlaps_live(m, a, a + r.rsize - 1))
