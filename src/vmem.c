@@ -520,6 +520,15 @@ seg_last(const vseg_t *s)
 	return s->start + (s->size - 1);
 }
 
+/* bytes rounded up to whole pages (metadata comes in pages). */
+static size_t
+page_round(size_t bytes)
+{
+	size_t page = plat_pagesize();
+
+	return (bytes + page - 1) & ~(page - 1);
+}
+
 /* ------------------------------------------------------------------ */
 /* The allocated-segment hash. */
 
@@ -535,8 +544,7 @@ static void
 hash_resize(vmem_t *vmp, unsigned bits)
 {
 	size_t nsize = (size_t)1 << bits;
-	size_t bytes = nsize * sizeof (vseg_t *);
-	size_t page = plat_pagesize();
+	size_t bytes = page_round(nsize * sizeof (vseg_t *));
 	vseg_t **old = vmp->hash, **table;
 	size_t osize = vmp->hash_size;
 
@@ -544,7 +552,6 @@ hash_resize(vmem_t *vmp, unsigned bits)
 		table = vmp->hash0;
 		memset(table, 0, sizeof (vmp->hash0));
 	} else {
-		bytes = (bytes + page - 1) & ~(page - 1);
 		table = plat_pages_alloc(bytes);
 		if (table == NULL)
 			return; /* keep the old table: slower, still correct */
@@ -562,11 +569,8 @@ hash_resize(vmem_t *vmp, unsigned bits)
 			s = next;
 		}
 	}
-	if (old != vmp->hash0) {
-		size_t obytes = osize * sizeof (vseg_t *);
-		obytes = (obytes + page - 1) & ~(page - 1);
-		plat_pages_free(old, obytes);
-	}
+	if (old != vmp->hash0)
+		plat_pages_free(old, page_round(osize * sizeof (vseg_t *)));
 }
 
 static void
@@ -771,9 +775,7 @@ typedef struct scan_memo {
 static size_t
 memo_bytes(void)
 {
-	size_t page = plat_pagesize();
-
-	return (sizeof (scan_memo_t) + page - 1) & ~(page - 1);
+	return page_round(sizeof (scan_memo_t));
 }
 
 static inline bool
@@ -836,9 +838,7 @@ typedef struct best_bounds {
 static size_t
 bounds_bytes(void)
 {
-	size_t page = plat_pagesize();
-
-	return (sizeof (best_bounds_t) + page - 1) & ~(page - 1);
+	return page_round(sizeof (best_bounds_t));
 }
 
 /* Best fit read non-empty class c whole: its least member is min. */
@@ -2058,9 +2058,7 @@ vmem_importer_count(const vmem_t *vmp)
 static size_t
 arena_bytes(void)
 {
-	size_t page = plat_pagesize();
-
-	return (sizeof (vmem_t) + page - 1) & ~(page - 1);
+	return page_round(sizeof (vmem_t));
 }
 
 static vmem_t *
@@ -2562,9 +2560,8 @@ vmem_destroy(vmem_t *vmp)
 	if (vmp->bounds != NULL)
 		plat_pages_free(vmp->bounds, bounds_bytes());
 	if (vmp->hash != vmp->hash0) {
-		size_t page = plat_pagesize();
-		plat_pages_free(vmp->hash, (vmp->hash_size * sizeof (vseg_t *) +
-		    page - 1) & ~(page - 1));
+		plat_pages_free(vmp->hash,
+		    page_round(vmp->hash_size * sizeof (vseg_t *)));
 	}
 	plat_cond_destroy(&vmp->cv);
 	plat_mutex_destroy(&vmp->lock);
