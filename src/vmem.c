@@ -173,6 +173,7 @@ struct vmem {
 	uint64_t free_seq;      /* the last free segment's insertion number */
 	struct scan_memo *memo; /* what failed constrained scans learned */
 	struct best_bounds *bounds; /* what best fit learned of the classes */
+	unsigned side_backoff;  /* side table calls to go without pages */
 	vseg_t *freelist[NCLASS];
 	size_t cmax[NCLASS];    /* upper bound of member sizes, 0 if empty */
 	uint64_t freemap[NCLASS_WORDS];
@@ -785,6 +786,28 @@ memo_key_is(const scan_memo_t *m, const req_t *r)
 	    m->nocross == r->nocross && m->lo == r->lo && m->hi == r->hi;
 }
 
+/*
+ * Pages for a side table (the memo, the bounds), made when first needed.
+ * Without them the arena is only slower, so after a refusal the next
+ * SIDE_RETRY calls go without, instead of asking the platform again under
+ * the arena lock at every failure of a starved system.
+ */
+#define SIDE_RETRY      1024
+
+static void *
+side_table_alloc(vmem_t *vmp, size_t bytes)
+{
+	void *p;
+
+	if (vmp->side_backoff > 0) {
+		vmp->side_backoff--;
+		return NULL;
+	}
+	if ((p = plat_pages_alloc(bytes)) == NULL)
+		vmp->side_backoff = SIDE_RETRY;
+	return p;
+}
+
 /* Class c's entry that applies to r (same key, size at least its), or NULL. */
 static memo_ent_t *
 memo_find(vmem_t *vmp, unsigned c, const req_t *r)
@@ -806,7 +829,7 @@ memo_learn(vmem_t *vmp, unsigned c, const req_t *r)
 
 	if (m == NULL) {
 		/* (pages come zeroed: epoch 0, no entry valid) */
-		if ((m = plat_pages_alloc(memo_bytes())) == NULL)
+		if ((m = side_table_alloc(vmp, memo_bytes())) == NULL)
 			return;
 		vmp->memo = m;
 	}
@@ -846,7 +869,7 @@ static void
 bounds_learn(vmem_t *vmp, unsigned c, size_t min)
 {
 	if (vmp->bounds == NULL &&
-	    (vmp->bounds = plat_pages_alloc(bounds_bytes())) == NULL)
+	    (vmp->bounds = side_table_alloc(vmp, bounds_bytes())) == NULL)
 		return;
 	vmp->bounds->min[c] = min;
 	vmp->bounds->seq[c] = vmp->freelist[c]->seq;

@@ -1875,14 +1875,17 @@ test_constrained_failure_memo(void)
 	    VM_NOSLEEP) == NULL);
 	CHECK_EQ(searched(v, &last), 0);
 	CHECK_EQ(vmem_check(v), 0);
-	/* Other constraints are not covered: a 32 KiB boundary, a phase. */
-	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN / 2, 0, 0, NULL, NULL,
-	    VM_NOSLEEP);
-	CHECK(x != NULL && (TL_U(x) - base) % MEMO_ALIGN == MEMO_ALIGN / 2);
-	vmem_xfree(v, x, 2 * Q);
+	/*
+	 * Other constraints are not covered: a phase, a 32 KiB boundary
+	 * (each first, while every hole is older than the memo).
+	 */
 	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 5 * Q, 0, NULL, NULL,
 	    VM_NOSLEEP);
 	CHECK(x != NULL && (TL_U(x) - base) % MEMO_ALIGN == 5 * Q);
+	vmem_xfree(v, x, 2 * Q);
+	x = vmem_xalloc(v, 2 * Q, MEMO_ALIGN / 2, 0, 0, NULL, NULL,
+	    VM_NOSLEEP);
+	CHECK(x != NULL && (TL_U(x) - base) % MEMO_ALIGN == MEMO_ALIGN / 2);
 	vmem_xfree(v, x, 2 * Q);
 	CHECK_EQ(vmem_check(v), 0);
 	(void)searched(v, &last);
@@ -1926,6 +1929,109 @@ test_constrained_failure_memo(void)
 			vmem_xfree(v, p[n], 3 * Q);
 	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
 	CHECK_EQ(vmem_check(v), 0);
+	vmem_destroy(v);
+}
+
+/*
+ * The memo moves on past newer segments only when none of them holds the
+ * size it remembers: a failure at a larger size must not hide a newer
+ * segment that holds the smaller one.
+ */
+static void
+test_memo_keeps_smaller_fit(void)
+{
+	uintptr_t base = 0x10000000UL, slot = base + 20 * MEMO_ALIGN;
+	vmem_t *v = mk("memo_small", base, MEMO_SLOTS * MEMO_ALIGN, Q);
+	void *p[MEMO_SLOTS], *a, *b, *c;
+	int n;
+
+	for (n = 0; n < MEMO_SLOTS; n++) {
+		p[n] = vmem_xalloc(v, 3 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+		    VM_NOSLEEP);
+		REQUIRE(TL_U(p[n]) == base + (uintptr_t)n * MEMO_ALIGN);
+	}
+	/*
+	 * Slot 20 becomes 2 pages (a), 1 page (b), 13 free, and the 13
+	 * free pages before it 2 pages (c) and 11 free.
+	 */
+	vmem_xfree(v, p[20], 3 * Q);
+	a = vmem_xalloc(v, 2 * Q, 0, 0, 0, TL_PTR(slot), TL_PTR(slot + 2 * Q),
+	    VM_NOSLEEP);
+	b = vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(slot + 2 * Q),
+	    TL_PTR(slot + 3 * Q), VM_NOSLEEP);
+	c = vmem_xalloc(v, 2 * Q, 0, 0, 0, TL_PTR(slot - 13 * Q),
+	    TL_PTR(slot - 11 * Q), VM_NOSLEEP);
+	REQUIRE(TL_U(a) == slot && TL_U(b) == slot + 2 * Q &&
+	    TL_U(c) == slot - 13 * Q);
+	/* Learn: no aligned 2 pages anywhere. */
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	/* Freeing a leaves exactly 2 aligned pages at the slot: a newer
+	 * 13-page segment, in the class of the unaligned holes the memo
+	 * covers, that fails 3 pages but holds 2. */
+	vmem_xfree(v, a, 2 * Q);
+	CHECK(vmem_xalloc(v, 3 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(vmem_check(v), 0);
+	a = vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL, VM_NOSLEEP);
+	CHECK_EQ(TL_U(a), slot);
+	CHECK_EQ(vmem_check(v), 0);
+	vmem_xfree(v, a, 2 * Q);
+	vmem_xfree(v, b, Q);
+	vmem_xfree(v, c, 2 * Q);
+	for (n = 0; n < MEMO_SLOTS; n++)
+		if (n != 20)
+			vmem_xfree(v, p[n], 3 * Q);
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	vmem_destroy(v);
+}
+
+static long memo_page_asks;
+
+static int
+refuse_memo_pages(const char *site, void *arg)
+{
+	(void)arg;
+	if (strcmp(site, "metadata") != 0)
+		return 0;
+	memo_page_asks++;
+	return 1;
+}
+
+/*
+ * With no pages for the memo, failures read every hole (still correct)
+ * and ask for the pages again only now and then, not at every call under
+ * the arena lock; once pages come back the memo is made.
+ */
+static void
+test_memo_without_pages(void)
+{
+	uintptr_t base = 0x10000000UL;
+	vmem_t *v = mk("memo_nopages", base, MEMO_SLOTS * MEMO_ALIGN, Q);
+	void *p[MEMO_SLOTS];
+	uint64_t last = 0;
+	int n, k;
+
+	for (n = 0; n < MEMO_SLOTS; n++)
+		REQUIRE((p[n] = vmem_xalloc(v, 3 * Q, MEMO_ALIGN, 0, 0, NULL,
+		    NULL, VM_NOSLEEP)) != NULL);
+	vmem_set_fault_hook(refuse_memo_pages, NULL);
+	for (k = 0; k < 1000; k++)
+		CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+		    VM_NOSLEEP) == NULL);
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK_EQ(memo_page_asks, 1);
+	CHECK_EQ(vmem_check(v), 0);
+	/* Pages again: within the back-off, then learnt, then nothing read. */
+	for (k = 0; k < 1100; k++)
+		CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+		    VM_NOSLEEP) == NULL);
+	(void)searched(v, &last);
+	CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(searched(v, &last), 0);
+	for (n = 0; n < MEMO_SLOTS; n++)
+		vmem_xfree(v, p[n], 3 * Q);
 	vmem_destroy(v);
 }
 
@@ -2021,6 +2127,8 @@ main(void)
 	RUN(test_abort_cached_no_reap);
 	RUN(test_internal_flag_bits_ignored);
 	RUN(test_constrained_failure_memo);
+	RUN(test_memo_keeps_smaller_fit);
+	RUN(test_memo_without_pages);
 	RUN(test_bestfit_equal_segments);
 	return tu_finish();
 }

@@ -740,24 +740,31 @@ static void
 fixed_constraints(am_t *m, req_t *r)
 {
 	size_t q = m->q;
+	uintptr_t eighth = (m->hi - m->lo) / q / 8 * q;
 
-	switch (tu_range(&R, 0, 2)) {
+	switch (tu_range(&R, 0, 4)) {
 	case 0:
 		r->align = 8 * q;
 		break;
-	case 1:
+	case 1:         /* as 0 but for the phase */
+		r->align = 8 * q;
+		r->phase = 4 * q;
+		break;
+	case 2:
 		r->align = 4 * q;
 		r->phase = q;
 		if ((r->phase + r->rsize + 4 * q - 1) / (4 * q) * 4 * q <=
 		    64 * q)
 			r->nocross = 64 * q;
 		break;
-	default:
+	default:        /* 3 and 4: two windows, the same otherwise */
 		r->align = 2 * q;
-		r->minaddr = m->lo + (m->hi - m->lo) / q / 8 * q;
-		r->maxaddr = r->minaddr + (m->hi - m->lo) / q / 4 * q;
-		if (r->maxaddr < r->minaddr)
-			r->maxaddr = 0;
+		if (eighth == 0)
+			break;
+		r->minaddr = m->lo + eighth;
+		if (tu_range(&R, 0, 1))
+			r->minaddr += eighth;
+		r->maxaddr = r->minaddr + 2 * eighth;
 		break;
 	}
 }
