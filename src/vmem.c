@@ -758,7 +758,7 @@ seg_fit_plain(const vseg_t *s, const req_t *r, uintptr_t *out)
  * smaller size. So a later scan of c with the same key and at least that
  * size reads only the segments in front of seq: a repeated failure costs
  * O(segments inserted since), not O(all). Allocated at the first failure;
- * without it every scan is full.
+ * without it (no pages) every scan is full.
  */
 typedef struct memo_ent {
 	uint64_t seq;
