@@ -1823,12 +1823,9 @@ test_nocross_import(void)
 static uint64_t
 searched(vmem_t *v, uint64_t *last)
 {
-	vmem_stats_t st;
-	uint64_t d;
+	uint64_t now = tl_stats(v).search, d = now - *last;
 
-	vmem_get_stats(v, &st);
-	d = st.search - *last;
-	*last = st.search;
+	*last = now;
 	return d;
 }
 
@@ -1986,18 +1983,6 @@ test_memo_keeps_smaller_fit(void)
 	vmem_destroy(v);
 }
 
-static long memo_page_asks;
-
-static int
-refuse_memo_pages(const char *site, void *arg)
-{
-	(void)arg;
-	if (strcmp(site, "metadata") != 0)
-		return 0;
-	memo_page_asks++;
-	return 1;
-}
-
 /*
  * With no pages for the memo, failures read every hole (still correct)
  * and ask for the pages again only now and then, not at every call under
@@ -2010,17 +1995,18 @@ test_memo_without_pages(void)
 	vmem_t *v = mk("memo_nopages", base, MEMO_SLOTS * MEMO_ALIGN, Q);
 	void *p[MEMO_SLOTS];
 	uint64_t last = 0;
-	int n, k;
+	int n, k, asked;
 
 	for (n = 0; n < MEMO_SLOTS; n++)
 		REQUIRE((p[n] = vmem_xalloc(v, 3 * Q, MEMO_ALIGN, 0, 0, NULL,
 		    NULL, VM_NOSLEEP)) != NULL);
-	vmem_set_fault_hook(refuse_memo_pages, NULL);
+	asked = metadata_refused;
+	vmem_set_fault_hook(refuse_metadata, NULL);
 	for (k = 0; k < 1000; k++)
 		CHECK(vmem_xalloc(v, 2 * Q, MEMO_ALIGN, 0, 0, NULL, NULL,
 		    VM_NOSLEEP) == NULL);
 	vmem_set_fault_hook(NULL, NULL);
-	CHECK_EQ(memo_page_asks, 1);
+	CHECK_EQ(metadata_refused - asked, 1);
 	CHECK_EQ(vmem_check(v), 0);
 	/* Pages again: within the back-off, then learnt, then nothing read. */
 	for (k = 0; k < 1100; k++)

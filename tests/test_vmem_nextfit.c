@@ -8,9 +8,9 @@
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "testutil.h"
+#include "vmem_testlib.h"
 
 static void
 test_no_immediate_reuse(void)
@@ -67,36 +67,17 @@ test_mixed_lifetimes(void)
 	vmem_destroy(ids);
 }
 
-typedef struct held {
-	uintptr_t *addr;
-	size_t *size;
-	size_t n;
-} held_t;
-
-static void
-note_held(void *arg, void *addr, size_t size)
-{
-	held_t *h = arg;
-
-	h->addr[h->n] = (uintptr_t)addr;
-	h->size[h->n++] = size;
-}
-
 /* Free what is still allocated, then destroy: no leak report. */
 static void
 free_all_and_destroy(vmem_t *v)
 {
-	size_t n = vmem_size(v, VMEM_ALLOC);   /* ids: at most this many */
-	held_t h = { malloc(n * sizeof (uintptr_t) + 1),
-	    malloc(n * sizeof (size_t) + 1), 0 };
+	tl_segs_t held = { 0 };
 
-	REQUIRE(h.addr != NULL && h.size != NULL);
-	vmem_walk(v, VMEM_ALLOC, note_held, &h);
-	for (size_t i = 0; i < h.n; i++)
-		vmem_xfree(v, (void *)h.addr[i], h.size[i]);
+	tl_walk(v, VMEM_ALLOC, &held);
+	for (size_t i = 0; i < held.n; i++)
+		vmem_xfree(v, (void *)held.v[i].start, held.v[i].size);
 	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
-	free(h.addr);
-	free(h.size);
+	tl_segs_free(&held);
 	vmem_destroy(v);
 }
 
@@ -167,15 +148,6 @@ test_rotor_position(void)
 	free_all_and_destroy(v);
 }
 
-static uint64_t
-search_count(vmem_t *v)
-{
-	vmem_stats_t st;
-
-	vmem_get_stats(v, &st);
-	return st.search;
-}
-
 /*
  * A pid space with every id taken: a failing next-fit call must not walk
  * the 100,000 allocated ids (it took 3.7 ms a call), nor 50,000 one-id
@@ -192,15 +164,15 @@ test_failure_without_walk(void)
 	REQUIRE(v != NULL);
 	for (uintptr_t i = 1; i <= N; i++)
 		REQUIRE((uintptr_t)next_id(v) == i);
-	before = search_count(v);
+	before = tl_stats(v).search;
 	for (int k = 0; k < 10; k++)
 		CHECK(next_id(v) == 0);
-	CHECK_EQ(search_count(v) - before, 0);
+	CHECK_EQ(tl_stats(v).search - before, 0);
 	for (uintptr_t i = 1; i <= N; i += 2)
 		vmem_free(v, (void *)i, 1);
-	before = search_count(v);
+	before = tl_stats(v).search;
 	CHECK(vmem_alloc(v, 2, VM_NOSLEEP | VM_NEXTFIT) == NULL);
-	CHECK_EQ(search_count(v) - before, 0);
+	CHECK_EQ(tl_stats(v).search - before, 0);
 	/* Two adjacent free ids: found, wherever the rotor is. */
 	vmem_free(v, (void *)(uintptr_t)(N / 2), 1);
 	CHECK_EQ((uintptr_t)vmem_alloc(v, 2, VM_NOSLEEP | VM_NEXTFIT),
