@@ -968,20 +968,30 @@ class_scan(vmem_t *vmp, unsigned c, const req_t *r, bool best, bool plain,
 	return NULL;
 }
 
+/* The first segment of class c that fits r, whatever r's constraints. */
+static VMEM_NOINLINE vseg_t *
+class_first_fit(vmem_t *vmp, unsigned c, const req_t *r, uintptr_t *addrp)
+{
+	return class_scan(vmp, c, r, false, false, addrp);
+}
+
 /*
- * Whether some free segment is at least size large: the first non-empty
- * class from size's own, past it if its size bound says none of its
- * members is large enough. May say yes wrongly (a bound is an upper bound),
- * never no.
+ * Whether some free segment could hold r, before next fit walks the
+ * address list (allocated segments too) for it. Every member of a class
+ * above r's own is large enough; when r's own class is the only
+ * candidate, read it: its size bound is only an upper bound, and next fit
+ * alone would never tighten it (the read does).
  */
 static bool
-some_free_holds(const vmem_t *vmp, size_t size)
+some_free_holds(vmem_t *vmp, const req_t *r)
 {
-	unsigned c = class_next(vmp, size_class(size >> vmp->qshift));
+	unsigned own = size_class(r->size >> vmp->qshift);
+	unsigned c = class_next(vmp, own);
+	uintptr_t a;
 
-	if (c < NCLASS && vmp->cmax[c] < size)
-		c = class_next(vmp, c + 1);
-	return c < NCLASS;
+	if (c != own || class_next(vmp, own + 1) < NCLASS)
+		return c < NCLASS;
+	return class_first_fit(vmp, own, r, &a) != NULL;
 }
 
 static vseg_t *
@@ -993,7 +1003,7 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 
 	/* The walk passes allocated segments too: in a full id arena it
 	 * would read every one to fail. */
-	if (s == &vmp->seg0 || !some_free_holds(vmp, r->size))
+	if (s == &vmp->seg0 || !some_free_holds(vmp, r))
 		return NULL;
 	/*
 	 * The last next-fit segment may have been freed and coalesced with
@@ -1030,13 +1040,6 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	if ((resume || behind) && seg_fit(start, r, addrp))
 		return start;
 	return NULL;
-}
-
-/* The first segment of class c that fits r, whatever r's constraints. */
-static VMEM_NOINLINE vseg_t *
-class_first_fit(vmem_t *vmp, unsigned c, const req_t *r, uintptr_t *addrp)
-{
-	return class_scan(vmp, c, r, false, false, addrp);
 }
 
 /* Best and first fit: classes in size order from our own. */

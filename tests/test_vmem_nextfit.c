@@ -182,6 +182,38 @@ test_failure_without_walk(void)
 	free_all_and_destroy(v);
 }
 
+/*
+ * The class size bound that tells a failing next fit not to walk is an
+ * upper bound: after a 17-id hole is taken from a class that also held a
+ * 16-id one, it still says 17. The class is read instead (one segment),
+ * not the 20,000 ids of the address list.
+ */
+static void
+test_stale_bound_without_walk(void)
+{
+	enum { N = 20000 };
+	vmem_t *v = vmem_create("nf_stale", (void *)1, N, 1, NULL, NULL,
+	    NULL, 0, VMC_IDENTIFIER);
+	uint64_t before;
+
+	REQUIRE(v != NULL);
+	for (uintptr_t i = 1; i <= N; i++)
+		REQUIRE((uintptr_t)next_id(v) == i);
+	for (uintptr_t i = 0; i < 17; i++) {
+		if (i < 16)
+			vmem_free(v, (void *)(100 + i), 1);
+		vmem_free(v, (void *)(1000 + i), 1);
+	}
+	CHECK_EQ((uintptr_t)vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT), 1000);
+	before = tl_stats(v).search;
+	CHECK(vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT) == NULL);
+	CHECK(vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT) == NULL);
+	CHECK(tl_stats(v).search - before <= 1);
+	CHECK_EQ((uintptr_t)vmem_alloc(v, 16, VM_NOSLEEP | VM_NEXTFIT), 100);
+	CHECK(vmem_check(v) == 0);
+	free_all_and_destroy(v);
+}
+
 int
 main(void)
 {
@@ -189,5 +221,6 @@ main(void)
 	RUN(test_mixed_lifetimes);
 	RUN(test_rotor_position);
 	RUN(test_failure_without_walk);
+	RUN(test_stale_bound_without_walk);
 	return tu_finish();
 }
