@@ -416,7 +416,7 @@ static void
 test_compat_flags(void)
 {
 	static const int flags[] = { VM_PUSHPAGE, VM_NORMALPRI, VM_NODEBUG,
-	    VM_MEMLOAD, VM_NORELOAD, VM_ABORT, VM_PANIC };
+	    VM_MEMLOAD, VM_NORELOC, VM_ABORT, VM_PANIC };
 	vmem_t *v = vmem_create("compat", TL_PTR(BASE), 16 * Q, Q, NULL,
 	    NULL, NULL, 0, VMC_POPULATOR | VMC_DUMPSAFE | VM_SLEEP);
 

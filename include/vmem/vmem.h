@@ -31,7 +31,7 @@ extern "C" {
 #define VM_FIRSTFIT     0x00000200 /* first fit in size-class order */
 #define VM_NEXTFIT      0x00000400 /* first free segment after the last one */
 #define VM_MEMLOAD      0x00000800 /* accepted for compatibility; no effect */
-#define VM_NORELOAD     0x00001000 /* accepted for compatibility; no effect */
+#define VM_NORELOC      0x00001000 /* pages never move here: always honoured */
 #define VM_ABORT        0x00002000 /* on failure: no reap, no wait */
 #define VM_ENDALLOC     0x00004000 /* take from the high end of the segment */
 #define VM_FLAGS        0x0000ffff
