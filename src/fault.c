@@ -3,8 +3,8 @@
  *
  * The public hook and its argument are kept here and asked at every
  * failure point (fault_point() in src/fault.h); metadata pages are asked
- * through the platform's own hook, plat_fail_hook, where a trampoline to
- * the public hook is installed. Installing and removing are meant for single-threaded
+ * through the metadata hook, plat_fail_hook (meta_pages_alloc), where a
+ * trampoline to the public hook is installed. Installing and removing are meant for single-threaded
  * test set-up: the hook and its argument are written before the platform
  * pointer is set, and the platform pointer is cleared first on removal.
  *
@@ -14,6 +14,7 @@
 
 #include "fault.h"
 
+int (*plat_fail_hook)(const char *what);
 vmem_fault_hook_t *fault_hook_fn;
 void *fault_hook_arg;
 

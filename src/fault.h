@@ -5,12 +5,14 @@
  * metadata pages, an import from a source, a slab, a page commit, a page
  * reservation, an mlock -- asks fault_point(site) first and, when it says
  * yes, takes the very path it takes when the resource really is missing.
- * Metadata pages are the platform's business: plat_pages_alloc asks the
- * platform hook plat_fail_hook("metadata") (documented there as
- * metadata-only, and used so by tests that count page requests);
+ * Metadata pages are asked for through meta_pages_alloc, which consults
+ * plat_fail_hook("metadata") first: a hook of its own because tests that
+ * count or refuse page requests install it directly, and
  * vmem_set_fault_hook installs a trampoline to the public hook there. The
- * other sites ask the public hook directly through fault_point(). Without
- * a hook the cost is one load and a predictable branch.
+ * core does this itself, so every platform, freestanding ones included,
+ * gets the same switch without writing a line. The other sites ask the
+ * public hook directly through fault_point(). Without a hook the cost is
+ * one load and a predictable branch.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -37,6 +39,9 @@
 extern vmem_fault_hook_t *fault_hook_fn;
 extern void *fault_hook_arg;
 
+/* Nonzero from the hook: refuse this metadata request (src/fault.c). */
+extern int (*plat_fail_hook)(const char *what);
+
 /* Nonzero: this failure point must fail now. */
 static inline int
 fault_point(const char *site)
@@ -44,6 +49,17 @@ fault_point(const char *site)
 	vmem_fault_hook_t *hook = fault_hook_fn;
 
 	return hook != NULL && hook(site, fault_hook_arg) != 0;
+}
+
+/* Metadata pages from the platform, unless the metadata hook refuses. */
+static inline void *
+meta_pages_alloc(size_t size)
+{
+	int (*hook)(const char *) = plat_fail_hook;
+
+	if (hook != NULL && hook(FAULT_METADATA))
+		return NULL;
+	return plat_pages_alloc(size);
 }
 
 #endif

@@ -34,6 +34,7 @@
 #include "vmem_string.h"
 
 #include "error.h"
+#include "fault.h"
 
 static const uint16_t kmem_heap_sizes[] = {
 	8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256,
@@ -260,7 +261,7 @@ default_import(vmem_t *src, size_t size, int vmflag)
 {
 	(void)src;
 	(void)vmflag;
-	return plat_pages_alloc(size);
+	return meta_pages_alloc(size);
 }
 
 static void

@@ -23,6 +23,7 @@
 
 #include <stdatomic.h>
 #include "vmem_string.h"
+#include "fault.h"
 
 #define KMETA_MINSHIFT 4
 #define KMETA_NCLASS 12 /* 16 B .. 32 KiB; classes above pagesize/2 unused */
@@ -104,7 +105,7 @@ kmeta_refill(int c)
 {
 	size_t page = plat_pagesize();
 	size_t chunk = (size_t)1 << (c + KMETA_MINSHIFT);
-	char *p = plat_pages_alloc(page);
+	char *p = meta_pages_alloc(page);
 	size_t off;
 
 	if (p == NULL)
@@ -128,7 +129,7 @@ kmeta_alloc(size_t size)
 	if (size == 0)
 		size = 1;
 	if (!kmeta_is_small(size))
-		return plat_pages_alloc(kmeta_size(size));
+		return meta_pages_alloc(kmeta_size(size));
 	c = kmeta_class(size);
 	size = (size_t)1 << (c + KMETA_MINSHIFT);
 	plat_mutex_lock(&kmeta_lock);

@@ -2,7 +2,7 @@
  * The platform layer: everything the core (vmem, kmem) needs from the
  * world outside it. The POSIX implementation lives in platform/posix.c; a
  * kernel or a freestanding program supplies its own by building with
- * VMEM_PLATFORM_HEADER naming a header that defines the three types below
+ * VMEM_PLATFORM_HEADER naming a header that defines the two types below
  * and implementing the functions.
  *
  * SPDX-License-Identifier: BSD-2-Clause
@@ -120,8 +120,5 @@ plat_once(atomic_int *state, void (*init)(void))
 		continue;
 	HG_HAPPENS_AFTER(state);
 }
-
-/* Fault injection hook for tests: nonzero means "fail this metadata page". */
-extern int (*plat_fail_hook)(const char *what);
 
 #endif

@@ -201,6 +201,19 @@ arena_record(vmem_t *vmp, void *arg)
 	record_end(&l, ctx);
 }
 
+/* opening and closing are whole lines: every out() call ends in '\n'. */
+static void
+arena_list(void (*out)(void *, const char *), void *arg, const char *opening,
+    const char *closing)
+{
+	json_ctx_t ctx = { out, arg, 0 };
+
+	out(arg, opening);
+	vmem_foreach_arena(arena_record, &ctx);
+	out(arg, closing);
+}
+
+#ifdef VMEM_WITH_KMEM
 static void
 cache_record(kmem_cache_t *cp, void *arg)
 {
@@ -244,27 +257,21 @@ cache_record(kmem_cache_t *cp, void *arg)
 	add_num(&l, "destruct", st.destruct);
 	record_end(&l, ctx);
 }
-
-/* opening and closing are whole lines: every out() call ends in '\n'. */
-static void
-arena_list(void (*out)(void *, const char *), void *arg, const char *opening,
-    const char *closing)
-{
-	json_ctx_t ctx = { out, arg, 0 };
-
-	out(arg, opening);
-	vmem_foreach_arena(arena_record, &ctx);
-	out(arg, closing);
-}
+#endif
 
 static void
 cache_list(void (*out)(void *, const char *), void *arg, const char *opening,
     const char *closing)
 {
-	json_ctx_t ctx = { out, arg, 0 };
-
 	out(arg, opening);
-	kmem_foreach_cache(cache_record, &ctx);
+#ifdef VMEM_WITH_KMEM
+	{
+		json_ctx_t ctx = { out, arg, 0 };
+
+		kmem_foreach_cache(cache_record, &ctx);
+	}
+#endif
+	/* vmem built alone (docs/FREESTANDING.md) has no caches to list. */
 	out(arg, closing);
 }
 
@@ -274,11 +281,13 @@ vmem_dump_arenas_json(void (*out)(void *arg, const char *line), void *arg)
 	arena_list(out, arg, "{\"arenas\":[\n", "]}\n");
 }
 
+#ifdef VMEM_WITH_KMEM
 void
 kmem_dump_caches_json(void (*out)(void *arg, const char *line), void *arg)
 {
 	cache_list(out, arg, "{\"caches\":[\n", "]}\n");
 }
+#endif
 
 void
 vmem_dump_stats_json(void (*out)(void *arg, const char *line), void *arg)

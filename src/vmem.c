@@ -281,7 +281,7 @@ tagpool_take(vseg_t **list, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		vseg_t *t = tagpool_free;
 		if (t == NULL) {
-			char *chunk = plat_pages_alloc(TAGPOOL_CHUNK);
+			char *chunk = meta_pages_alloc(TAGPOOL_CHUNK);
 			size_t count = TAGPOOL_CHUNK / sizeof (vseg_t);
 			if (chunk == NULL) {
 				plat_mutex_unlock(&tagpool_lock);
@@ -553,7 +553,7 @@ hash_resize(vmem_t *vmp, unsigned bits)
 		table = vmp->hash0;
 		memset(table, 0, sizeof (vmp->hash0));
 	} else {
-		table = plat_pages_alloc(bytes);
+		table = meta_pages_alloc(bytes);
 		if (table == NULL)
 			return; /* keep the old table: slower, still correct */
 	}
@@ -803,7 +803,7 @@ side_table_alloc(vmem_t *vmp, size_t bytes)
 		vmp->side_backoff--;
 		return NULL;
 	}
-	if ((p = plat_pages_alloc(bytes)) == NULL)
+	if ((p = meta_pages_alloc(bytes)) == NULL)
 		vmp->side_backoff = SIDE_RETRY;
 	return p;
 }
@@ -1502,7 +1502,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 	if (depth > CHAIN_INLINE) {
 		size_t page = plat_pagesize();
 		lv_bytes = (depth * sizeof (level_t) + page - 1) & ~(page - 1);
-		lv = plat_pages_alloc(lv_bytes);
+		lv = meta_pages_alloc(lv_bytes);
 		if (lv == NULL) {
 			*stop = true;
 			return 0;
@@ -2107,7 +2107,7 @@ create_common(const char *name, void *base, size_t size, size_t quantum,
 	if (size != 0 && !span_valid(NULL, name != NULL ? name : "(null)",
 	    quantum, (uintptr_t)base, size, call))
 		return NULL;
-	vmp = plat_pages_alloc(arena_bytes());
+	vmp = meta_pages_alloc(arena_bytes());
 	if (vmp == NULL) {
 		vmem_error_report(VMEM_E_NOMEM, 1, call, NULL, name,
 		    (uintptr_t)base, size, "no memory for the arena");
@@ -2782,7 +2782,7 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 			plat_pages_free(items, bytes);
 		bytes = ((need + 16) * sizeof (walk_item_t) + page - 1) &
 		    ~(page - 1);
-		items = plat_pages_alloc(bytes);
+		items = meta_pages_alloc(bytes);
 		if (items == NULL) {
 			walk_chunked(vmp, typemask, func, arg, local, 64);
 			return;
@@ -3016,7 +3016,7 @@ vmem_check(vmem_t *vmp)
 		size_t page = plat_pagesize(), i = 0;
 		size_t bytes = (nspans * 2 * sizeof (uintptr_t) + page - 1) &
 		    ~(page - 1);
-		starts = nspans <= 32 ? local : plat_pages_alloc(bytes);
+		starts = nspans <= 32 ? local : meta_pages_alloc(bytes);
 		if (starts != NULL) {
 			for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
 			    sp = sp->knext, i++) {

@@ -5,8 +5,8 @@
  * situation that exposed the bug, then checks the arena with vmem_check()
  * and the accounting the bug would have broken.
  *
- * Metadata failures are injected through plat_fail_hook (src/platform.h),
- * which makes plat_pages_alloc() fail: the tag pool then cannot grow and
+ * Metadata failures are injected through plat_fail_hook (src/fault.h),
+ * which makes every metadata page request fail: the tag pool then cannot grow and
  * an operation that needs new tags must fail with the arena unchanged.
  * Tests that exhaust the tag pool run first, before large tests fill the
  * global pool with recycled tags.
@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "platform.h"
+#include "fault.h"
 #include "testutil.h"
 #include "vmem_testlib.h"
 

@@ -22,8 +22,6 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 
-int (*plat_fail_hook)(const char *what);
-
 /*
  * Mutex states: 0 free, 1 held, 2 held with (possible) sleepers. The
  * acquire/release atomics give the happens-before edges that sanitizers
@@ -318,11 +316,7 @@ plat_pagesize(void)
 void *
 plat_pages_alloc(size_t size)
 {
-	void *p;
-
-	if (plat_fail_hook != NULL && plat_fail_hook("metadata"))
-		return NULL;
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }

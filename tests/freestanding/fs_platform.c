@@ -198,8 +198,6 @@ static unsigned char pool_map[FS_POOL_PAGES]; /* 1: page handed out */
 static unsigned long pool_used, pool_peak;
 static plat_mutex_t pool_lock;
 
-int (*plat_fail_hook)(const char *what);
-
 size_t plat_pagesize(void) { return FS_PAGESIZE; }
 
 void *

@@ -168,6 +168,7 @@ test_pids(void)
 
 /* ---- object caches -------------------------------------------------------- */
 
+#ifdef VMEM_WITH_KMEM
 typedef struct proc {
 	uint64_t magic;
 	int pid;
@@ -253,6 +254,7 @@ test_heaps(void)
 	vmem_reap(va_arena);
 	CHECK(vmem_size(page_arena, VMEM_ALLOC) == 0);
 }
+#endif
 
 static void
 test_errors(void)
@@ -275,12 +277,50 @@ test_errors(void)
 	say("\n");
 }
 
+static int refused;
+
+static int
+refuse_metadata(const char *site, void *arg)
+{
+	(void)arg;
+	if (contains(site, "metadata")) {
+		refused++;
+		return 1;
+	}
+	return 0;
+}
+
+/* The fault switch works here too: the core asks it, not the platform. */
+static void
+test_fault_hook(void)
+{
+	unsigned long before = fs_pool_pages_used();
+	vmem_t *v;
+	void *p;
+
+	vmem_set_fault_hook(refuse_metadata, NULL);
+	v = vmem_create("fs_refused", (void *)0x1000, 0x10000, PAGE, NULL,
+	    NULL, NULL, 0, VM_NOSLEEP);
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK(v == NULL && refused > 0);
+	CHECK(fs_pool_pages_used() == before);
+	v = vmem_create("fs_refused", (void *)0x1000, 0x10000, PAGE, NULL,
+	    NULL, NULL, 0, VM_NOSLEEP);
+	CHECK(v != NULL);
+	p = vmem_alloc(v, PAGE, VM_NOSLEEP);
+	CHECK(p != NULL);
+	vmem_free(v, p, PAGE);
+	vmem_destroy(v);
+}
+
+#ifdef VMEM_WITH_KMEM
 static void
 out_line(void *arg, const char *line)
 {
 	(void)arg;
 	say(line);
 }
+#endif
 
 static int json_lines;
 
@@ -301,13 +341,22 @@ kmain(void)
 	test_arenas();
 	test_constraints();
 	test_pids();
+#ifdef VMEM_WITH_KMEM
 	test_cache();
 	test_heaps();
+#endif
 	test_errors();
+	test_fault_hook();
+#ifdef VMEM_WITH_KMEM
 	kmem_dump_caches(out_line, NULL);
 	/* JSON needs no C library either: one line per arena, plus two. */
 	vmem_dump_arenas_json(count_json, NULL);
 	CHECK(json_lines == 2 + 3); /* fs_pages, fs_kmem_va, kmem_default */
+#else
+	say("vmem alone: no object caches, no kmem heap\n");
+	vmem_dump_stats_json(count_json, NULL);
+	CHECK(json_lines == 4 + 2); /* fs_pages, fs_kmem_va; caches: none */
+#endif
 	vmem_destroy(va_arena);
 	CHECK(vmem_size(page_arena, VMEM_ALLOC) == 0);
 	CHECK(vmem_check(page_arena) == 0);
