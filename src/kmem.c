@@ -678,6 +678,19 @@ check_words(const void *p, size_t len, uint64_t word)
 	return 0;
 }
 
+/*
+ * A new slab could not be recorded for lack of bookkeeping memory. A
+ * quantum cache's caller waiting in vmem must hear of it: giving the slab
+ * back moves the arena on, which would look like progress worth waiting
+ * for.
+ */
+static void
+slab_nometa(kmem_cache_t *cp)
+{
+	if (cp->cflags & KMC_QCACHE)
+		vmem_qcache_nometa(cp->vmp);
+}
+
 /* Take a slab from the arena and build its record. No lock held. */
 static kslab_t *
 slab_create(kmem_cache_t *cp, int kmflag)
@@ -705,6 +718,7 @@ slab_create(kmem_cache_t *cp, int kmflag)
 		return NULL;
 	s = meta_alloc(cp, rec);
 	if (s == NULL) {
+		slab_nometa(cp);
 		if (cp->use_xalloc)
 			vmem_xfree(cp->vmp, mem, cp->slabsize);
 		else
@@ -791,6 +805,7 @@ slab_refill(kmem_cache_t *cp, int kmflag)
 		if (s != NULL && slab_publish(cp, s) != 0) {
 			plat_mutex_unlock(&cp->slab_lock);
 			slab_release(cp, s);
+			slab_nometa(cp);
 			plat_mutex_lock(&cp->slab_lock);
 			s = NULL;
 		}

@@ -194,7 +194,12 @@ struct vmem {
 	unsigned nqcache;
 	/* Callers waiting in qcache_alloc_wait: a cache free wakes them. */
 	atomic_uint qc_sleepers;
-	atomic_uint qc_stops;   /* quantum cache tries that had to stop */
+	/*
+	 * Quantum cache tries that had to stop: the low half counts all of
+	 * them, the high half those for lack of metadata (each half wraps
+	 * on its own). One word, so the cache's fast path reads one load.
+	 */
+	atomic_uint qc_stops;
 	void *qcache[MAX_QCACHE];
 
 	/* statistics */
@@ -218,6 +223,13 @@ typedef struct req {
 	uintptr_t hi;           /* highest allowed byte (inclusive) */
 	int flags;
 } req_t;
+
+/* Why an allocation must fail at once, without reaping or waiting. */
+typedef enum {
+	STOP_NONE = 0,
+	STOP_NOMETA,    /* no memory for boundary tags or bookkeeping */
+	STOP_REPORTED   /* misuse, already reported (a broken import) */
+} stop_t;
 
 static void vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size,
     bool via_qcache);
@@ -1316,14 +1328,14 @@ arena_gen(vmem_t *vmp)
  * the call must fail at once (here: no memory for boundary tags).
  */
 static uintptr_t
-arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *stop)
+arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, stop_t *stop)
 {
 	uintptr_t addr = 0;
 	vseg_t *s;
 
 	plat_mutex_lock(&vmp->lock);
 	if (!tags_reserve(vmp, 2)) {
-		*stop = true;
+		*stop = STOP_NOMETA;
 	} else if ((s = find_fit(vmp, r, &addr)) != NULL) {
 		carve_request(vmp, s, addr, r);
 	} else {
@@ -1336,11 +1348,12 @@ arena_try(vmem_t *vmp, const req_t *r, uint64_t *genp, bool *stop)
 
 /*
  * Add an imported span to vmp and carve r out of it. On failure the span
- * is released to the source again and 0 is returned.
+ * is released to the source again and 0 is returned; *stop is set when
+ * there were no tags to record the span (a retry would fetch it again).
  */
 static uintptr_t
 arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
-    size_t span_size, bool via_qcache)
+    size_t span_size, bool via_qcache, stop_t *stop)
 {
 	uintptr_t addr = 0, raddr;
 	size_t rsize;
@@ -1366,6 +1379,7 @@ arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
 			vmp->st_free--;
 		}
 	} else {
+		*stop = STOP_NOMETA;
 		released = true;
 	}
 	plat_mutex_unlock(&vmp->lock);
@@ -1442,7 +1456,7 @@ static void *qcache_alloc(vmem_t *vmp, size_t size, int vmflag);
 /* Call a user-supplied import function (lock not held). */
 static uintptr_t
 user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
-    bool *stop)
+    stop_t *stop)
 {
 	int flags = ir->flags & VM_NOSLEEP;
 	void *p;
@@ -1470,7 +1484,7 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
 		    bad, bad_size, "import returned a misaligned or "
 		    "short span (asked for %lu)", (unsigned long)ir->size);
 		/* Reported: the call fails, as every reported call does. */
-		*stop = true;
+		*stop = STOP_REPORTED;
 		return 0;
 	}
 	return (uintptr_t)p;
@@ -1490,7 +1504,7 @@ typedef struct level {
  */
 static uintptr_t
 chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
-    uint64_t *genp, bool *stop)
+    uint64_t *genp, stop_t *stop)
 {
 	level_t inline_levels[CHAIN_INLINE], *lv = inline_levels;
 	size_t depth = 1, lv_bytes = 0, i, k;
@@ -1504,7 +1518,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		lv_bytes = (depth * sizeof (level_t) + page - 1) & ~(page - 1);
 		lv = meta_pages_alloc(lv_bytes);
 		if (lv == NULL) {
-			*stop = true;
+			*stop = STOP_NOMETA;
 			return 0;
 		}
 	}
@@ -1529,7 +1543,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 			uintptr_t span = user_import(a, &lv[i].req, &ir, &got,
 			    stop);
 			if (span != 0 && (addr = arena_take_import(a,
-			    &lv[i].req, span, got, false)) == 0)
+			    &lv[i].req, span, got, false, stop)) == 0)
 				*genp = arena_gen(a);
 			break;
 		}
@@ -1552,7 +1566,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 	for (k = i; addr != 0 && k > 0; k--) {
 		level_t *up = &lv[k - 1];
 		addr = arena_take_import(up->vmp, &up->req, addr,
-		    lv[k].req.size, via_qcache && k == i);
+		    lv[k].req.size, via_qcache && k == i, stop);
 		if (addr == 0) {
 			*failp = up->vmp;
 			*failreq = up->req;
@@ -1647,13 +1661,51 @@ alloc_fail(vmem_t *vmp, const req_t *r, const char *call)
 	return NULL;
 }
 
-/* A failure that waiting cannot mend (no metadata, a broken import). */
+/* A VM_SLEEP caller gets NULL, which it does not expect: say why. */
+static void
+warn_nometa(vmem_t *vmp, size_t size, const char *call)
+{
+	vmem_error_report(VMEM_E_NOMEM, 1, call, vmp, NULL, 0, size,
+	    "VM_SLEEP allocation failed: no memory for the library's "
+	    "metadata");
+}
+
+/*
+ * Count a quantum cache's try that had to stop, for the caller waiting on
+ * the cache (qcache_alloc_wait).
+ */
+static void
+qcache_stopped(vmem_t *vmp, stop_t stop)
+{
+	unsigned old = atomic_load_explicit(&vmp->qc_stops,
+	    memory_order_relaxed), new;
+
+	do {
+		unsigned all = (old + 1) & 0xffffu;
+		unsigned nometa = (old >> 16) + (stop == STOP_NOMETA);
+
+		new = ((nometa & 0xffffu) << 16) | all;
+	} while (!atomic_compare_exchange_weak_explicit(&vmp->qc_stops, &old,
+	    new, memory_order_relaxed, memory_order_relaxed));
+}
+
+void
+vmem_qcache_nometa(vmem_t *vmp)
+{
+	qcache_stopped(vmp, STOP_NOMETA);
+}
+
+/*
+ * A failure that waiting cannot mend: no metadata (no free is bound to
+ * return pages the platform refused), or a broken import (reported).
+ */
 static void *
-alloc_stopped(vmem_t *vmp, const req_t *r, const char *call)
+alloc_stopped(vmem_t *vmp, const req_t *r, const char *call, stop_t stop)
 {
 	if (r->flags & VM_QCTRY)
-		atomic_fetch_add_explicit(&vmp->qc_stops, 1,
-		    memory_order_relaxed);
+		qcache_stopped(vmp, stop);
+	else if (stop == STOP_NOMETA && !(r->flags & (VM_NOSLEEP | VM_ABORT)))
+		warn_nometa(vmp, r->size, call);
 	return alloc_fail(vmp, r, call);
 }
 
@@ -1699,7 +1751,7 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 		vmem_t *failed = vmp;
 		req_t failreq = *r;
 		uint64_t gen = 0;
-		bool stop = false;
+		stop_t stop = STOP_NONE;
 		uintptr_t addr = arena_try(vmp, r, &gen, &stop);
 
 		if (addr == 0 && !stop && (vmp->afunc != NULL ||
@@ -1710,7 +1762,7 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 		if (addr != 0)
 			return (void *)addr;
 		if (stop)
-			return alloc_stopped(vmp, r, call);
+			return alloc_stopped(vmp, r, call, stop);
 		if (r->flags & VM_ABORT)
 			return alloc_fail(vmp, r, call);
 		if (!reaped && chain_has_qcache(vmp, failed)) {
@@ -2392,6 +2444,13 @@ qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
 	return alloc_fail(vmp, &r, "vmem_alloc");
 }
 
+/* The stop counters (qc_stops), read before a cache is asked. */
+static inline unsigned
+qc_marks(vmem_t *vmp)
+{
+	return atomic_load_explicit(&vmp->qc_stops, memory_order_relaxed);
+}
+
 /*
  * A cache is asked without sleeping or panicking, as a try (its slab
  * import's failure is the caller's to count), and with VM_ABORT carried
@@ -2413,7 +2472,7 @@ qcache_try_flags(int vmflag)
  * a source arena, which do not wake this one.
  */
 static VMEM_NOINLINE void *
-qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
+qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned marks)
 {
 	int try_flags = qcache_try_flags(vmflag);
 	req_t slab = { .size = qcache_slabsize(vmp->qcache_max),
@@ -2422,14 +2481,14 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 	unsigned slab_class = class_guaranteed(slab.size >> vmp->qshift);
 	unsigned room_fails = 0;
 	uint64_t gen = 0;
-	bool reaped = false;
+	bool reaped = false, nometa = false;
 	void *p;
 
 	atomic_fetch_add_explicit(&vmp->qc_sleepers, 1, memory_order_seq_cst);
 	for (p = NULL;;) {
-		/* stops and gen were read before the try that just failed. */
-		bool stopped = atomic_load_explicit(&vmp->qc_stops,
-		    memory_order_relaxed) != stops;
+		/* marks and gen were read before the try that just failed. */
+		unsigned now = qc_marks(vmp);
+		bool stopped = (now & 0xffffu) != (marks & 0xffffu);
 		bool room;
 
 		plat_mutex_lock(&vmp->lock);
@@ -2440,8 +2499,10 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 		 * for a slab, yet no buffer three times running: the cache
 		 * itself cannot grow (its own bookkeeping memory).
 		 */
-		if (stopped || (room && ++room_fails == 3))
+		if (stopped || (room && ++room_fails == 3)) {
+			nometa = (now >> 16) != (marks >> 16);
 			break;
+		}
 		if (!room) {
 			room_fails = 0;
 			if (!could_ever_fit(vmp, &slab))
@@ -2450,14 +2511,15 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 				arena_wait(vmp, gen, true);
 		}
 		gen = arena_gen(vmp);
-		stops = atomic_load_explicit(&vmp->qc_stops,
-		    memory_order_relaxed);
+		marks = qc_marks(vmp);
 		qcache_reap_all();
 		reaped = true;
 		if ((p = qcache_alloc(vmp, size, try_flags)) != NULL)
 			break;
 	}
 	atomic_fetch_sub_explicit(&vmp->qc_sleepers, 1, memory_order_relaxed);
+	if (p == NULL && nometa)
+		warn_nometa(vmp, size, "vmem_alloc");
 	return p != NULL ? p : qcache_alloc_failed(vmp, size, vmflag);
 }
 
@@ -2470,14 +2532,13 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned stops)
 static VMEM_NOINLINE void *
 alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag)
 {
-	unsigned stops = atomic_load_explicit(&vmp->qc_stops,
-	    memory_order_relaxed);
+	unsigned marks = qc_marks(vmp);
 	void *p = qcache_alloc(vmp, size, qcache_try_flags(vmflag));
 
 	if (p != NULL)
 		return p;
 	if (!(vmflag & (VM_NOSLEEP | VM_ABORT)))
-		return qcache_alloc_wait(vmp, size, vmflag, stops);
+		return qcache_alloc_wait(vmp, size, vmflag, marks);
 	return qcache_alloc_failed(vmp, size, vmflag);
 }
 

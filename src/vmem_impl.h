@@ -17,4 +17,8 @@ unsigned vmem_importer_count(const vmem_t *vmp);
 void *vmem_qcache_slab_xalloc(vmem_t *vmp, size_t size, size_t align,
     int vmflag);
 
+/* A quantum cache of vmp could not record a new slab (no memory for its
+ * bookkeeping): a caller waiting on the cache must fail, not wait. */
+void vmem_qcache_nometa(vmem_t *vmp);
+
 #endif
