@@ -679,16 +679,21 @@ check_words(const void *p, size_t len, uint64_t word)
 }
 
 /*
- * A new slab could not be recorded for lack of bookkeeping memory. A
- * quantum cache's caller waiting in vmem must hear of it: giving the slab
- * back moves the arena on, which would look like progress worth waiting
- * for.
+ * A new slab could not be recorded for lack of bookkeeping memory (no lock
+ * held). A quantum cache's caller waiting in vmem must hear of it: giving
+ * the slab back moves the arena on, which would look like progress worth
+ * waiting for. A KM_SLEEP caller gets NULL, which it does not expect: say
+ * why (waiting would not bring back pages the platform refused).
  */
 static void
-slab_nometa(kmem_cache_t *cp)
+slab_nometa(kmem_cache_t *cp, int kmflag)
 {
 	if (cp->cflags & KMC_QCACHE)
 		vmem_qcache_nometa(cp->vmp);
+	else if (!(kmflag & KM_NOSLEEP))
+		vmem_error_report(VMEM_E_NOMEM, 1, "kmem_cache_alloc", NULL,
+		    cp->name, 0, cp->bufsize, "KM_SLEEP allocation failed: "
+		    "no memory for the cache's bookkeeping");
 }
 
 /* Take a slab from the arena and build its record. No lock held. */
@@ -718,7 +723,7 @@ slab_create(kmem_cache_t *cp, int kmflag)
 		return NULL;
 	s = meta_alloc(cp, rec);
 	if (s == NULL) {
-		slab_nometa(cp);
+		slab_nometa(cp, kmflag);
 		if (cp->use_xalloc)
 			vmem_xfree(cp->vmp, mem, cp->slabsize);
 		else
@@ -805,7 +810,7 @@ slab_refill(kmem_cache_t *cp, int kmflag)
 		if (s != NULL && slab_publish(cp, s) != 0) {
 			plat_mutex_unlock(&cp->slab_lock);
 			slab_release(cp, s);
-			slab_nometa(cp);
+			slab_nometa(cp, kmflag);
 			plat_mutex_lock(&cp->slab_lock);
 			s = NULL;
 		}

@@ -682,8 +682,9 @@ fail_slabtable(const char *site, void *arg)
 /*
  * A slab table that cannot grow still takes slabs until it is 7/8 full
  * (8 entries: 3 slabs of 2 blocks each); the next slab is refused, the
- * allocation fails cleanly with nothing reported, and once memory is
- * back the table grows and allocation goes on.
+ * allocation fails cleanly with nothing reported (with KM_SLEEP, a
+ * warning), and once memory is back the table grows and allocation goes
+ * on.
  */
 static void
 test_slab_table_cannot_grow(void)
@@ -703,13 +704,20 @@ test_slab_table_cannot_grow(void)
 	vmem_set_fault_hook(fail_slabtable, NULL);
 	while (got < 64 && (v[got] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL)
 		got++;
-	vmem_set_fault_hook(NULL, NULL);
 	CHECK_EQ(got, 12);
 	CHECK_EQ(tu_err.count, 0);
+	/* KM_SLEEP cannot wait for it either; NULL comes with a warning. */
+	CHECK(kmem_cache_alloc(cp, KM_SLEEP) == NULL);
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK_EQ(tu_err.count, 1);
+	CHECK_EQ(tu_err.code, VMEM_E_NOMEM);
+	CHECK(tu_err.warning);
+	CHECK(strcmp(tu_err.call, "kmem_cache_alloc") == 0);
+	CHECK(strcmp(tu_err.name, "table_full") == 0);
 	CHECK_EQ(kmem_cache_test_check(cp), 0);
 	kmem_cache_get_stats(cp, &st);
 	CHECK_EQ(st.slabs, 3);
-	CHECK_EQ(st.alloc_fail, 1);
+	CHECK_EQ(st.alloc_fail, 2);
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 3 * 4 * PAGE);  /* 4th went back */
 	while (got < 64 && (v[got] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL)
 		got++;
