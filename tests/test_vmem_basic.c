@@ -2034,6 +2034,7 @@ test_bestfit_equal_segments(void)
 	vmem_t *v = mk("bf_equal", BASE, (size_t)N * 18 * Q + 64 * Q, Q);
 	static void *big[N], *sep[N];
 	void *p, *q;
+	uintptr_t h;
 	uint64_t last = 0;
 
 	for (int i = 0; i < N; i++) {
@@ -2049,14 +2050,24 @@ test_bestfit_equal_segments(void)
 		CHECK(searched(v, &last) <= (k == 0 ? N : 1));
 		vmem_free(v, p, 16 * Q);
 	}
-	/* A 16-page hole now exists: it is the best fit. */
-	q = vmem_alloc(v, 16 * Q, VM_NOSLEEP | VM_BESTFIT);
-	REQUIRE(q != NULL);
-	vmem_free(v, sep[N / 2], Q);     /* 17 + 1 + 17 pages around it */
+	/*
+	 * The class's lower bound is learnt (17 pages). A 16-page segment
+	 * arriving in it afterwards is the exact fit and must be taken.
+	 */
+	h = TL_U(big[N / 3]);
+	q = vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(h), TL_PTR(h + Q), VM_NOSLEEP);
+	CHECK_EQ(TL_U(q), h);
 	p = vmem_alloc(v, 16 * Q, VM_NOSLEEP | VM_BESTFIT);
-	CHECK(p != NULL && p != q);
+	CHECK_EQ(TL_U(p), h + Q);
 	vmem_free(v, p, 16 * Q);
-	vmem_free(v, q, 16 * Q);         /* back to 17 pages... */
+	vmem_xfree(v, q, Q);
+	/* A 35-page segment arriving (17 + 1 + 17) is never preferred. */
+	vmem_free(v, sep[N / 2], Q);
+	h = TL_U(big[N / 2]);
+	p = vmem_alloc(v, 16 * Q, VM_NOSLEEP | VM_BESTFIT);
+	REQUIRE(p != NULL);
+	CHECK(TL_U(p) + 16 * Q <= h || TL_U(p) >= h + 35 * Q);
+	vmem_free(v, p, 16 * Q);         /* back to 17 pages... */
 	p = vmem_alloc(v, 2 * Q, VM_NOSLEEP | VM_BESTFIT);
 	REQUIRE(p != NULL);              /* ...leaves a 15-page fragment */
 	q = vmem_alloc(v, 15 * Q, VM_NOSLEEP | VM_BESTFIT);

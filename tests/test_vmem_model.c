@@ -718,11 +718,18 @@ check_walks(int i, int mode)
 
 /* ---- operations ---- */
 
+/*
+ * Sizes in quanta: mostly 1-16 (classes of one size each below 16), but
+ * one in six 17-64, where a class holds two to eight sizes and best fit
+ * must still find the least fitting one (its learnt bounds could hide it),
+ * and now and then up to 128.
+ */
 static size_t
 rand_size(am_t *m, size_t *rsize)
 {
-	size_t n = tu_range(&R, 0, 19) == 0 ? tu_range(&R, 1, 128) :
-	    tu_range(&R, 1, 16);
+	uint64_t pick = tu_range(&R, 0, 19);
+	size_t n = pick == 0 ? tu_range(&R, 1, 128) :
+	    pick <= 3 ? tu_range(&R, 17, 64) : tu_range(&R, 1, 16);
 	size_t sz = n * m->q;
 
 	if (m->q > 1 && tu_range(&R, 0, 3) == 0)

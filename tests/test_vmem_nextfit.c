@@ -209,6 +209,14 @@ test_stale_bound_without_walk(void)
 	CHECK(vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT) == NULL);
 	CHECK(vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT) == NULL);
 	CHECK(tl_stats(v).search - before <= 1);
+	/* A hole in a higher class: every member fits, so the walk goes to
+	 * it, from the rotor on. */
+	for (uintptr_t i = 0; i < 40; i++)
+		vmem_free(v, (void *)(5000 + i), 1);
+	CHECK_EQ((uintptr_t)vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT), 5000);
+	CHECK_EQ((uintptr_t)vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT), 5017);
+	CHECK(vmem_alloc(v, 17, VM_NOSLEEP | VM_NEXTFIT) == NULL);
+	CHECK_EQ((uintptr_t)vmem_alloc(v, 6, VM_NOSLEEP | VM_NEXTFIT), 5034);
 	CHECK_EQ((uintptr_t)vmem_alloc(v, 16, VM_NOSLEEP | VM_NEXTFIT), 100);
 	CHECK(vmem_check(v) == 0);
 	free_all_and_destroy(v);
