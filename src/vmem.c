@@ -1852,18 +1852,32 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 	}
 }
 
-/* Classify a free that matched no allocated segment (lock held). */
-static int
-classify_bad_free(vmem_t *vmp, uintptr_t addr, size_t size, size_t *found)
-{
-	size_t slab = 0;
+/* The segment a refused free's address lies in, for the report. */
+typedef struct {
+	uintptr_t start;
+	size_t size;
+} bad_free_t;
 
-	if (vmp->nqcache > 0) {
-		slab = 1;
-		while (slab <= 3 * vmp->qcache_max)
-			slab <<= 1;
-	}
-	*found = 0;
+static size_t qcache_slabsize(size_t qcache_max);
+
+/* A quantum cache's slab: allocated in the arena at the slab size. */
+static bool
+is_qcache_slab(const vmem_t *vmp, const vseg_t *s, size_t size)
+{
+	return vmp->nqcache > 0 && size <= vmp->qcache_max &&
+	    s->size == qcache_slabsize(vmp->qcache_max);
+}
+
+/*
+ * Why addr (not a segment start) cannot be freed, and the segment it lies
+ * in (lock held). A free segment: freed already, or never allocated; the
+ * arena cannot tell which.
+ */
+static int
+classify_bad_free(vmem_t *vmp, uintptr_t addr, size_t size, bad_free_t *in)
+{
+	if (addr == 0)
+		return VMEM_E_BADFREE; /* no span holds address 0 */
 	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext) {
 		if (addr < sp->start || addr > seg_last(sp))
 			continue;
@@ -1871,11 +1885,11 @@ classify_bad_free(vmem_t *vmp, uintptr_t addr, size_t size, size_t *found)
 		    s->type == SEG_FREE; s = s->anext) {
 			if (addr < s->start || addr > seg_last(s))
 				continue;
-			*found = s->size;
+			in->start = s->start;
+			in->size = s->size;
 			if (s->type == SEG_FREE)
 				return VMEM_E_DOUBLEFREE;
-			if (slab != 0 && s->size == slab &&
-			    size <= vmp->qcache_max)
+			if (is_qcache_slab(vmp, s, size))
 				return VMEM_E_XFREE_QCACHE;
 			return VMEM_E_BADFREE;
 		}
@@ -1884,11 +1898,52 @@ classify_bad_free(vmem_t *vmp, uintptr_t addr, size_t size, size_t *found)
 }
 
 static void
+report_bad_free(vmem_t *vmp, int err, const char *call, uintptr_t addr,
+    size_t size, const bad_free_t *in)
+{
+	const char *what = "";
+
+	if (addr == 0) {
+		vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+		    "free of NULL: no allocation has address 0");
+		return;
+	}
+	switch (err) {
+	case VMEM_E_DOUBLEFREE:
+		what = "double free, or free of an address never allocated: "
+		    "it lies in free segment";
+		break;
+	case VMEM_E_BADFREE:
+		what = "free of an address never allocated: it lies inside "
+		    "allocated segment";
+		break;
+	case VMEM_E_WRONGSIZE:
+		vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+		    "free with the wrong size: allocated with size %lu, "
+		    "segment [0x%lx, +0x%lx)", (unsigned long)in->size,
+		    (unsigned long)in->start, (unsigned long)in->size);
+		return;
+	case VMEM_E_XFREE_QCACHE:
+		what = "vmem_xfree of a quantum-cached allocation: it lies in "
+		    "cache slab";
+		break;
+	default:
+		vmem_error_report(err, 0, call, vmp, NULL, addr, size, "%s",
+		    vmem_strerror(err));
+		return;
+	}
+	vmem_error_report(err, 0, call, vmp, NULL, addr, size,
+	    "%s [0x%lx, +0x%lx)", what, (unsigned long)in->start,
+	    (unsigned long)in->size);
+}
+
+static void
 xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 {
 	uintptr_t addr = (uintptr_t)vaddr, span_addr = 0;
 	size_t rsize = (size + vmp->quantum - 1) & ~(vmp->quantum - 1);
-	size_t span_size = 0, found = 0;
+	size_t span_size = 0;
+	bad_free_t in = { 0, 0 };
 	vseg_t *s;
 	bool release, via_qcache = false;
 	int err = 0;
@@ -1902,25 +1957,16 @@ xfree_impl(vmem_t *vmp, void *vaddr, size_t size, const char *call)
 	vseg_t **slot = hash_slot(vmp, addr);
 	s = slot != NULL ? *slot : NULL;
 	if (s == NULL) {
-		err = classify_bad_free(vmp, addr, rsize, &found);
+		err = classify_bad_free(vmp, addr, rsize, &in);
 	} else if (s->size != rsize) {
-		size_t slab = 1;
-		while (vmp->nqcache > 0 && slab <= 3 * vmp->qcache_max)
-			slab <<= 1;
-		err = (vmp->nqcache > 0 && s->size == slab &&
-		    rsize <= vmp->qcache_max) ? VMEM_E_XFREE_QCACHE :
+		err = is_qcache_slab(vmp, s, rsize) ? VMEM_E_XFREE_QCACHE :
 		    VMEM_E_WRONGSIZE;
-		found = s->size;
+		in.start = s->start;
+		in.size = s->size;
 	}
 	if (err != 0) {
 		plat_mutex_unlock(&vmp->lock);
-		if (found != 0)
-			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
-			    "%s (segment size %lu)", vmem_strerror(err),
-			    (unsigned long)found);
-		else
-			vmem_error_report(err, 0, call, vmp, NULL, addr, size,
-			    "%s", vmem_strerror(err));
+		report_bad_free(vmp, err, call, addr, size, &in);
 		return;
 	}
 	release = free_and_unlock(vmp, slot, &span_addr, &span_size,

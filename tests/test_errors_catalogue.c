@@ -279,6 +279,20 @@ err_vmem_wrong_arena(void)
 }
 
 static void
+err_vmem_free_null(void)
+{
+	vmem_t *v = int_arena("e_free_null", BASE, 0);
+	snap_t s = snap(v);
+
+	vmem_free(v, NULL, 2 * Q);
+	EXPECT(VMEM_E_BADFREE, "vmem_free", "e_free_null");
+	EXPECT_AT(NULL, 2 * Q);
+	CHECK_UNCHANGED(v, s);
+	keeps_working(v, Q);
+	destroy_clean(v);
+}
+
+static void
 err_vmem_free_size_zero(void)
 {
 	vmem_t *v = int_arena("e_free0", BASE, 0);
@@ -2131,6 +2145,7 @@ static const entry_t entries[] = {
 	E(err_vmem_wrong_size_larger, VMEM_E_WRONGSIZE),
 	E(err_vmem_wrong_size_smaller, VMEM_E_WRONGSIZE),
 	E(err_vmem_wrong_arena, VMEM_E_WRONGARENA),
+	E(err_vmem_free_null, VMEM_E_BADFREE),
 	E(err_vmem_free_size_zero, VMEM_E_BADARG),
 	E(err_vmem_free_size_overflow, VMEM_E_BADARG),
 	E(err_vmem_xfree_qcache, VMEM_E_XFREE_QCACHE),
