@@ -17,7 +17,11 @@
  * Misuse must be reported through the error handler and change nothing.
  * After every operation every arena passes vmem_check, and an arena with
  * no quantum caches and no importers has exactly the model's bytes
- * allocated. Operations never sleep (VM_NOSLEEP).
+ * allocated. Operations never sleep (VM_NOSLEEP). One operation turns the
+ * refusal of metadata pages on or off (the fault hook): while it is on,
+ * creating an arena, adding a span and allocating may fail, but only
+ * cleanly (the checks above still hold after every operation), and
+ * frees and misuse reports work as before.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -56,6 +60,14 @@ static fv_live_t fv_live[FV_LIVE];
 static int fv_errors, fv_last_code;
 static size_t fv_xgrow;
 static int fv_trace = -1; /* extra bytes the xcreate import adds */
+static int fv_refuse;      /* refuse metadata pages */
+
+static int
+fv_fault(const char *site, void *arg)
+{
+	(void)arg;
+	return fv_refuse && strcmp(site, "metadata") == 0;
+}
 
 static void
 fv_handler(const vmem_error_info_t *info, void *arg)
@@ -243,7 +255,11 @@ op_create(fz_in_t *in)
 		    vmem_free, fv_arena[src].vmp, a->qcache_max, flags);
 		a->source = src;
 	}
-	FZ_ASSERT(a->vmp != NULL);
+	if (a->vmp == NULL) {
+		FZ_ASSERT(fv_refuse);
+		memset(a, 0, sizeof (*a));
+		return;
+	}
 	if (fv_trace)
 		fprintf(stderr, "  create %d kind %d q %zu qcache %zu src %d "
 		    "flags 0x%x\n", i, kind, a->quantum, a->qcache_max,
@@ -391,6 +407,8 @@ op_add(fz_in_t *in)
 		fprintf(stderr, "  add %d [%#lx, +%#zx) -> %p (errors %d, "
 		    "code %d)\n", i, (unsigned long)start, size, r, fv_errors,
 		    fv_last_code);
+	if (r == NULL && fv_refuse)
+		return;
 	FZ_ASSERT(r == (void *)start);
 	a->span_start[a->nspans] = start;
 	a->span_size[a->nspans++] = size;
@@ -563,11 +581,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fv_trace < 0)
 		fv_trace = getenv("FUZZ_TRACE") != NULL;
 	vmem_set_error_handler(fv_handler, NULL);
+	fv_refuse = 0;
+	vmem_set_fault_hook(fv_fault, NULL);
 	memset(fv_arena, 0, sizeof (fv_arena));
 	for (int k = 0; k < FV_LIVE; k++)
 		fv_live[k].arena = -1;
 	while (in.n > 0 && steps++ < 4000) {
-		unsigned op = fz_below(&in, 12);
+		unsigned op = fz_below(&in, 13);
 		if (fv_trace)
 			fprintf(stderr, "step %d op %u\n", steps, op);
 		switch (op) {
@@ -578,6 +598,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 8: op_add(&in); break;
 		case 9: op_misuse(&in); break;
 		case 10: op_destroy(&in); break;
+		case 11: fv_refuse = !fv_refuse; break;
 		default: {
 			int i = pick_arena(&in);
 			if (i >= 0)
@@ -587,7 +608,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		check_all();
 	}
+	fv_refuse = 0;
 	teardown();
+	vmem_set_fault_hook(NULL, NULL);
 	vmem_set_error_handler(NULL, NULL);
 	return 0;
 }
