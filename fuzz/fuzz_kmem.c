@@ -15,7 +15,10 @@
  * overlapping no live buffer of that arena, constructed if the cache has a
  * constructor; a stamp written into it must be intact when it is freed.
  * After every operation each cache's buf_inuse equals the model's count
- * and both arenas pass vmem_check.
+ * and both arenas pass vmem_check. One operation turns the refusal of
+ * metadata pages on or off (the fault hook): while it is on, creating a
+ * cache and allocating may fail, only cleanly, and frees, reaps, magazine
+ * resizing and misuse reports must work as before.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -198,6 +201,15 @@ pick_cache(fz_in_t *in)
 	return -1;
 }
 
+static int fk_refuse;      /* refuse metadata pages */
+
+static int
+fk_fault(const char *site, void *arg)
+{
+	(void)arg;
+	return fk_refuse && strcmp(site, "metadata") == 0;
+}
+
 static void
 op_create(fz_in_t *in)
 {
@@ -230,7 +242,10 @@ op_create(fz_in_t *in)
 	    c->ctor ? fk_ctor : NULL, c->ctor ? fk_dtor : NULL, NULL, c,
 	    c->memory ? fk_mem : fk_ids, cflags);
 	(void)kmem_set_debug_flags(old);
-	FZ_ASSERT(c->cp != NULL);
+	if (c->cp == NULL) {
+		FZ_ASSERT(fk_refuse);
+		memset(c, 0, sizeof (*c));
+	}
 }
 
 static void
@@ -425,10 +440,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	vmem_set_error_handler(fk_handler, NULL);
 	setup();
+	fk_refuse = 0;
+	vmem_set_fault_hook(fk_fault, NULL);
 	while (in.n > 0 && steps++ < 3000) {
 		int i;
 
-		switch (fz_below(&in, 14)) {
+		switch (fz_below(&in, 15)) {
 		case 0: op_create(&in); break;
 		case 1: case 2: case 3: op_alloc(&in); break;
 		case 4: op_heap(&in); break;
@@ -449,6 +466,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 12:
 			kmem_update();
 			break;
+		case 13:
+			fk_refuse = !fk_refuse;
+			break;
 		default:
 			if (fz_below(&in, 2))
 				kmem_reap();
@@ -458,6 +478,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		check_all();
 	}
+	fk_refuse = 0;
+	vmem_set_fault_hook(NULL, NULL);
 	teardown(leaked_cache);
 	vmem_set_error_handler(NULL, NULL);
 	return 0;
