@@ -683,14 +683,15 @@ check_words(const void *p, size_t len, uint64_t word)
  * held). A quantum cache's caller waiting in vmem must hear of it: giving
  * the slab back moves the arena on, which would look like progress worth
  * waiting for. A KM_SLEEP caller gets NULL, which it does not expect: say
- * why (waiting would not bring back pages the platform refused).
+ * why (waiting would not bring back pages the platform refused); with
+ * KM_PANIC the panic report says it.
  */
 static void
 slab_nometa(kmem_cache_t *cp, int kmflag)
 {
 	if (cp->cflags & KMC_QCACHE)
 		vmem_qcache_nometa(cp->vmp);
-	else if (!(kmflag & KM_NOSLEEP))
+	else if (!(kmflag & (KM_NOSLEEP | KM_PANIC)))
 		vmem_error_report(VMEM_E_NOMEM, 1, "kmem_cache_alloc", NULL,
 		    cp->name, 0, cp->bufsize, "KM_SLEEP allocation failed: "
 		    "no memory for the cache's bookkeeping");

@@ -195,11 +195,14 @@ struct vmem {
 	/* Callers waiting in qcache_alloc_wait: a cache free wakes them. */
 	atomic_uint qc_sleepers;
 	/*
-	 * Quantum cache tries that had to stop: the low half counts all of
-	 * them, the high half those for lack of metadata (each half wraps
-	 * on its own). One word, so the cache's fast path reads one load.
+	 * Calls on this arena that had to stop (alloc_stopped): the low half
+	 * counts all of them, the high half those for lack of metadata (each
+	 * half wraps on its own). Read by a caller waiting on the arena's
+	 * quantum caches, and by an arena importing from this one, to tell a
+	 * failure that waiting cannot mend from an empty arena. One word, so
+	 * the cache's fast path reads one load.
 	 */
-	atomic_uint qc_stops;
+	atomic_uint stops;
 	void *qcache[MAX_QCACHE];
 
 	/* statistics */
@@ -228,8 +231,42 @@ typedef struct req {
 typedef enum {
 	STOP_NONE = 0,
 	STOP_NOMETA,    /* no memory for boundary tags or bookkeeping */
-	STOP_REPORTED   /* misuse, already reported (a broken import) */
+	STOP_REPORTED   /* misuse, or no metadata, already reported */
 } stop_t;
+
+/* Count a call on vmp that had to stop (see vmem.stops). */
+static void
+count_stop(vmem_t *vmp, stop_t stop)
+{
+	unsigned old = atomic_load_explicit(&vmp->stops, memory_order_relaxed);
+	unsigned new;
+
+	do {
+		unsigned all = (old + 1) & 0xffffu;
+		unsigned nometa = (old >> 16) + (stop == STOP_NOMETA);
+
+		new = ((nometa & 0xffffu) << 16) | all;
+	} while (!atomic_compare_exchange_weak_explicit(&vmp->stops, &old,
+	    new, memory_order_relaxed, memory_order_relaxed));
+}
+
+/* vmp's stop counts, read before a call that may stop. */
+static inline unsigned
+stop_marks(vmem_t *vmp)
+{
+	return atomic_load_explicit(&vmp->stops, memory_order_relaxed);
+}
+
+/* Did a call on vmp stop since marks were read, and why? */
+static inline stop_t
+stopped_since(vmem_t *vmp, unsigned marks)
+{
+	unsigned now = stop_marks(vmp);
+
+	if ((now & 0xffffu) == (marks & 0xffffu))
+		return STOP_NONE;
+	return (now >> 16) != (marks >> 16) ? STOP_NOMETA : STOP_REPORTED;
+}
 
 static void vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size,
     bool via_qcache);
@@ -1453,12 +1490,41 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 
 static void *qcache_alloc(vmem_t *vmp, size_t size, int vmflag);
 
+/*
+ * A cache is asked without sleeping or panicking, as a try (its slab
+ * import's failure is the caller's to count), and with VM_ABORT carried
+ * in the low byte kmem passes on.
+ */
+static inline int
+qcache_try_flags(int vmflag)
+{
+	return (vmflag & ~(VM_PANIC | VM_ABORT)) | VM_NOSLEEP | VM_QCTRY |
+	    ((vmflag & VM_ABORT) ? VM_QCABORT : 0);
+}
+
+/*
+ * An import that failed because a call on the source stopped (no
+ * metadata, or misuse) must end the call: waiting would import again and
+ * stop again, for ever. A VM_SLEEP call on the source warned already.
+ */
+static stop_t
+import_stop(vmem_t *src, unsigned marks, int flags)
+{
+	stop_t stop = stopped_since(src, marks);
+
+	if (stop == STOP_NOMETA && !(flags & VM_NOSLEEP))
+		stop = STOP_REPORTED;
+	return stop;
+}
+
 /* Call a user-supplied import function (lock not held). */
 static uintptr_t
 user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
     stop_t *stop)
 {
 	int flags = ir->flags & VM_NOSLEEP;
+	/* (an import function may have no source arena) */
+	unsigned marks = vmp->source != NULL ? stop_marks(vmp->source) : 0;
 	void *p;
 
 	*sizep = ir->size;
@@ -1487,6 +1553,8 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
 		*stop = STOP_REPORTED;
 		return 0;
 	}
+	if (p == NULL && vmp->source != NULL)
+		*stop = import_stop(vmp->source, marks, flags);
 	return (uintptr_t)p;
 }
 
@@ -1552,12 +1620,18 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		lv[i + 1].req = ir;
 		if (src->nqcache > 0 && ir.size <= src->qcache_max &&
 		    !req_constrained(src, &ir)) {
+			unsigned marks = stop_marks(src);
+
 			*failp = src;
 			*failreq = ir;
-			addr = (uintptr_t)qcache_alloc(src, ir.size, ir.flags);
+			*genp = arena_gen(src);
+			addr = (uintptr_t)qcache_alloc(src, ir.size,
+			    qcache_try_flags(ir.flags));
 			if (addr != 0) {
 				i++;
 				via_qcache = true;
+			} else {
+				*stop = import_stop(src, marks, VM_NOSLEEP);
 			}
 			break;
 		}
@@ -1663,49 +1737,31 @@ alloc_fail(vmem_t *vmp, const req_t *r, const char *call)
 
 /* A VM_SLEEP caller gets NULL, which it does not expect: say why. */
 static void
-warn_nometa(vmem_t *vmp, size_t size, const char *call)
+warn_nometa(vmem_t *vmp, const char *call, uintptr_t addr, size_t size)
 {
-	vmem_error_report(VMEM_E_NOMEM, 1, call, vmp, NULL, 0, size,
-	    "VM_SLEEP allocation failed: no memory for the library's "
-	    "metadata");
-}
-
-/*
- * Count a quantum cache's try that had to stop, for the caller waiting on
- * the cache (qcache_alloc_wait).
- */
-static void
-qcache_stopped(vmem_t *vmp, stop_t stop)
-{
-	unsigned old = atomic_load_explicit(&vmp->qc_stops,
-	    memory_order_relaxed), new;
-
-	do {
-		unsigned all = (old + 1) & 0xffffu;
-		unsigned nometa = (old >> 16) + (stop == STOP_NOMETA);
-
-		new = ((nometa & 0xffffu) << 16) | all;
-	} while (!atomic_compare_exchange_weak_explicit(&vmp->qc_stops, &old,
-	    new, memory_order_relaxed, memory_order_relaxed));
+	vmem_error_report(VMEM_E_NOMEM, 1, call, vmp, NULL, addr, size,
+	    "VM_SLEEP %s failed: no memory for the library's metadata", call);
 }
 
 void
 vmem_qcache_nometa(vmem_t *vmp)
 {
-	qcache_stopped(vmp, STOP_NOMETA);
+	count_stop(vmp, STOP_NOMETA);
 }
 
 /*
  * A failure that waiting cannot mend: no metadata (no free is bound to
- * return pages the platform refused), or a broken import (reported).
+ * return pages the platform refused), or a broken import (reported). A
+ * quantum cache's try is not warned about: the caller waiting on the
+ * cache is, once.
  */
 static void *
 alloc_stopped(vmem_t *vmp, const req_t *r, const char *call, stop_t stop)
 {
-	if (r->flags & VM_QCTRY)
-		qcache_stopped(vmp, stop);
-	else if (stop == STOP_NOMETA && !(r->flags & (VM_NOSLEEP | VM_ABORT)))
-		warn_nometa(vmp, r->size, call);
+	count_stop(vmp, stop);
+	if (stop == STOP_NOMETA &&
+	    !(r->flags & (VM_NOSLEEP | VM_ABORT | VM_PANIC | VM_QCTRY)))
+		warn_nometa(vmp, call, 0, r->size);
 	return alloc_fail(vmp, r, call);
 }
 
@@ -2268,7 +2324,6 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 {
 	uintptr_t base = (uintptr_t)vaddr;
 
-	(void)vmflag;
 	if (!span_valid(vmp, NULL, vmp->quantum, base, size, "vmem_add"))
 		return NULL;
 	plat_mutex_lock(&vmp->lock);
@@ -2285,6 +2340,8 @@ vmem_add(vmem_t *vmp, void *vaddr, size_t size, int vmflag)
 	}
 	if (!tags_reserve(vmp, 2)) {
 		plat_mutex_unlock(&vmp->lock);
+		if (!(vmflag & VM_NOSLEEP))
+			warn_nometa(vmp, "vmem_add", base, size);
 		return NULL;
 	}
 	(void)span_add(vmp, base, size, false, false);
@@ -2490,24 +2547,7 @@ qcache_alloc_failed(vmem_t *vmp, size_t size, int vmflag)
 	return alloc_fail(vmp, &r, "vmem_alloc");
 }
 
-/* The stop counters (qc_stops), read before a cache is asked. */
-static inline unsigned
-qc_marks(vmem_t *vmp)
-{
-	return atomic_load_explicit(&vmp->qc_stops, memory_order_relaxed);
-}
 
-/*
- * A cache is asked without sleeping or panicking, as a try (its slab
- * import's failure is the caller's to count), and with VM_ABORT carried
- * in the low byte kmem passes on.
- */
-static inline int
-qcache_try_flags(int vmflag)
-{
-	return (vmflag & ~(VM_PANIC | VM_ABORT)) | VM_NOSLEEP | VM_QCTRY |
-	    ((vmflag & VM_ABORT) ? VM_QCABORT : 0);
-}
 
 /*
  * A caller that may wait, after the cache could not serve it: wait on the
@@ -2527,15 +2567,16 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned marks)
 	unsigned slab_class = class_guaranteed(slab.size >> vmp->qshift);
 	unsigned room_fails = 0;
 	uint64_t gen = 0;
-	bool reaped = false, nometa = false;
+	bool reaped = false;
+	stop_t stopped;
 	void *p;
 
 	atomic_fetch_add_explicit(&vmp->qc_sleepers, 1, memory_order_seq_cst);
 	for (p = NULL;;) {
-		/* marks and gen were read before the try that just failed. */
-		unsigned now = qc_marks(vmp);
-		bool stopped = (now & 0xffffu) != (marks & 0xffffu);
 		bool room;
+
+		/* marks and gen were read before the try that just failed. */
+		stopped = stopped_since(vmp, marks);
 
 		plat_mutex_lock(&vmp->lock);
 		room = class_next(vmp, slab_class) < NCLASS;
@@ -2545,10 +2586,8 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned marks)
 		 * for a slab, yet no buffer three times running: the cache
 		 * itself cannot grow (its own bookkeeping memory).
 		 */
-		if (stopped || (room && ++room_fails == 3)) {
-			nometa = (now >> 16) != (marks >> 16);
+		if (stopped || (room && ++room_fails == 3))
 			break;
-		}
 		if (!room) {
 			room_fails = 0;
 			if (!could_ever_fit(vmp, &slab))
@@ -2557,15 +2596,15 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned marks)
 				arena_wait(vmp, gen, true);
 		}
 		gen = arena_gen(vmp);
-		marks = qc_marks(vmp);
+		marks = stop_marks(vmp);
 		qcache_reap_all();
 		reaped = true;
 		if ((p = qcache_alloc(vmp, size, try_flags)) != NULL)
 			break;
 	}
 	atomic_fetch_sub_explicit(&vmp->qc_sleepers, 1, memory_order_relaxed);
-	if (p == NULL && nometa)
-		warn_nometa(vmp, size, "vmem_alloc");
+	if (p == NULL && stopped == STOP_NOMETA && !(vmflag & VM_PANIC))
+		warn_nometa(vmp, "vmem_alloc", 0, size);
 	return p != NULL ? p : qcache_alloc_failed(vmp, size, vmflag);
 }
 
@@ -2578,7 +2617,7 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned marks)
 static VMEM_NOINLINE void *
 alloc_from_qcache(vmem_t *vmp, size_t size, int vmflag)
 {
-	unsigned marks = qc_marks(vmp);
+	unsigned marks = stop_marks(vmp);
 	void *p = qcache_alloc(vmp, size, qcache_try_flags(vmflag));
 
 	if (p != NULL)

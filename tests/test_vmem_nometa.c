@@ -51,13 +51,35 @@ watchdog_fired(int sig)
 
 /* A VM_SLEEP failure for lack of metadata: one warning, naming it. */
 static void
-check_nometa_warning(int before, const char *arena)
+check_warning(int before, const char *call, const char *arena)
 {
 	CHECK_EQ(tu_err.count, before + 1);
 	CHECK_EQ(tu_err.code, VMEM_E_NOMEM);
 	CHECK(tu_err.warning);
-	CHECK(strcmp(tu_err.call, "vmem_alloc") == 0);
+	CHECK(strcmp(tu_err.call, call) == 0);
 	CHECK(strcmp(tu_err.name, arena) == 0);
+}
+
+static void
+check_nometa_warning(int before, const char *arena)
+{
+	check_warning(before, "vmem_alloc", arena);
+}
+
+/* A gibibyte of quanta at base, no source. */
+static vmem_t *
+root_arena(const char *name, uintptr_t base)
+{
+	return vmem_create(name, (void *)base, 1UL << 30, Q, NULL, NULL, NULL,
+	    0, VM_SLEEP);
+}
+
+/* An arena importing from src through vmem_alloc, no span of its own. */
+static vmem_t *
+child_arena(const char *name, vmem_t *src, size_t qcache_max)
+{
+	return vmem_create(name, NULL, 0, Q, vmem_alloc, vmem_free, src,
+	    qcache_max, VM_SLEEP);
 }
 
 typedef struct {
@@ -123,10 +145,8 @@ give_back(vmem_t *v, addrs_t *got)
 static void
 test_qcache_cannot_record_slab(void)
 {
-	vmem_t *parent = vmem_create("nm_parent", (void *)0x10000000, 1UL << 30,
-	    Q, NULL, NULL, NULL, 0, VM_SLEEP);
-	vmem_t *child = vmem_create("nm_cached", NULL, 0, Q, vmem_alloc,
-	    vmem_free, parent, 4 * Q, VM_SLEEP);
+	vmem_t *parent = root_arena("nm_parent", 0x10000000);
+	vmem_t *child = child_arena("nm_cached", parent, 4 * Q);
 	addrs_t got = { 0 }, spare = { 0 };
 	vmem_stats_t before;
 	int reports = tu_err.count;
@@ -155,12 +175,46 @@ test_qcache_cannot_record_slab(void)
 	vmem_destroy(parent);
 }
 
+/*
+ * An arena without caches imports through its source's quantum cache,
+ * which cannot record a new slab. The source's try used to sleep inside
+ * the cache and the importer to wait on the wrong arena's generation:
+ * the call spun for ever.
+ */
+static void
+test_import_through_source_cache(void)
+{
+	vmem_t *root = root_arena("nm_root", 0x10000000);
+	vmem_t *mid = child_arena("nm_mid", root, 4 * Q);
+	vmem_t *top = child_arena("nm_top", mid, 0);
+	addrs_t got = { 0 };
+	int reports = tu_err.count;
+	void *p;
+
+	REQUIRE(root != NULL && mid != NULL && top != NULL);
+	refusing = 1;
+	while ((p = vmem_alloc(top, Q, VM_NOSLEEP)) != NULL) {
+		addrs_push(&got, p);
+		REQUIRE(got.n < 1000000);
+	}
+	CHECK_EQ(tl_stats(mid).populate_fail, 0);
+	CHECK_EQ(tl_stats(top).populate_fail, 0);
+	CHECK(vmem_alloc(top, Q, VM_SLEEP) == NULL);
+	check_nometa_warning(reports, "nm_top");
+	check_recovers(top);
+	give_back(top, &got);
+	CHECK_ARENA(top);
+	CHECK_ARENA(mid);
+	vmem_destroy(top);
+	vmem_destroy(mid);
+	vmem_destroy(root);
+}
+
 /* An arena of its own spans: the call fails at once, with a warning. */
 static void
 test_no_source(void)
 {
-	vmem_t *v = vmem_create("nm_plain", (void *)0x10000000, 1UL << 30, Q,
-	    NULL, NULL, NULL, 0, VM_SLEEP);
+	vmem_t *v = root_arena("nm_plain", 0x10000000);
 	addrs_t got = { 0 };
 	int reports = tu_err.count;
 
@@ -173,6 +227,17 @@ test_no_source(void)
 	/* Without VM_SLEEP NULL is the expected answer: no report. */
 	CHECK(vmem_alloc(v, Q, VM_NOSLEEP) == NULL);
 	CHECK_EQ(tu_err.count, reports + 1);
+	/* VM_PANIC: the panic report alone, not a warning before it. */
+	CHECK(vmem_alloc(v, Q, VM_SLEEP | VM_PANIC) == NULL);
+	CHECK_EQ(tu_err.count, reports + 2);
+	CHECK_EQ(tu_err.code, VMEM_E_PANIC);
+	/* A span cannot be added without tags either. */
+	reports = tu_err.count;
+	CHECK(vmem_add(v, (void *)0x80000000, 16 * Q, VM_SLEEP) == NULL);
+	check_warning(reports, "vmem_add", "nm_plain");
+	CHECK(vmem_add(v, (void *)0x80000000, 16 * Q, VM_NOSLEEP) == NULL);
+	CHECK_EQ(tu_err.count, reports + 1);
+	CHECK(vmem_contains(v, (void *)0x80000000, Q) == 0);
 	check_recovers(v);
 	give_back(v, &got);
 	CHECK_ARENA(v);
@@ -187,8 +252,7 @@ test_no_source(void)
 static void
 test_import_cannot_be_recorded(void)
 {
-	vmem_t *parent = vmem_create("nm_src", (void *)0x80000000, 1UL << 30,
-	    Q, NULL, NULL, NULL, 0, VM_SLEEP);
+	vmem_t *parent = root_arena("nm_src", 0x80000000);
 	vmem_t *child = vmem_create("nm_importer", (void *)0x10000000,
 	    CHILD_PAGES * Q, Q, vmem_alloc, vmem_free, parent, 0, VM_SLEEP);
 	addrs_t mine = { 0 };
@@ -224,6 +288,95 @@ test_import_cannot_be_recorded(void)
 	vmem_destroy(parent);
 }
 
+/*
+ * Two quantum-cached arenas, one importing from the other; the lower one
+ * has no tags left, the upper one has. The upper cache's slab import asks
+ * the lower cache, whose own slab import stops: the stop must reach the
+ * caller waiting on the upper cache, which used to wait for ever.
+ */
+static void
+test_nested_caches(void)
+{
+	vmem_t *root = root_arena("nm_nroot", 0x10000000);
+	vmem_t *low = child_arena("nm_low", root, 16 * Q);
+	vmem_t *up = child_arena("nm_up", low, 4 * Q);
+	vmem_t *scratch = vmem_create("nm_scratch", (void *)0x200000000UL,
+	    1UL << 32, Q, NULL, NULL, NULL, 0, VM_SLEEP);
+	addrs_t warm = { 0 }, pool = { 0 }, lows = { 0 };
+	int reports;
+
+	REQUIRE(root != NULL && low != NULL && up != NULL && scratch != NULL);
+	/* The upper arena keeps a reserve of tags from this. */
+	for (int i = 0; i < 64; i++)
+		addrs_push(&warm, vmem_xalloc(up, 32 * Q, 0, 0, 0, NULL, NULL,
+		    VM_NOSLEEP));
+	for (size_t i = 0; i < warm.n; i++)
+		vmem_xfree(up, (void *)warm.a[i], 32 * Q);
+	free(warm.a);
+	refusing = 1;
+	eat_tags(scratch, &pool, SIZE_MAX);     /* the global pool */
+	eat_tags(low, &lows, SIZE_MAX);         /* the lower reserve */
+	reports = tu_err.count;
+	CHECK(vmem_alloc(up, Q, VM_SLEEP) == NULL);
+	check_nometa_warning(reports, "nm_up");
+	refusing = 0;
+	give_back(low, &lows);
+	give_back(scratch, &pool);
+	CHECK_ARENA(up);
+	CHECK_ARENA(low);
+	vmem_destroy(up);
+	vmem_destroy(low);
+	vmem_destroy(root);
+	vmem_destroy(scratch);
+}
+
+static void *
+wrapped_alloc(vmem_t *src, size_t size, int vmflag)
+{
+	return vmem_alloc(src, size, vmflag);
+}
+
+static void
+wrapped_free(vmem_t *src, void *addr, size_t size)
+{
+	vmem_free(src, addr, size);
+}
+
+/*
+ * An import function of the user's (here a wrapper around vmem_alloc)
+ * fails because its source has no tags. The source's VM_SLEEP call warns;
+ * the importing call must then fail too, not wait and import again (it
+ * used to, warning every 100 ms).
+ */
+static void
+test_user_import_stops(void)
+{
+	vmem_t *src = root_arena("nm_usrc", 0x10000000);
+	vmem_t *v = vmem_create("nm_user", (void *)0x80000000, 256 * Q, Q,
+	    wrapped_alloc, wrapped_free, src, 0, VM_SLEEP);
+	addrs_t mine = { 0 }, theirs = { 0 };
+	int reports;
+	void *all;
+
+	REQUIRE(src != NULL && v != NULL);
+	eat_tags(v, &mine, 128);        /* a reserve for the importer */
+	give_back(v, &mine);
+	all = vmem_alloc(v, 256 * Q, VM_NOSLEEP);
+	REQUIRE(all != NULL);           /* only an import can serve now */
+	refusing = 1;
+	eat_tags(src, &theirs, SIZE_MAX);
+	reports = tu_err.count;
+	CHECK(vmem_alloc(v, Q, VM_SLEEP) == NULL);
+	check_nometa_warning(reports, "nm_usrc");
+	refusing = 0;
+	vmem_free(v, all, 256 * Q);
+	give_back(src, &theirs);
+	CHECK_ARENA(v);
+	CHECK_ARENA(src);
+	vmem_destroy(v);
+	vmem_destroy(src);
+}
+
 int
 main(void)
 {
@@ -232,8 +385,11 @@ main(void)
 	tu_record_errors();
 	vmem_set_fault_hook(refuse_when_asked, NULL);
 	RUN(test_qcache_cannot_record_slab);
+	RUN(test_import_through_source_cache);
 	RUN(test_no_source);
 	RUN(test_import_cannot_be_recorded);
+	RUN(test_nested_caches);
+	RUN(test_user_import_stops);
 	vmem_set_fault_hook(NULL, NULL);
 	return tu_finish();
 }
