@@ -3,8 +3,9 @@
  * hands out pids.
  *
  * An identifier arena (VMC_IDENTIFIER: the integers are not memory, so
- * nothing is ever touched and no quantum caches are made) spans the pid
- * range [1, PID_MAX]. VM_NEXTFIT makes the arena hand out the id after
+ * nothing is ever touched) with no quantum caches (qcache_max 0: a cache
+ * would hand a freed id straight back, whatever the policy) spans the pid
+ * range [1, PID_MAX]; ids start at 1 because 0 is the failure value. VM_NEXTFIT makes the arena hand out the id after
  * the last one it gave, going round the range, so a pid that was just
  * freed is not reused at once: a stale kill(2) or wait(2) on an old pid
  * is far less likely to hit a new process. Only when the allocator has

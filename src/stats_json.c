@@ -185,7 +185,7 @@ arena_record(vmem_t *vmp, void *arg)
 	add_num(&l, "largest_free", st.largest_free);
 	add_num(&l, "hash_buckets", st.hash_buckets);
 	add_num(&l, "tags", st.tags);
-	add_num(&l, "meta_bytes", vmem_meta_bytes(vmp));
+	add_num(&l, "meta_bytes", st.meta_bytes);
 	/* Free segments by power-of-two class, up to the last non-empty one. */
 	while (nclass > 0 && st.free_by_class[nclass - 1] == 0)
 		nclass--;

@@ -1984,8 +1984,10 @@ report_bad_free(vmem_t *vmp, int err, const char *call, uintptr_t addr,
 		    "cache slab";
 		break;
 	default:
-		vmem_error_report(err, 0, call, vmp, NULL, addr, size, "%s",
-		    vmem_strerror(err));
+		/* An importer gives a span back as soon as it is all free. */
+		vmem_error_report(err, 0, call, vmp, NULL, addr, size, "%s%s",
+		    vmem_strerror(err), vmp->source == NULL ? "" : ", or a "
+		    "double free whose span already went back to the source");
 		return;
 	}
 	vmem_error_report(err, 0, call, vmp, NULL, addr, size,
@@ -2900,6 +2902,11 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 	walk_item_t local[64], *items = local;
 	size_t n = 0, cap = 64, bytes = 0, page = plat_pagesize();
 
+	if (func == NULL) {
+		vmem_error_report(VMEM_E_BADARG, 0, "vmem_walk", vmp, NULL, 0,
+		    0, "no function to call");
+		return;
+	}
 	if (!((unsigned)typemask & VMEM_REENTRANT)) {
 		plat_mutex_lock(&vmp->lock);
 		for (vseg_t *s = vmp->seg0.anext; s != &vmp->seg0; s = s->anext)
@@ -3000,6 +3007,11 @@ vmem_get_stats(vmem_t *vmp, vmem_stats_t *st)
 	st->nfree_segs = vmp->nfree;
 	st->hash_buckets = vmp->hash_size;
 	st->tags = vmp->tags_owned;
+	st->meta_bytes = arena_bytes() + vmp->tags_owned * sizeof (vseg_t) +
+	    (vmp->hash != vmp->hash0 ?
+	    page_round(vmp->hash_size * sizeof (vseg_t *)) : 0) +
+	    (vmp->memo != NULL ? memo_bytes() : 0) +
+	    (vmp->bounds != NULL ? bounds_bytes() : 0);
 	for (unsigned c = 0; c < NCLASS; c++)
 		for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
 			st->free_by_class[flog2(s->size)]++;

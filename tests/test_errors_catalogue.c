@@ -278,6 +278,43 @@ err_vmem_wrong_arena(void)
 	destroy_clean(b);
 }
 
+/* In an importing arena the first free may have sent the span back. */
+static void
+err_vmem_double_free_span_gone(void)
+{
+	vmem_t *src = int_arena("e_dfsrc", BASE, 0);
+	vmem_t *v = vmem_create("e_dfimp", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src, 0, VM_SLEEP);
+	void *p;
+	snap_t s;
+
+	REQUIRE(v != NULL);
+	p = vmem_alloc(v, 16 * Q, VM_SLEEP);
+	REQUIRE(p != NULL);
+	vmem_free(v, p, 16 * Q);
+	s = snap(v);
+	vmem_free(v, p, 16 * Q);
+	EXPECT(VMEM_E_WRONGARENA, "vmem_free", "e_dfimp");
+	EXPECT_AT(p, 16 * Q);
+	CHECK_UNCHANGED(v, s);
+	keeps_working(v, Q);
+	destroy_clean(v);
+	destroy_clean(src);
+}
+
+static void
+err_vmem_walk_null_function(void)
+{
+	vmem_t *v = int_arena("e_walk_null", BASE, 0);
+	snap_t s = snap(v);
+
+	vmem_walk(v, VMEM_ALLOC | VMEM_FREE, NULL, NULL);
+	EXPECT(VMEM_E_BADARG, "vmem_walk", "e_walk_null");
+	CHECK_UNCHANGED(v, s);
+	keeps_working(v, Q);
+	destroy_clean(v);
+}
+
 static void
 err_vmem_free_null(void)
 {
@@ -2146,6 +2183,8 @@ static const entry_t entries[] = {
 	E(err_vmem_wrong_size_smaller, VMEM_E_WRONGSIZE),
 	E(err_vmem_wrong_arena, VMEM_E_WRONGARENA),
 	E(err_vmem_free_null, VMEM_E_BADFREE),
+	E(err_vmem_double_free_span_gone, VMEM_E_WRONGARENA),
+	E(err_vmem_walk_null_function, VMEM_E_BADARG),
 	E(err_vmem_free_size_zero, VMEM_E_BADARG),
 	E(err_vmem_free_size_overflow, VMEM_E_BADARG),
 	E(err_vmem_xfree_qcache, VMEM_E_XFREE_QCACHE),

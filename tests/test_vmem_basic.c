@@ -840,6 +840,17 @@ test_walk_reentrant_without_memory(void)
 	tl_segs_free(&w.added);
 }
 
+/* The arena's structure: what meta_bytes counts besides tags and tables
+ * while the hash is the one inside the structure. */
+static size_t
+small_arena_bytes(vmem_t *v)
+{
+	vmem_stats_t st = tl_stats(v);
+
+	REQUIRE(st.hash_buckets == 16);
+	return st.meta_bytes - st.tags * 64;
+}
+
 static void
 test_stats_fields(void)
 {
@@ -873,6 +884,7 @@ test_stats_fields(void)
 	CHECK_EQ(st.qcache_alloc, 0);
 	CHECK_EQ(st.populate_fail, 0);
 	CHECK(st.tags >= st.nspans + st.nalloc_segs + st.nfree_segs);
+	CHECK(st.meta_bytes > st.tags * 64);
 	for (int i = 0; i < 8; i++)
 		if (i != 1 && i != 5)
 			vmem_free(v, a[i], 2 * Q);
@@ -882,6 +894,34 @@ test_stats_fields(void)
 	CHECK_EQ(st.nfree_segs, 1);
 	CHECK_EQ(st.largest_free, 64 * Q);
 	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
+/*
+ * meta_bytes counts all of an arena's own metadata: a grown hash table
+ * shows in it, and goes when the table shrinks back.
+ */
+static void
+test_meta_bytes(void)
+{
+	enum { N = 20000 };
+	vmem_t *v = mk("meta_bytes", BASE, (size_t)N * Q, Q);
+	static void *p[N];
+	size_t base = small_arena_bytes(v);
+	vmem_stats_t st;
+
+	CHECK(base >= 4096 && base % 4096 == 0);
+	for (int i = 0; i < N; i++)
+		REQUIRE((p[i] = vmem_alloc(v, Q, VM_NOSLEEP)) != NULL);
+	st = tl_stats(v);
+	CHECK(st.hash_buckets >= N / 2);
+	CHECK_EQ(st.meta_bytes, base + st.tags * 64 + st.hash_buckets * 8);
+	CHECK_EQ(vmem_meta_bytes(v), st.tags * 64);
+	for (int i = 0; i < N; i++)
+		vmem_free(v, p[i], Q);
+	st = tl_stats(v);
+	CHECK_EQ(st.hash_buckets, 16);
+	CHECK_EQ(st.meta_bytes, base + st.tags * 64);
 	vmem_destroy(v);
 }
 
@@ -2127,5 +2167,6 @@ main(void)
 	RUN(test_memo_keeps_smaller_fit);
 	RUN(test_memo_without_pages);
 	RUN(test_bestfit_equal_segments);
+	RUN(test_meta_bytes);
 	return tu_finish();
 }

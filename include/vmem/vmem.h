@@ -94,7 +94,8 @@ void *vmem_get_private(const vmem_t *vmp);
  * somewhere, as a kernel charges it to its heap, installs charge(): it is
  * called with the change in bytes of tag memory the arena holds, with the
  * arena lock held, so it must not call into any arena (count and settle
- * later). vmem_meta_bytes() is the arena's current tag memory in bytes.
+ * later). vmem_meta_bytes() is the arena's current tag memory in bytes
+ * (vmem_stats_t.meta_bytes counts its other metadata too).
  */
 void vmem_set_meta_charge(vmem_t *vmp, void (*charge)(void *arg, long delta),
     void *arg);
@@ -187,6 +188,10 @@ typedef struct vmem_stats {
 	size_t largest_free;  /* largest free segment now */
 	size_t hash_buckets;  /* allocated-segment hash size now */
 	size_t tags;          /* boundary tags owned by the arena now */
+	size_t meta_bytes;    /* all the arena's own metadata now: its
+	                       * structure, tags, hash table and search
+	                       * tables (its quantum caches report theirs:
+	                       * kmem_cache_get_stats) */
 	size_t free_by_class[VMEM_NCLASS_POW2]; /* free segs, size in [2^i, 2^(i+1)) */
 } vmem_stats_t;
 
