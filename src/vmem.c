@@ -1043,12 +1043,106 @@ some_free_holds(vmem_t *vmp, const req_t *r)
 	return class_first_fit(vmp, own, r, &a) != NULL;
 }
 
+/*
+ * Next fit's walk passes allocated segments, so in a nearly full space
+ * (a pid arena with a few free ids) it would read them all. After a
+ * budget of steps that grows with the number of free segments, the
+ * freelists answer instead: of the free segments that hold r, the first
+ * in the walk's order. That costs one read per free segment of a class
+ * that may hold r, so a call costs O(free segments), never O(segments).
+ * The walk's order is the address list's: spans in arrival order (their
+ * seq), addresses within a span, a span's marker before its segments.
+ * Finding a segment's span reads the span list, so arenas with many spans
+ * keep walking.
+ */
+#define NEXTFIT_SPANS 16
+
+/* Test seam: the walk's budget in steps; -1: the arena's own. */
+long vmem_nextfit_test_budget = -1;
+
+typedef struct {
+	uint64_t span;          /* its span's arrival number */
+	uintptr_t start;
+	unsigned inner;         /* 0 for a span's marker, 1 for its segments */
+} list_pos_t;
+
+static list_pos_t
+list_pos(const vmem_t *vmp, const vseg_t *s)
+{
+	list_pos_t p = { 0, s->start, s->type != SEG_SPAN };
+
+	if (s->type == SEG_SPAN) {
+		p.span = s->seq;
+		return p;
+	}
+	for (const vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
+	    sp = sp->knext)
+		if (s->start >= sp->start && s->start <= seg_last(sp)) {
+			p.span = sp->seq;
+			break;
+		}
+	return p;
+}
+
+static bool
+list_before(const list_pos_t *a, const list_pos_t *b)
+{
+	if (a->span != b->span)
+		return a->span < b->span;
+	if (a->start != b->start)
+		return a->start < b->start;
+	return a->inner < b->inner;
+}
+
+static size_t
+nextfit_budget(const vmem_t *vmp)
+{
+	if (vmem_nextfit_test_budget >= 0)
+		return (size_t)vmem_nextfit_test_budget;
+	return vmp->nspans <= NEXTFIT_SPANS ? 2 * vmp->nfree + 16 : SIZE_MAX;
+}
+
+/*
+ * The free segment other than skip that holds r and comes first in the
+ * address list's cyclic order from `from` (the walk's next step).
+ */
+static vseg_t *
+nextfit_from_freelists(vmem_t *vmp, const req_t *r, const vseg_t *from,
+    const vseg_t *skip, uintptr_t *addrp)
+{
+	list_pos_t here = list_pos(vmp, from), best_pos = here, p;
+	vseg_t *best = NULL;
+	bool best_ahead = false, ahead;
+	uintptr_t a, best_addr = 0;
+	unsigned c = size_class(r->size >> vmp->qshift);
+
+	for (c = class_next(vmp, c); c < NCLASS; c = class_next(vmp, c + 1)) {
+		for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
+			vmp->st_search++;
+			if (s == skip || !seg_fit(s, r, &a))
+				continue;
+			p = list_pos(vmp, s);
+			ahead = !list_before(&p, &here);
+			if (best == NULL || (ahead && !best_ahead) ||
+			    (ahead == best_ahead && list_before(&p, &best_pos))) {
+				best = s;
+				best_pos = p;
+				best_ahead = ahead;
+				best_addr = a;
+			}
+		}
+	}
+	*addrp = best_addr;
+	return best;
+}
+
 static vseg_t *
 find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 {
 	vseg_t *start = vmp->rotor != NULL ? vmp->rotor : vmp->seg0.anext;
-	vseg_t *s = start;
+	vseg_t *s = start, *found;
 	bool resume, behind;
+	size_t budget;
 
 	/* The walk passes allocated segments too: in a full id arena it
 	 * would read every one to fail. */
@@ -1078,7 +1172,16 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 		if (s == &vmp->seg0)
 			s = s->anext;
 	}
+	budget = nextfit_budget(vmp);
 	do {
+		if (budget-- == 0) {
+			/* Nothing fits between the walk's start and s. */
+			found = nextfit_from_freelists(vmp, r, s,
+			    resume || behind ? start : NULL, addrp);
+			if (found != NULL)
+				return found;
+			break;
+		}
 		vmp->st_search++;
 		if (s->type == SEG_FREE && seg_fit(s, r, addrp))
 			return s;

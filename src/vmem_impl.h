@@ -17,6 +17,10 @@ unsigned vmem_importer_count(const vmem_t *vmp);
 void *vmem_qcache_slab_xalloc(vmem_t *vmp, size_t size, size_t align,
     int vmflag);
 
+/* Test seam: how many steps next fit walks before the freelists answer
+ * (-1, the default: the arena's own budget). */
+extern long vmem_nextfit_test_budget;
+
 /* A quantum cache of vmp could not record a new slab (no memory for its
  * bookkeeping): a caller waiting on the cache must fail, not wait. */
 void vmem_qcache_nometa(vmem_t *vmp);

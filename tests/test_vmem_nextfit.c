@@ -7,9 +7,11 @@
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
+#include <limits.h>
 #include <stdint.h>
 
 #include "testutil.h"
+#include "vmem_impl.h"
 #include "vmem_testlib.h"
 
 static void
@@ -222,6 +224,130 @@ test_stale_bound_without_walk(void)
 	free_all_and_destroy(v);
 }
 
+/*
+ * One free id among 100,000 taken, far behind the rotor: the walk would
+ * pass every allocated id to reach it; after its budget the freelists
+ * answer (a pid allocator out of pids took 50 ms per fork at a million).
+ */
+static void
+test_nearly_full_without_walk(void)
+{
+	enum { N = 100000 };
+	vmem_t *v = vmem_create("nf_full", (void *)1, N, 1, NULL, NULL,
+	    NULL, 0, VMC_IDENTIFIER);
+	uint64_t before;
+
+	REQUIRE(v != NULL);
+	for (uintptr_t i = 1; i <= N; i++)
+		REQUIRE((uintptr_t)next_id(v) == i);
+	vmem_free(v, (void *)(uintptr_t)500, 1);
+	before = tl_stats(v).search;
+	CHECK_EQ((uintptr_t)next_id(v), 500);
+	CHECK(tl_stats(v).search - before <= 2 * 1 + 16 + 2);
+	vmem_free(v, (void *)(uintptr_t)90000, 1);
+	vmem_free(v, (void *)(uintptr_t)7, 1);
+	before = tl_stats(v).search;
+	CHECK_EQ((uintptr_t)next_id(v), 90000);   /* after the rotor first */
+	CHECK_EQ((uintptr_t)next_id(v), 7);       /* then round the space */
+	CHECK(tl_stats(v).search - before <= 2 * (2 * 2 + 16 + 2));
+	CHECK(vmem_check(v) == 0);
+	free_all_and_destroy(v);
+}
+
+/* The same operations on two arenas, one walking, one answered from its
+ * freelists after `budget` steps. */
+typedef struct {
+	vmem_t *walk, *lists;
+	uintptr_t *addr;
+	size_t *size;
+	size_t n, cap;
+} twin_t;
+
+static vmem_t *
+twin_arena(const char *name)
+{
+	vmem_t *v = vmem_create(name, (void *)5000, 500, 1, NULL, NULL, NULL,
+	    0, VMC_IDENTIFIER);
+
+	/* Three spans, in arrival order unlike address order. */
+	REQUIRE(v != NULL);
+	REQUIRE(vmem_add(v, (void *)1, 1000, VM_NOSLEEP) != NULL);
+	REQUIRE(vmem_add(v, (void *)20000, 300, VM_NOSLEEP) != NULL);
+	return v;
+}
+
+static void
+twin_alloc(twin_t *t, tu_rng_t *rng, int flags)
+{
+	size_t size = (size_t)tu_range(rng, 1, tu_range(rng, 0, 3) ? 2 : 9);
+	uintptr_t a, b;
+
+	vmem_nextfit_test_budget = LONG_MAX;
+	a = (uintptr_t)vmem_alloc(t->walk, size, VM_NOSLEEP | flags);
+	vmem_nextfit_test_budget = (long)tu_range(rng, 0, 3);
+	b = (uintptr_t)vmem_alloc(t->lists, size, VM_NOSLEEP | flags);
+	vmem_nextfit_test_budget = -1;
+	CHECK_EQ(b, a);
+	if (a == 0 || b != a)
+		return;
+	if (t->n == t->cap) {
+		t->cap = t->cap ? 2 * t->cap : 1024;
+		t->addr = realloc(t->addr, t->cap * sizeof (uintptr_t));
+		t->size = realloc(t->size, t->cap * sizeof (size_t));
+		REQUIRE(t->addr != NULL && t->size != NULL);
+	}
+	t->addr[t->n] = a;
+	t->size[t->n++] = size;
+}
+
+static void
+twin_free(twin_t *t, tu_rng_t *rng)
+{
+	size_t k = (size_t)tu_range(rng, 0, t->n - 1);
+
+	vmem_free(t->walk, (void *)t->addr[k], t->size[k]);
+	vmem_free(t->lists, (void *)t->addr[k], t->size[k]);
+	t->addr[k] = t->addr[--t->n];
+	t->size[k] = t->size[t->n];
+}
+
+/*
+ * The freelists' answer is the walk's, whenever the walk stops: random
+ * next-fit traffic (with some instant fit, which leaves the rotor alone)
+ * over three spans that arrived out of address order, often nearly full.
+ */
+static void
+test_freelists_answer_as_the_walk(void)
+{
+	twin_t t = { twin_arena("nf_walk"), twin_arena("nf_lists"), NULL,
+	    NULL, 0, 0 };
+	long steps = tu_env_long("VMEM_STEPS", tu_slow_build() ? 20000 :
+	    200000);
+	tu_rng_t rng;
+
+	tu_seed(&rng, (uint64_t)tu_env_long("VMEM_SEED", 1));
+	for (long i = 0; i < steps; i++) {
+		uint64_t op = tu_range(&rng, 0, 9);
+
+		if (op < 6 || t.n == 0)
+			twin_alloc(&t, &rng, VM_NEXTFIT);
+		else if (op == 6)
+			twin_alloc(&t, &rng, 0);
+		else
+			twin_free(&t, &rng);
+		if (i % 5000 == 0) {
+			CHECK(vmem_check(t.walk) == 0);
+			CHECK(vmem_check(t.lists) == 0);
+		}
+	}
+	while (t.n > 0)
+		twin_free(&t, &rng);
+	free(t.addr);
+	free(t.size);
+	vmem_destroy(t.walk);
+	vmem_destroy(t.lists);
+}
+
 int
 main(void)
 {
@@ -230,5 +356,7 @@ main(void)
 	RUN(test_rotor_position);
 	RUN(test_failure_without_walk);
 	RUN(test_stale_bound_without_walk);
+	RUN(test_nearly_full_without_walk);
+	RUN(test_freelists_answer_as_the_walk);
 	return tu_finish();
 }
