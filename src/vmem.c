@@ -195,12 +195,16 @@ struct vmem {
 	/* Callers waiting in qcache_alloc_wait: a cache free wakes them. */
 	atomic_uint qc_sleepers;
 	/*
-	 * Calls on this arena that had to stop (alloc_stopped): the low half
-	 * counts all of them, the high half those for lack of metadata (each
-	 * half wraps on its own). Read by a caller waiting on the arena's
-	 * quantum caches, and by an arena importing from this one, to tell a
-	 * failure that waiting cannot mend from an empty arena. One word, so
-	 * the cache's fast path reads one load.
+	 * Calls on this arena that had to stop (alloc_stopped) for a reason
+	 * that is not the call's own: no metadata (a shortage of the whole
+	 * library), or anything that stopped a quantum cache's try (its
+	 * waiter is the one to fail). A misuse in a plain call, such as its
+	 * import function breaking its contract, ends that call alone. The
+	 * low half counts all of them, the high half those for lack of
+	 * metadata (each half wraps on its own). Read by a caller waiting on
+	 * the arena's quantum caches, and by an arena importing from this
+	 * one, to tell a failure that waiting cannot mend from an empty
+	 * arena. One word, so the cache's fast path reads one load.
 	 */
 	atomic_uint stops;
 	void *qcache[MAX_QCACHE];
@@ -1861,7 +1865,8 @@ vmem_qcache_nometa(vmem_t *vmp)
 static void *
 alloc_stopped(vmem_t *vmp, const req_t *r, const char *call, stop_t stop)
 {
-	count_stop(vmp, stop);
+	if (stop == STOP_NOMETA || (r->flags & VM_QCTRY))
+		count_stop(vmp, stop);
 	if (stop == STOP_NOMETA &&
 	    !(r->flags & (VM_NOSLEEP | VM_ABORT | VM_PANIC | VM_QCTRY)))
 		warn_nometa(vmp, call, 0, r->size);
@@ -2089,8 +2094,9 @@ report_bad_free(vmem_t *vmp, int err, const char *call, uintptr_t addr,
 	default:
 		/* An importer gives a span back as soon as it is all free. */
 		vmem_error_report(err, 0, call, vmp, NULL, addr, size, "%s%s",
-		    vmem_strerror(err), vmp->source == NULL ? "" : ", or a "
-		    "double free whose span already went back to the source");
+		    vmem_strerror(err), vmp->afunc == NULL && vmp->xafunc ==
+		    NULL ? "" : ", or a double free whose span already went "
+		    "back to the source");
 		return;
 	}
 	vmem_error_report(err, 0, call, vmp, NULL, addr, size,

@@ -377,6 +377,72 @@ test_user_import_stops(void)
 	vmem_destroy(src);
 }
 
+/*
+ * Stops reach other callers only when they are not one call's own: here
+ * the source's import function, called for X's VM_SLEEP request, makes a
+ * call of its own (Y) whose import breaks its contract. Y is reported and
+ * fails; X sees an ordinary shortage (the import fails, and fails again
+ * after the reap) and must wait and get its memory from the import after
+ * the wait, not fail because Y stopped meanwhile (it used to).
+ */
+static int import_phase;
+static vmem_t *phase_src;
+
+static void *
+phased_import(vmem_t *base, size_t size, int vmflag)
+{
+	void *y;
+
+	switch (import_phase) {
+	case 0:                 /* X's first import: Y runs, then a shortage */
+		import_phase = 1;
+		y = vmem_alloc(phase_src, 8 * Q, VM_NOSLEEP);
+		CHECK(y == NULL);
+		import_phase = 2;
+		return NULL;
+	case 1:                 /* Y's import: a misaligned span */
+		return (char *)vmem_alloc(base, size, vmflag) + 1;
+	case 2:                 /* X's retry after reaping: still short */
+		import_phase = 3;
+		return NULL;
+	default:                /* after X waited */
+		return vmem_alloc(base, size, vmflag);
+	}
+}
+
+static void
+phased_release(vmem_t *base, void *addr, size_t size)
+{
+	/* Y's broken span comes back as it was given. */
+	vmem_free(base, (void *)((uintptr_t)addr & ~(uintptr_t)(Q - 1)),
+	    size);
+}
+
+static void
+test_other_callers_misuse_does_not_stop(void)
+{
+	vmem_t *base = root_arena("nm_base", 0x10000000);
+	vmem_t *src = vmem_create("nm_phased", NULL, 0, Q, phased_import,
+	    phased_release, base, 4 * Q, VM_SLEEP);
+	vmem_t *x = child_arena("nm_x", src, 0);
+	int reports = tu_err.count;
+	void *p;
+
+	REQUIRE(base != NULL && src != NULL && x != NULL);
+	phase_src = src;
+	p = vmem_alloc(x, Q, VM_SLEEP);
+	CHECK(p != NULL);
+	CHECK_EQ(import_phase, 3);
+	CHECK_EQ(tu_err.count, reports + 1);    /* Y's broken import */
+	CHECK_EQ(tu_err.code, VMEM_E_MISUSE);
+	vmem_free(x, p, Q);
+	CHECK_ARENA(x);
+	CHECK_ARENA(src);
+	vmem_destroy(x);
+	vmem_destroy(src);
+	vmem_destroy(base);
+}
+
 int
 main(void)
 {
@@ -384,6 +450,7 @@ main(void)
 	alarm(WATCHDOG_SECONDS);
 	tu_record_errors();
 	vmem_set_fault_hook(refuse_when_asked, NULL);
+	RUN(test_other_callers_misuse_does_not_stop);
 	RUN(test_qcache_cannot_record_slab);
 	RUN(test_import_through_source_cache);
 	RUN(test_no_source);
