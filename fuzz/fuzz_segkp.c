@@ -14,7 +14,9 @@
  * never returned, double release, a destroyed cache's cookie), which must
  * be reported with its code and change nothing; release; stack caches
  * (init, get, release back, reap idle or all, segkp_cache_free, destroy
- * with stacks still out); segkp_find / segkp_classify probes.
+ * with stacks still out); segkp_find / segkp_classify probes; the
+ * refusal of the library's metadata pages switched on and off (a stack
+ * cache may then not be made; everything else must hold as before).
  *
  * The model keeps every live allocation (segment, address, len, flags,
  * redzone, owning cache) and every cache's LIFO list of idle stacks with
@@ -83,6 +85,14 @@ static unsigned fp_next_id;
 static void *fp_dead_cookie;
 static size_t fp_base_committed; /* kas pages after setup, less metadata */
 static int fp_errors, fp_warnings, fp_last_code, fp_trace;
+static int fp_refuse;   /* refuse the library's metadata pages */
+
+static int
+fp_fault(const char *site, void *arg)
+{
+	(void)arg;
+	return fp_refuse && strcmp(site, "metadata") == 0;
+}
 
 static void
 fp_handler(const vmem_error_info_t *info, void *arg)
@@ -357,6 +367,10 @@ op_cache_init(fz_in_t *in)
 	fp_errors = 0;
 	c->cookie = segkp_cache_init(fp_seg[c->seg], c->maxsize, c->len,
 	    c->flags);
+	if (c->cookie == NULL && fp_refuse) {
+		memset(c, 0, sizeof (*c));
+		return;
+	}
 	FZ_ASSERT(fp_errors == 0 && c->cookie != NULL);
 }
 
@@ -636,10 +650,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	vmem_set_error_handler(fp_handler, NULL);
 	fp_errors = fp_warnings = 0;
+	fp_refuse = 0;
 	setup(fz_below(&in, 2));
+	vmem_set_fault_hook(fp_fault, NULL);
 	fp_trace = getenv("FUZZ_TRACE") != NULL;
 	while (in.n > 0 && steps++ < 2000) {
-		unsigned op = fz_below(&in, 12);
+		unsigned op = fz_below(&in, 13);
 
 		if (fp_trace)
 			fprintf(stderr, "step %d op %u (live %d)\n", steps, op,
@@ -652,12 +668,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 7: op_cache_init(&in); break;
 		case 8: case 9: op_cache_get(&in); break;
 		case 10: op_cache_maint(&in); break;
+		case 12: fp_refuse = !fp_refuse; break;
 		default: op_probe(&in); break;
 		}
 		fp_errors = 0;
 		check_all();
 		FZ_ASSERT(fp_errors == 0 && fp_warnings == 0);
 	}
+	fp_refuse = 0;
+	vmem_set_fault_hook(NULL, NULL);
 	teardown();
 	vmem_set_error_handler(NULL, NULL);
 	return 0;
