@@ -37,7 +37,10 @@
  *    with the request's own class.
  *  - Next fit walks forward in address order from the last next-fit
  *    allocation (the rotor). The rotor is a pointer, not a marker in the
- *    segment list, so it never keeps free neighbours from coalescing.
+ *    segment list, so it never keeps free neighbours from coalescing. The
+ *    walk passes allocated segments too, so it asks the freelists first
+ *    whether anything can fit, and after a budget that grows with the
+ *    free segments it lets them give the walk's answer.
  *
  * Allocated segments are found at free time through a hash table keyed by
  * address; it grows and shrinks inline (by a factor of four, with
@@ -68,7 +71,10 @@
  * Boundary tags. Every operation reserves the tags it may need before it
  * changes anything, under the arena lock, into the arena's private reserve;
  * the reserve is refilled from a global pool of tag pages. An operation
- * that cannot get its tags fails cleanly with the arena unchanged.
+ * that cannot get its tags fails cleanly with the arena unchanged, VM_SLEEP
+ * or not: no free is bound to bring back pages the platform refused, so
+ * waiting could hang. The stop travels to the outermost caller, through
+ * imports and quantum caches (see stop_t), which warns a VM_SLEEP caller.
  *
  * Locking. One mutex per arena protects everything in it. A global lock
  * protects the list of arenas; the tag pool has its own lock, taken (if at
