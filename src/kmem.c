@@ -690,7 +690,7 @@ static void
 slab_nometa(kmem_cache_t *cp, int kmflag)
 {
 	if (cp->cflags & KMC_QCACHE)
-		vmem_qcache_nometa(cp->vmp);
+		vmem_count_nometa(cp->vmp);
 	else if (!(kmflag & (KM_NOSLEEP | KM_PANIC)))
 		vmem_error_report(VMEM_E_NOMEM, 1, "kmem_cache_alloc", NULL,
 		    cp->name, 0, cp->bufsize, "KM_SLEEP allocation failed: "

@@ -35,6 +35,7 @@
 
 #include "error.h"
 #include "fault.h"
+#include "vmem_impl.h"
 
 static const uint16_t kmem_heap_sizes[] = {
 	8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256,
@@ -255,13 +256,25 @@ kmem_heap_fork_unlock(void)
 	plat_mutex_unlock(&kmem_default_lock);
 }
 
-/* Spans of the private default arena are platform pages. */
+/* The private arena of the default heap, once made. */
+static vmem_t *_Atomic default_arena;
+
+/*
+ * Spans of the private default arena are platform pages. Pages refused
+ * are a shortage no free is bound to mend: counted as a metadata stop, so
+ * a KM_SLEEP caller fails with a warning instead of polling for ever.
+ */
 static void *
 default_import(vmem_t *src, size_t size, int vmflag)
 {
+	void *p = meta_pages_alloc(size);
+
 	(void)src;
 	(void)vmflag;
-	return meta_pages_alloc(size);
+	if (p == NULL)
+		vmem_count_nometa(atomic_load_explicit(&default_arena,
+		    memory_order_relaxed));
+	return p;
 }
 
 static void
@@ -293,6 +306,8 @@ kmem_default_heap(void)
 	if (heap == NULL) {
 		arena = vmem_create("kmem_default", NULL, 0, plat_pagesize(),
 		    default_import, default_release, NULL, 0, VM_SLEEP);
+		atomic_store_explicit(&default_arena, arena,
+		    memory_order_relaxed);
 		if (arena != NULL) {
 			heap = kmem_heap_create("kmem_alloc", arena);
 			if (heap != NULL)

@@ -1636,8 +1636,10 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
     stop_t *stop)
 {
 	int flags = ir->flags & VM_NOSLEEP;
-	/* (an import function may have no source arena) */
-	unsigned marks = vmp->source != NULL ? stop_marks(vmp->source) : 0;
+	/* An import function with no source arena counts its stops on the
+	 * importer (vmem_count_nometa). */
+	vmem_t *watch = vmp->source != NULL ? vmp->source : vmp;
+	unsigned marks = stop_marks(watch);
 	void *p;
 
 	*sizep = ir->size;
@@ -1666,8 +1668,9 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
 		*stop = STOP_REPORTED;
 		return 0;
 	}
-	if (p == NULL && vmp->source != NULL)
-		*stop = import_stop(vmp->source, marks, flags);
+	if (p == NULL)
+		*stop = watch == vmp ? stopped_since(vmp, marks) :
+		    import_stop(watch, marks, flags);
 	return (uintptr_t)p;
 }
 
@@ -1857,7 +1860,7 @@ warn_nometa(vmem_t *vmp, const char *call, uintptr_t addr, size_t size)
 }
 
 void
-vmem_qcache_nometa(vmem_t *vmp)
+vmem_count_nometa(vmem_t *vmp)
 {
 	count_stop(vmp, STOP_NOMETA);
 }

@@ -21,8 +21,13 @@ void *vmem_qcache_slab_xalloc(vmem_t *vmp, size_t size, size_t align,
  * (-1, the default: the arena's own budget). */
 extern long vmem_nextfit_test_budget;
 
-/* A quantum cache of vmp could not record a new slab (no memory for its
- * bookkeeping): a caller waiting on the cache must fail, not wait. */
-void vmem_qcache_nometa(vmem_t *vmp);
+/*
+ * A call for vmp could not get the library's metadata pages: a quantum
+ * cache of vmp could not record a new slab, or vmp's own import function
+ * (one with no source arena, such as the default kmem heap's) was refused
+ * platform pages. Counted as a stop on vmp, so the VM_SLEEP caller fails
+ * with a warning instead of waiting for pages no free will bring back.
+ */
+void vmem_count_nometa(vmem_t *vmp);
 
 #endif

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vmem/kmem.h>
+
 #include "testutil.h"
 #include "vmem_testlib.h"
 
@@ -443,6 +445,31 @@ test_other_callers_misuse_does_not_stop(void)
 	vmem_destroy(base);
 }
 
+/*
+ * The default kmem heap takes its spans from the platform's pages through
+ * an import function of its own (no source arena). Refused pages used to
+ * make a KM_SLEEP call import again every 100 ms, for ever.
+ */
+static void
+test_default_heap_pages_refused(void)
+{
+	size_t big = (size_t)64 << 20;
+	int reports;
+	void *p;
+
+	p = kmem_alloc(100, KM_SLEEP);          /* the heap exists now */
+	REQUIRE(p != NULL);
+	kmem_free(p, 100);
+	reports = tu_err.count;
+	refusing = 1;
+	CHECK(kmem_alloc(big, KM_SLEEP) == NULL);
+	refusing = 0;
+	check_nometa_warning(reports, "kmem_default");
+	p = kmem_alloc(big, KM_SLEEP);
+	CHECK(p != NULL);
+	kmem_free(p, big);
+}
+
 int
 main(void)
 {
@@ -451,6 +478,7 @@ main(void)
 	tu_record_errors();
 	vmem_set_fault_hook(refuse_when_asked, NULL);
 	RUN(test_other_callers_misuse_does_not_stop);
+	RUN(test_default_heap_pages_refused);
 	RUN(test_qcache_cannot_record_slab);
 	RUN(test_import_through_source_cache);
 	RUN(test_no_source);
