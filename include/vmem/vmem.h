@@ -226,7 +226,7 @@ void vmem_print_arenas(void *stdio_file);
  * The same statistics as JSON, through out() one '\n'-ended line at a
  * time (one line per arena or cache): vmem_dump_arenas_json gives
  * {"arenas":[...]} with every vmem_stats_t field under its C name plus
- * "source" and "meta_bytes"; vmem_dump_stats_json gives
+ * "source"; vmem_dump_stats_json gives
  * {"arenas":[...],"caches":[...]} (caches as kmem_dump_caches_json in
  * <vmem/kmem.h>). vmem_print_stats_json writes the latter to a stdio
  * FILE * (stdout if NULL).
