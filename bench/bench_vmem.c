@@ -66,8 +66,15 @@ enum kind {
 	K_REPLACE,      /* keep `live` allocations, replace one at a time */
 	K_FAIL,         /* fragment the arena, time failing requests */
 	K_FREEALL,      /* allocate `live`, time freeing them in random order */
-	K_THREADS       /* a K_REPLACE workload by 1 and by 2 threads */
+	K_THREADS,      /* a K_REPLACE workload by 1 and by 2 threads */
+	K_PIDS          /* a full id space, next fit: free one, allocate one */
 };
+
+/* Kinds that have no malloc counterpart: vmem alone runs them. */
+static int vmem_only(enum kind k)
+{
+	return k == K_FAIL || k == K_PIDS;
+}
 
 enum impl { IMPL_VMEM, IMPL_GLIBC, IMPL_JEMALLOC, IMPL_MIMALLOC, NIMPL };
 static const char *const impl_name[NIMPL] = {
@@ -145,6 +152,13 @@ static const workload_t workloads[] = {
 	{ "W7", "free 1M live in random order (2^40 arena)", K_FREEALL,
 	  0x1000, (size_t)1 << 40, 1, 16, 0, 0, 0, 0, 1000000, 1000000,
 	  0, 0, 0, NULL, 200, "<= 200 ns/free", 0 },
+	/* Not in benchmark-workloads.md: a pid allocator out of pids. Every
+	 * id of [1, 2^20] is taken; each step frees a random one ("exit")
+	 * and allocates with VM_NEXTFIT ("fork"), which must find that one
+	 * free id wherever the rotor is. ns per call (half a pair). */
+	{ "WNF", "next fit, 2^20 ids all taken but one: exit + fork",
+	  K_PIDS, 1, (size_t)1 << 20, 1, 1, VM_NEXTFIT, 0, 0, 0,
+	  (size_t)1 << 20, 20000, 0, 0, 0, NULL, 5000, "< 5 us per call", 0 },
 	{ "W8", "W3 by 1 and 2 threads, one arena", K_THREADS,
 	  0, 0, 0, 0, 0, 0, 0, 0, 0, 4000000,
 	  0, 0, 0, "W3", 1.6, "2t/1t >= 1.6x (issue 3)", 0 },
@@ -724,6 +738,61 @@ static void run_fail(const workload_t *w, uint64_t ops, int runs,
 }
 
 /* ---------------------------------------------------------------------- */
+/* K_PIDS                                                                  */
+
+/* n exit+fork pairs; returns how many forks did not get the exited id. */
+NOINLINE static uint64_t measured_pids_vmem(vmem_t *vmp, const uint32_t *exits,
+    uint64_t n)
+{
+	uint64_t wrong = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uintptr_t id = exits[i];
+		vmem_free(vmp, (void *)id, 1);
+		wrong += (uintptr_t)vmem_alloc(vmp, 1, VM_NOSLEEP | VM_NEXTFIT)
+		    != id;
+	}
+	return wrong;
+}
+
+static void run_pids(const workload_t *w, uint64_t ops, int runs,
+    result_t *r)
+{
+	uint64_t pairs = ops / 2 > 0 ? ops / 2 : 1, rng = 42;
+	uint32_t *exits = xcalloc(pairs, sizeof(uint32_t));
+
+	for (uint64_t i = 0; i < pairs; i++)
+		exits[i] = (uint32_t)(w->base + rng_next(&rng) % w->arena_size);
+	r->ops = 2 * pairs;
+	r->baseline_rss_kb = maxrss_kb();
+	for (int run = 0; run < runs; run++) {
+		vmem_t *vmp = vmem_create("bench_pids", (void *)w->base,
+		    w->arena_size, 1, NULL, NULL, NULL, 0,
+		    VM_SLEEP | VMC_IDENTIFIER);
+		if (vmp == NULL) {
+			fprintf(stderr, "bench_vmem: %s: vmem_create failed\n",
+			    w->id);
+			exit(2);
+		}
+		for (size_t i = 0; i < w->arena_size; i++)
+			r->fails += vmem_alloc(vmp, 1, VM_NOSLEEP | VM_NEXTFIT)
+			    == NULL;
+		rss_sample();
+		double c0 = cpu_ns(), t0 = now_ns();
+		r->fails += measured_pids_vmem(vmp, exits, pairs);
+		double t1 = now_ns(), c1 = cpu_ns();
+		r->ns[run] = (t1 - t0) / (double)(2 * pairs);
+		r->cpu_ns[run] = (c1 - c0) / (double)(2 * pairs);
+		for (size_t i = 0; i < w->arena_size; i++)
+			vmem_free(vmp, (void *)(w->base + i), 1);
+		vmem_destroy(vmp);
+	}
+	snprintf(r->note, sizeof(r->note), "%llu exit+fork pairs per run, "
+	    "the rotor wherever the last fork left it",
+	    (unsigned long long)pairs);
+	free(exits);
+}
+
+/* ---------------------------------------------------------------------- */
 /* K_FREEALL                                                               */
 
 /*
@@ -983,6 +1052,9 @@ static void run_workload(const workload_t *w, enum impl impl,
 		break;
 	case K_THREADS:
 		run_threads(w, impl, ops, r->runs, r);
+		break;
+	case K_PIDS:
+		run_pids(w, ops, r->runs, r);
 		break;
 	}
 	r->peak_rss_kb = maxrss_kb();
@@ -1272,7 +1344,7 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 			    " %.1f ns in this run, so a free cost %.1f such"
 			    " loads", row->w->id, rv->meta_bytes / 1048576.0,
 			    rv->load_ns, row_ns(row, IMPL_VMEM) / rv->load_ns);
-		if (row->w->kind == K_FAIL && rv->ok)
+		if (vmem_only(row->w->kind) && rv->ok)
 			printf("\n- %s: %s", row->w->id, rv->note);
 		if (row->w->kind == K_THREADS && row_scaling_sep(row) > 0)
 			printf("\n- %s: 2 threads on an arena each (nothing"
@@ -1390,7 +1462,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	    "usage: bench_vmem [options] [WORKLOAD...]\n"
 	    "  WORKLOAD       W1 W2 W3 W4 W4N W5 W5-lo W5B W5B-lo W5C W5C-lo W6 W7\n"
-	    "                 W8 W9"
+	    "                 WNF W8 W9"
 	    " (default: all)\n"
 	    "  --ops N        timed operations per run (alloc or free calls;"
 	    " W5: failing\n"
@@ -1523,7 +1595,7 @@ static int run_callgrind(const options_t *o)
 			count++;
 		}
 	if (count != 1 || w->kind == K_THREADS ||
-	    (w->kind == K_FAIL && o->impl != IMPL_VMEM)) {
+	    (vmem_only(w->kind) && o->impl != IMPL_VMEM)) {
 		fprintf(stderr, "bench_vmem: --callgrind needs exactly one"
 		    " single-threaded workload (and W5* only for vmem)\n");
 		return 2;
@@ -1563,7 +1635,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < NIMPL; i++) {
 			if (i >= IMPL_JEMALLOC && !o.ext)
 				continue;
-			if (i != IMPL_VMEM && row->w->kind == K_FAIL)
+			if (i != IMPL_VMEM && vmem_only(row->w->kind))
 				continue;
 			if (!o.json)
 				fprintf(stderr, "running %s %s...\n", row->w->id,
