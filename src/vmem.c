@@ -1062,9 +1062,11 @@ some_free_holds(vmem_t *vmp, const req_t *r)
  * that may hold r, so a call costs O(free segments), never O(segments).
  * The walk's order is the address list's: spans in arrival order (their
  * seq), addresses within a span, a span's marker before its segments.
- * Finding a segment's span reads the span list, so arenas with many spans
- * keep walking.
+ * Finding a segment's span reads the span list, or, in an arena of many
+ * spans, a temporary index of them sorted by address (if there is no
+ * memory for it, the walk goes on).
  */
+/* Arenas of more spans than this sort them by address for the answer. */
 #define NEXTFIT_SPANS 16
 
 /* Test seam: the walk's budget in steps; -1: the arena's own. */
@@ -1076,21 +1078,110 @@ typedef struct {
 	unsigned inner;         /* 0 for a span's marker, 1 for its segments */
 } list_pos_t;
 
+/* A span by address, for finding a segment's span by binary search. */
+typedef struct {
+	uintptr_t start, last;
+	uint64_t seq;
+} span_key_t;
+
+typedef struct {
+	span_key_t *v;          /* NULL: read the span list instead */
+	size_t n, bytes;
+} span_index_t;
+
+static void
+span_keys_sift(span_key_t *v, size_t root, size_t n)
+{
+	for (;;) {
+		size_t child = 2 * root + 1;
+		span_key_t t;
+
+		if (child >= n)
+			return;
+		if (child + 1 < n && v[child + 1].start > v[child].start)
+			child++;
+		if (v[root].start >= v[child].start)
+			return;
+		t = v[root];
+		v[root] = v[child];
+		v[child] = t;
+		root = child;
+	}
+}
+
+/* Heapsort: no recursion and no memory, as the core has no libc. */
+static void
+span_keys_sort(span_key_t *v, size_t n)
+{
+	for (size_t i = n / 2; i-- > 0;)
+		span_keys_sift(v, i, n);
+	for (size_t end = n; end-- > 1;) {
+		span_key_t t = v[0];
+
+		v[0] = v[end];
+		v[end] = t;
+		span_keys_sift(v, 0, end);
+	}
+}
+
+/* Index the spans of an arena of many; false if no memory for it. */
+static bool
+span_index_make(vmem_t *vmp, span_index_t *ix)
+{
+	size_t i = 0;
+
+	ix->v = NULL;
+	ix->n = vmp->nspans;
+	if (ix->n <= NEXTFIT_SPANS)
+		return true;
+	ix->bytes = page_round(ix->n * sizeof (span_key_t));
+	if ((ix->v = meta_pages_alloc(ix->bytes)) == NULL)
+		return false;
+	for (vseg_t *sp = vmp->span0.knext; sp != &vmp->span0; sp = sp->knext)
+		ix->v[i++] = (span_key_t){ sp->start, seg_last(sp), sp->seq };
+	span_keys_sort(ix->v, ix->n);
+	return true;
+}
+
+static void
+span_index_free(span_index_t *ix)
+{
+	if (ix->v != NULL)
+		plat_pages_free(ix->v, ix->bytes);
+}
+
+/* The arrival number of the span holding addr. */
+static uint64_t
+span_seq_of(const vmem_t *vmp, const span_index_t *ix, uintptr_t addr)
+{
+	size_t lo = 0, hi;
+
+	if (ix->v == NULL) {
+		for (const vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
+		    sp = sp->knext)
+			if (addr >= sp->start && addr <= seg_last(sp))
+				return sp->seq;
+		return 0;
+	}
+	/* The last span starting at or below addr. */
+	hi = ix->n;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ix->v[mid].start <= addr)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return ix->v[lo].seq;
+}
+
 static list_pos_t
-list_pos(const vmem_t *vmp, const vseg_t *s)
+list_pos(const vmem_t *vmp, const span_index_t *ix, const vseg_t *s)
 {
 	list_pos_t p = { 0, s->start, s->type != SEG_SPAN };
 
-	if (s->type == SEG_SPAN) {
-		p.span = s->seq;
-		return p;
-	}
-	for (const vseg_t *sp = vmp->span0.knext; sp != &vmp->span0;
-	    sp = sp->knext)
-		if (s->start >= sp->start && s->start <= seg_last(sp)) {
-			p.span = sp->seq;
-			break;
-		}
+	p.span = s->type == SEG_SPAN ? s->seq : span_seq_of(vmp, ix, s->start);
 	return p;
 }
 
@@ -1104,34 +1195,44 @@ list_before(const list_pos_t *a, const list_pos_t *b)
 	return a->inner < b->inner;
 }
 
+/* Steps before the freelists answer: about what their answer costs. */
 static size_t
 nextfit_budget(const vmem_t *vmp)
 {
 	if (vmem_nextfit_test_budget >= 0)
 		return (size_t)vmem_nextfit_test_budget;
-	return vmp->nspans <= NEXTFIT_SPANS ? 2 * vmp->nfree + 16 : SIZE_MAX;
+	return 2 * vmp->nfree + 16 +
+	    (vmp->nspans > NEXTFIT_SPANS ? 2 * vmp->nspans : 0);
 }
 
 /*
  * The free segment other than skip that holds r and comes first in the
- * address list's cyclic order from `from` (the walk's next step).
+ * address list's cyclic order from `from` (the walk's next step). Sets
+ * *gave_up, and returns NULL, if an arena of many spans had no memory to
+ * index them: the caller walks on.
  */
 static vseg_t *
 nextfit_from_freelists(vmem_t *vmp, const req_t *r, const vseg_t *from,
-    const vseg_t *skip, uintptr_t *addrp)
+    const vseg_t *skip, uintptr_t *addrp, bool *gave_up)
 {
-	list_pos_t here = list_pos(vmp, from), best_pos = here, p;
+	span_index_t ix;
+	list_pos_t here, best_pos, p;
 	vseg_t *best = NULL;
 	bool best_ahead = false, ahead;
 	uintptr_t a, best_addr = 0;
 	unsigned c = size_class(r->size >> vmp->qshift);
 
+	if (!span_index_make(vmp, &ix)) {
+		*gave_up = true;
+		return NULL;
+	}
+	here = best_pos = list_pos(vmp, &ix, from);
 	for (c = class_next(vmp, c); c < NCLASS; c = class_next(vmp, c + 1)) {
 		for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
 			vmp->st_search++;
 			if (s == skip || !seg_fit(s, r, &a))
 				continue;
-			p = list_pos(vmp, s);
+			p = list_pos(vmp, &ix, s);
 			ahead = !list_before(&p, &here);
 			if (best == NULL || (ahead && !best_ahead) ||
 			    (ahead == best_ahead && list_before(&p, &best_pos))) {
@@ -1142,6 +1243,7 @@ nextfit_from_freelists(vmem_t *vmp, const req_t *r, const vseg_t *from,
 			}
 		}
 	}
+	span_index_free(&ix);
 	*addrp = best_addr;
 	return best;
 }
@@ -1186,11 +1288,15 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 	do {
 		if (budget-- == 0) {
 			/* Nothing fits between the walk's start and s. */
+			bool gave_up = false;
+
 			found = nextfit_from_freelists(vmp, r, s,
-			    resume || behind ? start : NULL, addrp);
+			    resume || behind ? start : NULL, addrp, &gave_up);
 			if (found != NULL)
 				return found;
-			break;
+			if (!gave_up)
+				break;
+			budget = SIZE_MAX;      /* walk on */
 		}
 		vmp->st_search++;
 		if (s->type == SEG_FREE && seg_fit(s, r, addrp))

@@ -9,6 +9,7 @@
  */
 #include <limits.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "testutil.h"
 #include "vmem_impl.h"
@@ -254,6 +255,41 @@ test_nearly_full_without_walk(void)
 	free_all_and_destroy(v);
 }
 
+static int
+refuse_all_metadata(const char *site, void *arg)
+{
+	(void)arg;
+	return strcmp(site, "metadata") == 0;
+}
+
+/* As above in 40 spans of 2,500 ids, added from the top down. */
+static void
+test_nearly_full_many_spans(void)
+{
+	enum { SPANS = 40, EACH = 2500 };
+	vmem_t *v = vmem_create("nf_full40", NULL, 0, 1, NULL, NULL, NULL, 0,
+	    VMC_IDENTIFIER);
+	uint64_t before;
+
+	REQUIRE(v != NULL);
+	for (int k = SPANS - 1; k >= 0; k--)
+		REQUIRE(vmem_add(v, (void *)(uintptr_t)(1 + k * EACH), EACH,
+		    VM_NOSLEEP) != NULL);
+	for (int i = 0; i < SPANS * EACH; i++)
+		REQUIRE(next_id(v) != 0);
+	vmem_free(v, (void *)(uintptr_t)(1 + 20 * EACH + 7), 1);
+	before = tl_stats(v).search;
+	CHECK_EQ((uintptr_t)next_id(v), (uintptr_t)(1 + 20 * EACH + 7));
+	CHECK(tl_stats(v).search - before <= 2 * 1 + 16 + 2 * SPANS + 2);
+	/* No memory for the span index: the walk goes on, to the same id. */
+	vmem_free(v, (void *)(uintptr_t)(1 + 3 * EACH), 1);
+	vmem_set_fault_hook(refuse_all_metadata, NULL);
+	CHECK_EQ((uintptr_t)next_id(v), (uintptr_t)(1 + 3 * EACH));
+	vmem_set_fault_hook(NULL, NULL);
+	CHECK(vmem_check(v) == 0);
+	free_all_and_destroy(v);
+}
+
 /* The same operations on two arenas, one walking, one answered from its
  * freelists after `budget` steps. */
 typedef struct {
@@ -263,16 +299,20 @@ typedef struct {
 	size_t n, cap;
 } twin_t;
 
+/* Three spans in arrival order unlike address order, and `more` spans of
+ * 60 ids after them, also out of address order (23 is prime). */
 static vmem_t *
-twin_arena(const char *name)
+twin_arena(const char *name, int more)
 {
 	vmem_t *v = vmem_create(name, (void *)5000, 500, 1, NULL, NULL, NULL,
 	    0, VMC_IDENTIFIER);
 
-	/* Three spans, in arrival order unlike address order. */
 	REQUIRE(v != NULL);
 	REQUIRE(vmem_add(v, (void *)1, 1000, VM_NOSLEEP) != NULL);
 	REQUIRE(vmem_add(v, (void *)20000, 300, VM_NOSLEEP) != NULL);
+	for (int i = 0; i < more; i++)
+		REQUIRE(vmem_add(v, (void *)(uintptr_t)(100000 +
+		    (uintptr_t)((i * 7) % 23) * 1000), 60, VM_NOSLEEP) != NULL);
 	return v;
 }
 
@@ -314,13 +354,13 @@ twin_free(twin_t *t, tu_rng_t *rng)
 /*
  * The freelists' answer is the walk's, whenever the walk stops: random
  * next-fit traffic (with some instant fit, which leaves the rotor alone)
- * over three spans that arrived out of address order, often nearly full.
+ * over spans that arrived out of address order, often nearly full.
  */
 static void
-test_freelists_answer_as_the_walk(void)
+twins_agree(int more_spans)
 {
-	twin_t t = { twin_arena("nf_walk"), twin_arena("nf_lists"), NULL,
-	    NULL, 0, 0 };
+	twin_t t = { twin_arena("nf_walk", more_spans),
+	    twin_arena("nf_lists", more_spans), NULL, NULL, 0, 0 };
 	long steps = tu_env_long("VMEM_STEPS", tu_slow_build() ? 20000 :
 	    200000);
 	tu_rng_t rng;
@@ -348,6 +388,20 @@ test_freelists_answer_as_the_walk(void)
 	vmem_destroy(t.lists);
 }
 
+static void
+test_freelists_answer_as_the_walk(void)
+{
+	twins_agree(0);
+}
+
+/* The same with 26 spans: the answer finds segments' spans through a
+ * temporary index sorted by address. */
+static void
+test_freelists_answer_with_many_spans(void)
+{
+	twins_agree(23);
+}
+
 int
 main(void)
 {
@@ -357,6 +411,8 @@ main(void)
 	RUN(test_failure_without_walk);
 	RUN(test_stale_bound_without_walk);
 	RUN(test_nearly_full_without_walk);
+	RUN(test_nearly_full_many_spans);
 	RUN(test_freelists_answer_as_the_walk);
+	RUN(test_freelists_answer_with_many_spans);
 	return tu_finish();
 }
