@@ -112,6 +112,16 @@ check_recovers(vmem_t *v)
 	vmem_free(v, p, Q);
 }
 
+/* Both arenas consistent, then destroyed (the importer first). */
+static void
+check_and_destroy(vmem_t *importer, vmem_t *source)
+{
+	CHECK_ARENA(importer);
+	CHECK_ARENA(source);
+	vmem_destroy(importer);
+	vmem_destroy(source);
+}
+
 /*
  * Allocate one quantum at every other quantum (two tags each) until the
  * tags run out or limit allocations are made.
@@ -171,10 +181,7 @@ test_qcache_cannot_record_slab(void)
 	CHECK_EQ(tl_stats(child).fail, before.fail + 1);
 	check_recovers(child);
 	give_back(child, &got);
-	CHECK_ARENA(child);
-	CHECK_ARENA(parent);
-	vmem_destroy(child);
-	vmem_destroy(parent);
+	check_and_destroy(child, parent);
 }
 
 /*
@@ -205,10 +212,7 @@ test_import_through_source_cache(void)
 	check_nometa_warning(reports, "nm_top");
 	check_recovers(top);
 	give_back(top, &got);
-	CHECK_ARENA(top);
-	CHECK_ARENA(mid);
-	vmem_destroy(top);
-	vmem_destroy(mid);
+	check_and_destroy(top, mid);
 	vmem_destroy(root);
 }
 
@@ -284,10 +288,7 @@ test_import_cannot_be_recorded(void)
 	CHECK_EQ(tl_stats(parent).mem_inuse, 0); /* the import went back */
 	check_recovers(child);
 	give_back(child, &mine);
-	CHECK_ARENA(child);
-	CHECK_ARENA(parent);
-	vmem_destroy(child);
-	vmem_destroy(parent);
+	check_and_destroy(child, parent);
 }
 
 /*
@@ -324,10 +325,7 @@ test_nested_caches(void)
 	refusing = 0;
 	give_back(low, &lows);
 	give_back(scratch, &pool);
-	CHECK_ARENA(up);
-	CHECK_ARENA(low);
-	vmem_destroy(up);
-	vmem_destroy(low);
+	check_and_destroy(up, low);
 	vmem_destroy(root);
 	vmem_destroy(scratch);
 }
@@ -373,10 +371,7 @@ test_user_import_stops(void)
 	refusing = 0;
 	vmem_free(v, all, 256 * Q);
 	give_back(src, &theirs);
-	CHECK_ARENA(v);
-	CHECK_ARENA(src);
-	vmem_destroy(v);
-	vmem_destroy(src);
+	check_and_destroy(v, src);
 }
 
 /*
@@ -438,10 +433,7 @@ test_other_callers_misuse_does_not_stop(void)
 	CHECK_EQ(tu_err.count, reports + 1);    /* Y's broken import */
 	CHECK_EQ(tu_err.code, VMEM_E_MISUSE);
 	vmem_free(x, p, Q);
-	CHECK_ARENA(x);
-	CHECK_ARENA(src);
-	vmem_destroy(x);
-	vmem_destroy(src);
+	check_and_destroy(x, src);
 	vmem_destroy(base);
 }
 
