@@ -1206,14 +1206,15 @@ nextfit_budget(const vmem_t *vmp)
 }
 
 /*
- * The free segment other than skip that holds r and comes first in the
- * address list's cyclic order from `from` (the walk's next step). Sets
+ * The free segment that holds r and comes first in the address list's
+ * cyclic order from `from` (the walk's next step; a freed rotor segment
+ * the walk skipped comes last in that order, as the walk takes it). Sets
  * *gave_up, and returns NULL, if an arena of many spans had no memory to
  * index them: the caller walks on.
  */
 static vseg_t *
 nextfit_from_freelists(vmem_t *vmp, const req_t *r, const vseg_t *from,
-    const vseg_t *skip, uintptr_t *addrp, bool *gave_up)
+    uintptr_t *addrp, bool *gave_up)
 {
 	span_index_t ix;
 	list_pos_t here, best_pos, p;
@@ -1230,7 +1231,7 @@ nextfit_from_freelists(vmem_t *vmp, const req_t *r, const vseg_t *from,
 	for (c = class_next(vmp, c); c < NCLASS; c = class_next(vmp, c + 1)) {
 		for (vseg_t *s = vmp->freelist[c]; s != NULL; s = s->knext) {
 			vmp->st_search++;
-			if (s == skip || !seg_fit(s, r, &a))
+			if (!seg_fit(s, r, &a))
 				continue;
 			p = list_pos(vmp, &ix, s);
 			ahead = !list_before(&p, &here);
@@ -1290,8 +1291,8 @@ find_nextfit(vmem_t *vmp, const req_t *r, uintptr_t *addrp)
 			/* Nothing fits between the walk's start and s. */
 			bool gave_up = false;
 
-			found = nextfit_from_freelists(vmp, r, s,
-			    resume || behind ? start : NULL, addrp, &gave_up);
+			found = nextfit_from_freelists(vmp, r, s, addrp,
+			    &gave_up);
 			if (found != NULL)
 				return found;
 			if (!gave_up)
