@@ -225,7 +225,8 @@ struct kmem_cache {
 static plat_mutex_t kmem_list_lock;
 static kmem_cache_t *kmem_list_head, *kmem_list_tail;
 static atomic_int kmem_init_state;
-static int kmem_default_debug;
+/* Written under kmem_list_lock; read without it by kmem_cache_create. */
+static atomic_int kmem_default_debug;
 
 static void kmem_fork_prepare(void);
 static void kmem_fork_release(void);
@@ -1401,6 +1402,9 @@ alloc_from_magazine(kmem_cache_t *cp, kcpu_t *c, int kmflag)
 		if (cp->debug & KMF_DOUBLEFREE)
 			(void)user_bit(cp, buf, 0);
 		slot_unlock(c);
+		plat_mutex_lock(&cp->slab_lock);
+		cp->alloc_fail++;       /* as when a slab buffer's fails */
+		plat_mutex_unlock(&cp->slab_lock);
 		(void)slab_free(cp, buf, 0);
 		return alloc_failed(cp, kmflag);
 	}
@@ -1738,7 +1742,8 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	cp->vmp = vmp;
 	cp->cflags = cflags;
 	if (!(cflags & KMC_NODEBUG))
-		cp->debug = kmem_default_debug;
+		cp->debug = atomic_load_explicit(&kmem_default_debug,
+		    memory_order_relaxed);
 	if (cflags & KMC_NOTOUCH)
 		cp->debug &= ~(KMF_DEADBEEF | KMF_REDZONE);
 	cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
@@ -1874,6 +1879,17 @@ kmem_cache_reap_now(kmem_cache_t *cp)
 	depot_exit(cp);
 }
 
+/*
+ * How many of l's magazines stayed idle: untouched through the last
+ * interval (reaplimit) and through this one so far (min). A burst now
+ * that emptied the list and filled it again is the working set, not idle.
+ */
+static size_t
+maglist_idle(const kmaglist_t *l)
+{
+	return l->reaplimit < l->min ? l->reaplimit : l->min;
+}
+
 /* Free the depot magazines that stayed idle over the last interval. */
 static void
 depot_ws_reap(kmem_cache_t *cp)
@@ -1882,13 +1898,13 @@ depot_ws_reap(kmem_cache_t *cp)
 	size_t n;
 
 	depot_enter(cp);
-	for (n = cp->full.reaplimit; n > 0; n--) {
+	for (n = maglist_idle(&cp->full); n > 0; n--) {
 		if ((m = maglist_take(&cp->full)) == NULL)
 			break;
 		m->next = full;
 		full = m;
 	}
-	for (n = cp->empty.reaplimit; n > 0; n--) {
+	for (n = maglist_idle(&cp->empty); n > 0; n--) {
 		if ((m = maglist_take(&cp->empty)) == NULL)
 			break;
 		m->next = empty;
@@ -2133,8 +2149,8 @@ kmem_set_debug_flags(int kmflags)
 
 	kmem_global_init();
 	plat_mutex_lock(&kmem_list_lock);
-	old = kmem_default_debug;
-	kmem_default_debug = kmflags & KMF_DEBUG;
+	old = atomic_exchange_explicit(&kmem_default_debug,
+	    kmflags & KMF_DEBUG, memory_order_relaxed);
 	plat_mutex_unlock(&kmem_list_lock);
 	return old;
 }
@@ -2145,28 +2161,34 @@ kmem_cache_set_debug(kmem_cache_t *cp, int kmflags)
 	int busy;
 
 	kmem_cache_reap_now(cp);
+	if (cp->cflags & KMC_NODEBUG)
+		kmflags = 0;
+	if (cp->cflags & KMC_NOTOUCH)
+		kmflags &= ~(KMF_DEADBEEF | KMF_REDZONE);
+	/*
+	 * No slabs, so no buffers and no magazines: nobody else may look at
+	 * the geometry. Checked with every lock held (slab lock first, as
+	 * everywhere), or a slab made between the check and the change
+	 * would get a geometry it was not cut for.
+	 */
 	plat_mutex_lock(&cp->slab_lock);
+	cpus_lock_all(cp);
 	busy = cp->nslabs != 0;
+	if (!busy) {
+		cp->debug = kmflags & KMF_DEBUG;
+		cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
+		cp->fastpath = cp->debug == 0 &&
+		    !(cp->cflags & KMC_NOMAGAZINE);
+		cache_choose_geometry(cp, (cp->cflags & KMC_QCACHE) ?
+		    cp->slabsize : 0);
+	}
+	cpus_unlock_all(cp);
 	plat_mutex_unlock(&cp->slab_lock);
 	if (busy) {
 		report(cp, KMEM_E_BUSY, "kmem_cache_set_debug", NULL,
 		    "cache still holds slabs (buffers allocated)");
 		return -1;
 	}
-	if (cp->cflags & KMC_NODEBUG)
-		kmflags = 0;
-	if (cp->cflags & KMC_NOTOUCH)
-		kmflags &= ~(KMF_DEADBEEF | KMF_REDZONE);
-	/* No slabs and no magazines: nobody else may look at geometry. */
-	cpus_lock_all(cp);
-	plat_mutex_lock(&cp->slab_lock);
-	cp->debug = kmflags & KMF_DEBUG;
-	cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);
-	cp->fastpath = cp->debug == 0 && !(cp->cflags & KMC_NOMAGAZINE);
-	cache_choose_geometry(cp, (cp->cflags & KMC_QCACHE) ? cp->slabsize :
-	    0);
-	plat_mutex_unlock(&cp->slab_lock);
-	cpus_unlock_all(cp);
 	return 0;
 }
 
@@ -2196,24 +2218,56 @@ kmem_cache_bufsize(const kmem_cache_t *cp)
 	return cp->bufsize;
 }
 
+/*
+ * Hold every lock of the cache (in the order of the rest of kmem: slab,
+ * CPU slots, depot), so that a statistics snapshot sees each buffer in
+ * exactly one place: read under separate locks, a magazine moving between
+ * a slot and the depot was counted twice or not at all.
+ */
+static void
+cache_freeze(kmem_cache_t *cp)
+{
+	plat_mutex_lock(&cp->slab_lock);
+	cpus_lock_all(cp);
+	depot_enter(cp);
+}
+
+static void
+cache_thaw(kmem_cache_t *cp)
+{
+	depot_exit(cp);
+	cpus_unlock_all(cp);
+	plat_mutex_unlock(&cp->slab_lock);
+}
+
+/* Buffers in magazines (CPU slots and the depot); the cache is frozen. */
+static size_t
+cache_rounds(kmem_cache_t *cp)
+{
+	size_t cached = cp->full.count * cp->magsize;
+
+	for (unsigned i = 0; i < cp->ncpu; i++) {
+		kcpu_t *c = cpu_slot(cp, i);
+		cached += c->rounds + c->prounds;
+	}
+	return cached;
+}
+
 void
 kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 {
 	uint64_t alloc = 0, frees = 0;
-	size_t cached = 0;
+	size_t cached;
 	unsigned i;
 
 	memset(st, 0, sizeof (*st));
+	cache_freeze(cp);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
-		slot_lock(c);
 		alloc += c->alloc;
 		frees += c->free;
-		cached += c->rounds + c->prounds;
-		slot_unlock(c);
 	}
-	depot_enter(cp);
-	cached += cp->full.count * cp->magsize;
+	cached = cache_rounds(cp);
 	st->magsize = cp->magsize;
 	st->depot_full = cp->full.count;
 	st->depot_empty = cp->empty.count;
@@ -2223,8 +2277,6 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	st->mag_resize = cp->mag_resize;
 	st->mag_grow_traffic = cp->mag_grow_traffic;
 	st->reap = cp->reaps;
-	depot_exit(cp);
-	plat_mutex_lock(&cp->slab_lock);
 	(void)vmem_snprintf(st->name, sizeof (st->name), "%s", cp->name);
 	st->bufsize = cp->bufsize;
 	st->chunksize = cp->chunk;
@@ -2245,7 +2297,7 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	st->slab_destroy = cp->slab_destroy;
 	st->buf_cached = cached;
 	st->buf_inuse = cp->out >= cached ? cp->out - cached : 0;
-	plat_mutex_unlock(&cp->slab_lock);
+	cache_thaw(cp);
 	plat_mutex_lock(&cp->meta_lock);
 	st->meta_bytes = cp->meta_bytes;
 	plat_mutex_unlock(&cp->meta_lock);
@@ -2258,22 +2310,13 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 size_t
 kmem_cache_idle_bytes(kmem_cache_t *cp)
 {
-	size_t cached = 0, total, out;
-	unsigned i;
+	size_t cached, total, out;
 
-	for (i = 0; i < cp->ncpu; i++) {
-		kcpu_t *c = cpu_slot(cp, i);
-		slot_lock(c);
-		cached += c->rounds + c->prounds;
-		slot_unlock(c);
-	}
-	depot_enter(cp);
-	cached += cp->full.count * cp->magsize;
-	depot_exit(cp);
-	plat_mutex_lock(&cp->slab_lock);
+	cache_freeze(cp);
+	cached = cache_rounds(cp);
 	total = cp->nslabs * cp->slabsize;
 	out = cp->out;
-	plat_mutex_unlock(&cp->slab_lock);
+	cache_thaw(cp);
 	return total - (out >= cached ? out - cached : 0) * cp->bufsize;
 }
 

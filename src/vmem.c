@@ -222,7 +222,7 @@ struct vmem {
 	uint64_t st_populate_fail, st_contains, st_import, st_release;
 
 	vmem_t *list_next, *list_prev;
-	unsigned reap_refs;     /* qcache_reap_all at work on it (list lock) */
+	unsigned reap_refs;     /* arena_list_visit at work on it (list lock) */
 	unsigned nimporters;    /* listed arenas whose source this is */
 };
 
@@ -1921,27 +1921,50 @@ vmem_reap(vmem_t *vmp)
 	qcache_reap_arena(vmp);
 }
 
+/*
+ * Call func(v, arg) for every listed arena that wants(v), without holding
+ * the list lock during the call: a reap calls release functions, which may
+ * create or destroy arenas, and a statistics callback takes kmem's locks,
+ * which kmem's fork handler holds while it waits for the list lock. The
+ * reference keeps the arena, and so its place in the list, alive:
+ * vmem_destroy waits for it (so func must not destroy the arena it is given).
+ */
 static void
-qcache_reap_all(void)
+arena_list_visit(int (*wants)(const vmem_t *), void (*func)(vmem_t *, void *),
+    void *arg)
 {
-	/*
-	 * Reap every arena's caches (VM_SLEEP is about to wait), without the
-	 * list lock: a reap calls release functions, which may create or
-	 * destroy arenas. The reference keeps the arena, and so its place in
-	 * the list, alive: vmem_destroy waits for it.
-	 */
 	plat_mutex_lock(&arena_list_lock);
 	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next) {
-		if (v->nqcache == 0)
+		if (wants != NULL && !wants(v))
 			continue;
 		v->reap_refs++;
 		plat_mutex_unlock(&arena_list_lock);
-		qcache_reap_arena(v);
+		func(v, arg);
 		plat_mutex_lock(&arena_list_lock);
 		if (--v->reap_refs == 0)
 			plat_cond_broadcast(&arena_list_cv);
 	}
 	plat_mutex_unlock(&arena_list_lock);
+}
+
+static int
+has_qcaches(const vmem_t *vmp)
+{
+	return vmp->nqcache != 0;
+}
+
+static void
+qcache_reap_visit(vmem_t *vmp, void *arg)
+{
+	(void)arg;
+	qcache_reap_arena(vmp);
+}
+
+/* Reap every arena's caches (VM_SLEEP is about to wait). */
+static void
+qcache_reap_all(void)
+{
+	arena_list_visit(has_qcaches, qcache_reap_visit, NULL);
 }
 
 static void *
@@ -3259,10 +3282,7 @@ void
 vmem_foreach_arena(void (*func)(vmem_t *, void *), void *arg)
 {
 	vmem_init();
-	plat_mutex_lock(&arena_list_lock);
-	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next)
-		func(v, arg);
-	plat_mutex_unlock(&arena_list_lock);
+	arena_list_visit(NULL, func, arg);
 }
 
 /* ------------------------------------------------------------------ */

@@ -23,10 +23,10 @@ page_arena(const char *name)
 {
 	/* A memory arena: page-backed by the platform through kmem's heap
 	 * would couple tests; a static region is simplest. */
-	static char region[6][1 << 22] __attribute__((aligned(4096)));
+	static char region[7][1 << 22] __attribute__((aligned(4096)));
 	static int next;
 
-	REQUIRE(next < 6);
+	REQUIRE(next < 7);
 	return vmem_create(name, region[next++], sizeof (region[0]), PAGE,
 	    NULL, NULL, NULL, 0, VM_SLEEP);
 }
@@ -135,6 +135,41 @@ test_constructor_failure(void)
 	kmem_cache_get_stats(cp, &st);
 	CHECK_EQ(st.alloc_fail, 1);
 	CHECK_EQ(st.buf_inuse, 0);
+	p = kmem_cache_alloc(cp, KM_NOSLEEP);
+	CHECK(p != NULL);
+	kmem_cache_free(cp, p);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
+/*
+ * With KMF_DEADBEEF, magazine rounds are kept unconstructed (poisoned), so
+ * the constructor runs on every allocation, from a magazine too. A failure
+ * there is counted like one on a fresh slab buffer.
+ */
+static void
+test_constructor_failure_on_magazine_round(void)
+{
+	vmem_t *a = page_arena("kc_ctorfail_mag");
+	kmem_cache_t *cp = kmem_cache_create("obj_fail_mag", sizeof (obj_t),
+	    0, obj_ctor, obj_dtor, NULL, &ctor_calls, a, 0);
+	kmem_cache_stats_t st;
+	void *p;
+
+	REQUIRE(kmem_cache_set_debug(cp, KMF_DEADBEEF) == 0);
+	p = kmem_cache_alloc(cp, KM_NOSLEEP);
+	REQUIRE(p != NULL);
+	kmem_cache_free(cp, p);
+	kmem_cache_get_stats(cp, &st);
+	REQUIRE(st.buf_cached == 1);    /* the next allocation takes it */
+	ctor_fail_next = 1;
+	CHECK(kmem_cache_alloc(cp, KM_NOSLEEP) == NULL);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.alloc_fail, 1);
+	CHECK_EQ(st.buf_inuse, 0);
+	CHECK_EQ(st.alloc, st.free);
 	p = kmem_cache_alloc(cp, KM_NOSLEEP);
 	CHECK(p != NULL);
 	kmem_cache_free(cp, p);
@@ -312,6 +347,16 @@ steady_cache(const char *name, vmem_t *a)
 	return cp;
 }
 
+/* Take n buffers and give them back: a burst that fills the depot. */
+static void
+burst(kmem_cache_t *cp, void **v, int n)
+{
+	for (int i = 0; i < n; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
+	for (int i = 0; i < n; i++)
+		kmem_cache_free(cp, v[i]);
+}
+
 /* Depot working set: only magazines idle over a whole interval go. */
 static void
 test_depot_working_set(void)
@@ -323,15 +368,11 @@ test_depot_working_set(void)
 	static void *v[N];
 	kmem_cache_stats_t st;
 	size_t m, full0;
-	int i;
 
 	kmem_cache_get_stats(cp, &st);
 	m = st.magsize;
 	REQUIRE(m >= 1);
-	for (i = 0; i < N; i++)
-		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
-	for (i = 0; i < N; i++)
-		kmem_cache_free(cp, v[i]);
+	burst(cp, v, N);
 	kmem_cache_get_stats(cp, &st);
 	full0 = st.depot_full;
 	CHECK(full0 >= 10);
@@ -341,10 +382,7 @@ test_depot_working_set(void)
 	kmem_cache_get_stats(cp, &st);
 	CHECK_EQ(st.depot_full, full0);
 	/* Interval 2: use 2 full magazines' worth, then give it back. */
-	for (i = 0; i < (int)(2 * m + 2 * m); i++)
-		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_NOSLEEP)) != NULL);
-	for (i = 0; i < (int)(2 * m + 2 * m); i++)
-		kmem_cache_free(cp, v[i]);
+	burst(cp, v, (int)(4 * m));
 	kmem_cache_get_stats(cp, &st);
 	CHECK_EQ(st.depot_full, full0);
 	kmem_cache_update(cp);
@@ -361,6 +399,51 @@ test_depot_working_set(void)
 	kmem_cache_get_stats(cp, &st);
 	CHECK_EQ(st.depot_full, 0);
 	CHECK(st.buf_cached <= 2 * m);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
+/*
+ * A reap frees what stayed idle through the last interval and through this
+ * one so far: a burst now that drained the depot and filled it again is
+ * the working set, even though the depot was idle through the interval
+ * before (illumos reaps the lesser of the two minimums).
+ */
+static void
+test_depot_reap_spares_this_intervals_burst(void)
+{
+	vmem_t *a = vmem_create("kc_ws_burst", FAKE_BASE, (size_t)1 << 30,
+	    PAGE, NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = steady_cache("ws_burst", a);
+	enum { N = 400 };
+	static void *v[N];
+	kmem_cache_stats_t st;
+	size_t full0;
+
+	burst(cp, v, N);
+	kmem_cache_get_stats(cp, &st);
+	full0 = st.depot_full;
+	REQUIRE(full0 >= 10);
+	/* A whole interval idle: all of the depot may be reaped now... */
+	kmem_cache_update(cp);
+	kmem_cache_update(cp);
+	/* ...but the same burst again drains it and fills it back. */
+	burst(cp, v, N);
+	kmem_reap();
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.depot_full, full0);
+	CHECK_EQ(st.slab_destroy, 0);
+	/* The burst's interval ends; a whole one without use follows. */
+	kmem_cache_update(cp);
+	kmem_reap();
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.depot_full, full0);
+	kmem_cache_update(cp);
+	kmem_reap();
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.depot_full, 0);
 	kmem_cache_reap_now(cp);
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
 	kmem_cache_destroy(cp);
@@ -1026,10 +1109,12 @@ main(void)
 {
 	RUN(test_alloc_free_and_reap_to_empty);
 	RUN(test_constructor_failure);
+	RUN(test_constructor_failure_on_magazine_round);
 	RUN(test_nomagazine_constructs_every_time);
 	RUN(test_notouch_over_integers);
 	RUN(test_chunk_index_every_way);
 	RUN(test_depot_working_set);
+	RUN(test_depot_reap_spares_this_intervals_burst);
 	RUN(test_magazine_resize);
 	RUN(test_magazine_resize_between_updates);
 	RUN(test_magazine_grow_traffic);

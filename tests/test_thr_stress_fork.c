@@ -13,6 +13,11 @@
  * The child runs under alarm(): a lock left held shows up as SIGALRM
  * instead of a hung test. The child also checks every arena it used.
  *
+ * Readers of statistics take locks across layers too (the arena table asks
+ * every quantum cache for its counts, under kmem's locks), and so does
+ * kmem_cache_set_debug: forking while they run must not deadlock the
+ * parent in the fork handlers, which take those locks in their own order.
+ *
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #define _POSIX_C_SOURCE 200809L
@@ -396,6 +401,99 @@ test_fork_during_classify(void)
 	kas_destroy(k);
 }
 
+static atomic_long reads;
+static kmem_cache_t *empty_cache;
+
+static void
+discard_line(void *arg, const char *line)
+{
+	(void)arg;
+	(void)line;
+}
+
+static void *
+stats_reader(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&stop)) {
+		kmem_cache_stats_t st;
+
+		vmem_dump_arenas(discard_line, NULL);
+		kmem_dump_caches(discard_line, NULL);
+		kmem_cache_get_stats(cache, &st);
+		(void)kmem_cache_set_debug(empty_cache,
+		    (atomic_load(&reads) & 1) ? KMF_DEADBEEF : 0);
+		atomic_fetch_add(&reads, 1);
+	}
+	return NULL;
+}
+
+static void
+parent_hung(int sig)
+{
+	static const char msg[] = "fork deadlocked in the parent (a fork "
+	    "handler waits for a lock a statistics reader holds)\n";
+
+	(void)sig;
+	(void)write(2, msg, sizeof (msg) - 1);
+	_exit(3);
+}
+
+static void
+test_fork_while_reading_statistics(void)
+{
+	int forks = (int)tu_env_long("VMEM_TEST_FORKS",
+	    tu_slow_build() ? 20 : 300);
+	void *p;
+	pthread_t t;
+
+	qarena = vmem_create("fk_stats_q", (void *)(uintptr_t)0x10000000,
+	    64 << 20, Q, NULL, NULL, NULL, 8 * Q, VM_SLEEP);
+	mem_arena = vmem_create("fk_stats_mem", region, sizeof (region), Q,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	cache = kmem_cache_create("fk_stats_obj", 200, 0, NULL, NULL, NULL,
+	    NULL, mem_arena, 0);
+	empty_cache = kmem_cache_create("fk_stats_empty", 64, 0, NULL, NULL,
+	    NULL, NULL, mem_arena, 0);
+	REQUIRE(qarena && mem_arena && cache && empty_cache);
+	p = vmem_alloc(qarena, Q, VM_SLEEP);    /* a quantum cache in use */
+	REQUIRE(p != NULL);
+	vmem_free(qarena, p, Q);
+	atomic_store(&stop, 0);
+	REQUIRE(pthread_create(&t, NULL, stats_reader, NULL) == 0);
+	signal(SIGALRM, parent_hung);
+	for (int i = 0; i < forks; i++) {
+		int status;
+		pid_t pid;
+
+		alarm(tu_slow_build() ? 120 : 30);
+		fflush(NULL);
+		pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) {
+			kmem_cache_stats_t st;
+
+			alarm(tu_slow_build() ? 60 : 10);
+			vmem_dump_arenas(discard_line, NULL);
+			kmem_cache_get_stats(cache, &st);
+			_exit(kmem_cache_set_debug(empty_cache, 0) == 0 ? 0 : 2);
+		}
+		REQUIRE(waitpid(pid, &status, 0) == pid);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+	atomic_store(&stop, 1);
+	pthread_join(t, NULL);
+	CHECK(atomic_load(&reads) > 0);
+	kmem_cache_destroy(empty_cache);
+	kmem_cache_destroy(cache);
+	vmem_destroy(mem_arena);
+	vmem_reap(qarena);
+	CHECK_EQ(vmem_size(qarena, VMEM_ALLOC), 0);
+	vmem_destroy(qarena);
+}
+
 int
 main(void)
 {
@@ -403,6 +501,7 @@ main(void)
 	RUN(test_fork_then_new_address_space);
 	RUN(test_fork_while_allocating);
 	RUN(test_fork_during_classify);
+	RUN(test_fork_while_reading_statistics);
 	CHECK_EQ(tu_err.count, 0);
 	return tu_finish();
 }

@@ -208,8 +208,11 @@ void vmem_get_stats(vmem_t *vmp, vmem_stats_t *st);
 int vmem_check(vmem_t *vmp);
 
 /*
- * Call func for every arena in the process (in creation order), with the
- * global arena list locked: func must not create or destroy arenas.
+ * Call func for every arena in the process (in creation order). The list
+ * is not locked during a call, so func may create arenas (those created
+ * meanwhile are visited too) and destroy arenas other than the one it is
+ * given; that one stays alive until func returns (destroying it from func
+ * would wait for ever).
  */
 void vmem_foreach_arena(void (*func)(vmem_t *, void *), void *arg);
 
