@@ -157,6 +157,13 @@ void (*segkp_reap_window_hook)(segkp_t *seg);
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t segs_lock = PTHREAD_MUTEX_INITIALIZER;
 static segkp_t *segs_head;
+/*
+ * Held while a segment joins or leaves the list, so that an address space
+ * gets its one segkp classifier with its first segment and loses it with
+ * its last (see kas_segs_classifier). Taken before segs_lock, never while
+ * a classification runs: unregistering waits for those.
+ */
+static pthread_mutex_t classifier_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /*
@@ -1271,6 +1278,79 @@ kas_classifier(void *arg, uintptr_t addr, char *buf, size_t len)
 }
 
 /*
+ * One classifier serves every segment of an address space: the address
+ * space's table of classifiers is small (KAS_MAX_CLASSIFIERS) and shared
+ * with its users, and a classifier per segment made the ninth segment fail.
+ */
+static kas_fault_t
+kas_segs_classifier(void *arg, uintptr_t addr, char *buf, size_t len)
+{
+	kas_t *kas = arg;
+	kas_fault_t k = KAS_FAULT_NONE;
+
+	pthread_mutex_lock(&segs_lock);
+	for (segkp_t *s = segs_head; s != NULL && k == KAS_FAULT_NONE;
+	    s = s->list_next)
+		if (s->kas == kas)
+			k = kas_classifier(s, addr, buf, len);
+	pthread_mutex_unlock(&segs_lock);
+	return k;
+}
+
+/* Whether kas has a listed segment (segs_lock held). */
+static bool
+kas_has_segments(const kas_t *kas)
+{
+	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
+		if (s->kas == kas)
+			return true;
+	return false;
+}
+
+/* List seg; its address space's first segment registers the classifier. */
+static bool
+segs_join(segkp_t *seg)
+{
+	bool first;
+
+	pthread_mutex_lock(&classifier_lock);
+	pthread_mutex_lock(&segs_lock);
+	first = !kas_has_segments(seg->kas);
+	pthread_mutex_unlock(&segs_lock);
+	if (first && kas_register_fault_classifier(seg->kas,
+	    kas_segs_classifier, seg->kas) != 0) {
+		pthread_mutex_unlock(&classifier_lock);
+		return false;
+	}
+	pthread_mutex_lock(&segs_lock);
+	seg->list_next = segs_head;
+	segs_head = seg;
+	pthread_mutex_unlock(&segs_lock);
+	pthread_mutex_unlock(&classifier_lock);
+	return true;
+}
+
+static void
+segs_leave(segkp_t *seg)
+{
+	bool last;
+
+	pthread_mutex_lock(&classifier_lock);
+	pthread_mutex_lock(&segs_lock);
+	for (segkp_t **pp = &segs_head; *pp != NULL; pp = &(*pp)->list_next)
+		if (*pp == seg) {
+			*pp = seg->list_next;
+			break;
+		}
+	last = !kas_has_segments(seg->kas);
+	pthread_mutex_unlock(&segs_lock);
+	if (last)
+		kas_unregister_fault_classifier(seg->kas, kas_segs_classifier,
+		    seg->kas);
+	pthread_mutex_unlock(&classifier_lock);
+}
+
+/*
  * For the overflow handler (signal context): classify addr in every
  * segment without blocking. A segment whose lock stays busy is skipped
  * (it may be held by the faulting thread itself).
@@ -1410,6 +1490,7 @@ segkp_check(segkp_t *seg)
 static void
 fork_prepare(void)
 {
+	pthread_mutex_lock(&classifier_lock);
 	pthread_mutex_lock(&detach_lock);
 	while (detach_windows != 0)
 		pthread_cond_wait(&detach_cv, &detach_lock);
@@ -1427,6 +1508,7 @@ fork_release(void)
 	pthread_mutex_unlock(&segs_lock);
 	pthread_mutex_unlock(&slots_lock);
 	pthread_mutex_unlock(&detach_lock);
+	pthread_mutex_unlock(&classifier_lock);
 }
 
 static void
@@ -1544,6 +1626,17 @@ seg_free_memory(segkp_t *seg)
 	free(seg);
 }
 
+/* A segment that could not be made gives back what it took. */
+static void
+create_undo(segkp_t *seg)
+{
+	if (seg->arena != NULL)
+		vmem_destroy(seg->arena);
+	if (seg->fixed_from_heap)
+		vmem_xfree(seg->heap, (void *)seg->fixed_base, seg->fixed_size);
+	seg_free_memory(seg);
+}
+
 segkp_t *
 segkp_create(kas_t *kas, segkp_placement_t placement, void *base,
     size_t size)
@@ -1584,20 +1677,16 @@ segkp_create(kas_t *kas, segkp_placement_t placement, void *base,
 		seg->arena = vmem_create("segkp", NULL, 0, ps, vmem_alloc,
 		    vmem_free, seg->heap, QCACHE_PAGES * ps, VM_SLEEP);
 	if (seg->arena == NULL || !make_maps(seg)) {
-		if (seg->arena != NULL)
-			vmem_destroy(seg->arena);
-		if (seg->fixed_from_heap)
-			vmem_xfree(seg->heap, (void *)seg->fixed_base,
-			    seg->fixed_size);
-		seg_free_memory(seg);
+		create_undo(seg);
 		return NULL;
 	}
 	kas_arena_register(kas, seg->arena);
-	(void)kas_register_fault_classifier(kas, kas_classifier, seg);
-	pthread_mutex_lock(&segs_lock);
-	seg->list_next = segs_head;
-	segs_head = seg;
-	pthread_mutex_unlock(&segs_lock);
+	if (!segs_join(seg)) {
+		/* The address space's classifier table is full (reported). */
+		kas_arena_forget(kas, seg->arena);
+		create_undo(seg);
+		return NULL;
+	}
 	return seg;
 }
 
@@ -1618,14 +1707,7 @@ segkp_destroy(segkp_t *seg)
 			segkp_cache_destroy((void *)cookie_make(slot,
 			    atomic_load(&cache_slots[slot].gen)));
 	}
-	pthread_mutex_lock(&segs_lock);
-	for (segkp_t **pp = &segs_head; *pp != NULL; pp = &(*pp)->list_next)
-		if (*pp == seg) {
-			*pp = seg->list_next;
-			break;
-		}
-	pthread_mutex_unlock(&segs_lock);
-	kas_unregister_fault_classifier(seg->kas, kas_classifier, seg);
+	segs_leave(seg);
 	inuse = seg->st_inuse;
 	if (inuse != 0)
 		vmem_error_report(SEGKP_E_BUSY, 1, "segkp_destroy", seg->arena,

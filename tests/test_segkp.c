@@ -259,6 +259,75 @@ test_classify_and_kas_classifier(void)
 	}
 }
 
+static kas_fault_t
+never_mine(void *arg, uintptr_t addr, char *buf, size_t len)
+{
+	(void)arg;
+	(void)addr;
+	(void)buf;
+	(void)len;
+	return KAS_FAULT_NONE;
+}
+
+/*
+ * Segments of one address space share one classifier slot of its table
+ * (8 entries, also the users'): twenty segments all classify their
+ * redzones, and with the last one gone the slot is free again. A table
+ * the user filled makes segkp_create fail cleanly, reported.
+ */
+static void
+test_many_segments_one_classifier(void)
+{
+	enum { NSEG = 20 };
+	kas_t *kas = make_kas(KAS_SIM, 256 * MIB, 64 * MIB);
+	segkp_t *segs[NSEG];
+	char *stacks[NSEG];
+	size_t heap_before;
+	int registered = 0;
+
+	for (int i = 0; i < NSEG; i++) {
+		segs[i] = i % 2 ? segkp_create(kas, SEGKP_FROMHEAP, NULL, 0) :
+		    segkp_create(kas, SEGKP_FIXED,
+		    (void *)(kas_base(kas) + (size_t)i * 2 * MIB), 2 * MIB);
+		REQUIRE(segs[i] != NULL);
+		stacks[i] = segkp_get(segs[i], 2 * segkp_pagesize(segs[i]),
+		    KPD_HASREDZONE);
+		REQUIRE(stacks[i] != NULL);
+	}
+	for (int i = 0; i < NSEG; i++)
+		CHECK_EQ(kas_classify(kas, (uintptr_t)stacks[i] - 1, NULL, 0),
+		    KAS_FAULT_REDZONE);
+	/* segkp holds one slot: seven remain for the user. */
+	tu_record_errors();
+	while (registered < 16 && kas_register_fault_classifier(kas,
+	    never_mine, (void *)(intptr_t)registered) == 0)
+		registered++;
+	CHECK_EQ(registered, 7);
+	CHECK_EQ(tu_err.code, SEGKMEM_E_TABLEFULL);
+	for (int i = 0; i < NSEG; i++) {
+		segkp_release(segs[i], stacks[i]);
+		segkp_destroy(segs[i]);
+	}
+	/* The last segment gave its slot back: the user takes it. */
+	CHECK_EQ(kas_register_fault_classifier(kas, never_mine,
+	    (void *)(intptr_t)registered), 0);
+	registered++;
+	/* A full table: the first segment cannot register, and fails. */
+	heap_before = vmem_size(kas_heap_arena(kas), VMEM_ALLOC);
+	tu_err.count = 0;
+	CHECK(segkp_create(kas, SEGKP_FROMHEAP, NULL, 0) == NULL);
+	CHECK(segkp_create(kas, SEGKP_FIXED, NULL, 2 * MIB) == NULL);
+	CHECK_EQ(tu_err.count, 2);
+	CHECK_EQ(tu_err.code, SEGKMEM_E_TABLEFULL);
+	CHECK(vmem_size(kas_heap_arena(kas), VMEM_ALLOC) <= heap_before);
+	CHECK(vmem_check(kas_heap_arena(kas)) == 0);
+	tu_default_errors();
+	while (registered > 0)
+		kas_unregister_fault_classifier(kas, never_mine,
+		    (void *)(intptr_t)--registered);
+	kas_destroy(kas);
+}
+
 /* ------------------------------------------------------------------ */
 /* Misuse: reported, refused, nothing changed. */
 
@@ -1039,6 +1108,7 @@ main(void)
 	RUN(test_zero_after_reuse);
 	RUN(test_stack_clash_redzone);
 	RUN(test_classify_and_kas_classifier);
+	RUN(test_many_segments_one_classifier);
 	RUN(test_misuse);
 	RUN(test_bad_create);
 	RUN(test_fixed_carved_from_heap);
