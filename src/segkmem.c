@@ -1449,15 +1449,37 @@ foreign_importers(const kas_t *kas)
 	return n > own ? n - own : 0;
 }
 
+/*
+ * Registered arenas that are not the kas's own: a FIXED segkp segment over
+ * its own range imports from nothing, but still lives in the address
+ * space, and its next call would read the freed kas.
+ */
+static size_t
+foreign_registered(kas_t *kas)
+{
+	size_t n = 0;
+
+	plat_mutex_lock(&kas->reg_lock);
+	for (size_t i = 0; i < kas->narenas; i++) {
+		const vmem_t *v = kas->arenas[i];
+
+		n += v != kas->heap_arena && v != kas->kmem_va &&
+		    v != kas->kmem_default && v != kas->kmem_metadata;
+	}
+	plat_mutex_unlock(&kas->reg_lock);
+	return n;
+}
+
 void
 kas_destroy(kas_t *kas)
 {
-	size_t left_arenas, committed, reserved;
+	size_t left_arenas, committed, reserved, registered;
 	unsigned importers;
 
 	if (kas == NULL)
 		return;
 	importers = foreign_importers(kas);
+	registered = foreign_registered(kas);
 	if (importers != 0) {
 		/* Destroying it would leave them a freed source: keep it. */
 		vmem_error_report(SEGKMEM_E_BUSY, 1, "kas_destroy", NULL,
@@ -1465,6 +1487,13 @@ kas_destroy(kas_t *kas)
 		    "still import%s from it (segkp segments?): not destroyed",
 		    importers, importers == 1 ? "" : "s",
 		    importers == 1 ? "s" : "");
+		return;
+	}
+	if (registered != 0) {
+		vmem_error_report(SEGKMEM_E_BUSY, 1, "kas_destroy", NULL,
+		    kas->name, kas->base, kas->size, "%lu arena%s of it still "
+		    "registered (fixed segkp segments?): not destroyed",
+		    (unsigned long)registered, registered == 1 ? "" : "s");
 		return;
 	}
 	pthread_mutex_lock(&default_lock);

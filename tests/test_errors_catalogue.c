@@ -1842,6 +1842,28 @@ err_kas_destroy_importers(void)
 	kas_done(kas);
 }
 
+/* A fixed segment imports from nothing (its range is taken from the heap
+ * once), but it lives in the kas all the same: the kas stays. */
+static void
+err_kas_destroy_registered(void)
+{
+	kas_t *kas = sim_kas("e_sk_reg", 0);
+	segkp_t *seg = segkp_create(kas, SEGKP_FIXED, NULL, (size_t)1 << 20);
+	void *p;
+
+	REQUIRE(seg != NULL);
+	kas_destroy(kas);
+	EXPECT(SEGKMEM_E_BUSY, "kas_destroy", "e_sk_reg");
+	CHECK(tu_err.warning);
+	p = segkp_get(seg, 4 * SIM_PAGE, KPD_HASREDZONE | KPD_NOWAIT);
+	CHECK(p != NULL);
+	if (p != NULL)
+		segkp_release(seg, p);
+	CHECK(segkp_check(seg) == 0);
+	segkp_destroy(seg);
+	kas_done(kas);
+}
+
 /* ------------------------------------------------------------------ */
 /* segkp: thread stacks */
 
@@ -2284,6 +2306,7 @@ static const entry_t entries[] = {
 	E(err_kas_region_table_full, SEGKMEM_E_TABLEFULL),
 	E(err_kas_destroy_busy, SEGKMEM_E_BUSY),
 	E(err_kas_destroy_importers, SEGKMEM_E_BUSY),
+	E(err_kas_destroy_registered, SEGKMEM_E_BUSY),
 	E(err_segkp_get_len_not_page_multiple, SEGKP_E_BADLEN),
 	E(err_segkp_get_len_zero, SEGKP_E_BADLEN),
 	E(err_segkp_get_no_anon_unlocked, SEGKP_E_BADFLAGS),
