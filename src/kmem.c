@@ -217,12 +217,14 @@ struct kmem_cache {
 	atomic_uint_fast64_t construct, destruct;
 
 	kmem_cache_t *gnext, *gprevp;
+	unsigned visit_refs;    /* kmem_foreach_cache calls on it (list lock) */
 	size_t selfsize;
 	char name[KMEM_CACHE_NAMELEN];
 };
 
 /* The list of all caches. */
 static plat_mutex_t kmem_list_lock;
+static plat_cond_t kmem_list_cv;        /* a cache's visit_refs fell to 0 */
 static kmem_cache_t *kmem_list_head, *kmem_list_tail;
 static atomic_int kmem_init_state;
 /* Written under kmem_list_lock; read without it by kmem_cache_create. */
@@ -230,14 +232,16 @@ static atomic_int kmem_default_debug;
 
 static void kmem_fork_prepare(void);
 static void kmem_fork_release(void);
+static void kmem_fork_child(void);
 
 static void
 kmem_global_init_once(void)
 {
 	plat_mutex_init(&kmem_list_lock);
+	plat_cond_init(&kmem_list_cv);
 	/* After vmem's: kmem's prepare handler then runs first. */
 	vmem_init();
-	plat_atfork(kmem_fork_prepare, kmem_fork_release, kmem_fork_release);
+	plat_atfork(kmem_fork_prepare, kmem_fork_release, kmem_fork_child);
 }
 
 void
@@ -1832,6 +1836,8 @@ kmem_cache_destroy(kmem_cache_t *cp)
 	if (cp == NULL)
 		return;
 	plat_mutex_lock(&kmem_list_lock);
+	while (cp->visit_refs > 0)
+		plat_cond_timedwait(&kmem_list_cv, &kmem_list_lock, 100);
 	if (cp->gprevp != NULL)
 		cp->gprevp->gnext = cp->gnext;
 	else
@@ -2115,6 +2121,12 @@ update_one(kmem_cache_t *cp, void *arg)
 	kmem_cache_update(cp);
 }
 
+/*
+ * Without the list lock during func: reaping frees slabs into arenas and
+ * address spaces whose fork handlers hold their locks while kmem's waits
+ * for the list lock. The reference keeps the cache, and its place in the
+ * list, alive: kmem_cache_destroy waits for it.
+ */
 void
 kmem_foreach_cache(void (*func)(kmem_cache_t *, void *), void *arg)
 {
@@ -2122,8 +2134,14 @@ kmem_foreach_cache(void (*func)(kmem_cache_t *, void *), void *arg)
 
 	kmem_global_init();
 	plat_mutex_lock(&kmem_list_lock);
-	for (cp = kmem_list_head; cp != NULL; cp = cp->gnext)
+	for (cp = kmem_list_head; cp != NULL; cp = cp->gnext) {
+		cp->visit_refs++;
+		plat_mutex_unlock(&kmem_list_lock);
 		func(cp, arg);
+		plat_mutex_lock(&kmem_list_lock);
+		if (--cp->visit_refs == 0)
+			plat_cond_broadcast(&kmem_list_cv);
+	}
 	plat_mutex_unlock(&kmem_list_lock);
 }
 
@@ -2466,4 +2484,13 @@ kmem_fork_release(void)
 	}
 	plat_mutex_unlock(&kmem_list_lock);
 	kmem_heap_fork_unlock();
+}
+
+/* The threads that were visiting caches are not in the child. */
+static void
+kmem_fork_child(void)
+{
+	for (kmem_cache_t *cp = kmem_list_head; cp != NULL; cp = cp->gnext)
+		cp->visit_refs = 0;
+	kmem_fork_release();
 }

@@ -215,8 +215,6 @@ child_body(void)
 	int bad = 0;
 	size_t inherited;
 
-	/* Under valgrind on a loaded machine a child can take over 10 s. */
-	alarm(tu_slow_build() ? 60 : 10);
 	/* The worker's allocations at the fork stay allocated here. */
 	inherited = vmem_size(child_arena, VMEM_ALLOC);
 	tu_seed(&r, (uint64_t)getpid());
@@ -261,25 +259,8 @@ test_fork_while_allocating(void)
 	REQUIRE(stack_cache != NULL);
 
 	REQUIRE(pthread_create(&t, NULL, worker, NULL) == 0);
-	for (int i = 0; i < forks; i++) {
-		int status;
-		pid_t pid;
-
-		fflush(NULL);
-		pid = fork();
-		REQUIRE(pid >= 0);
-		if (pid == 0)
-			_exit(child_body());
-		REQUIRE(waitpid(pid, &status, 0) == pid);
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-			fprintf(stderr, "fork %d: child %s %d\n", i,
-			    WIFSIGNALED(status) ? "killed by signal" :
-			    "exited with", WIFSIGNALED(status) ?
-			    WTERMSIG(status) : WEXITSTATUS(status));
-			tu_failures++;
-			break;
-		}
-	}
+	tu_fork_children(forks, child_body,
+	    "a fork handler waits for a lock the worker holds");
 	atomic_store(&stop, 1);
 	pthread_join(t, NULL);
 
@@ -428,15 +409,15 @@ stats_reader(void *arg)
 	return NULL;
 }
 
-static void
-parent_hung(int sig)
+/* In the child: read the statistics and change a cache's debug flags. */
+static int
+child_reads_statistics(void)
 {
-	static const char msg[] = "fork deadlocked in the parent (a fork "
-	    "handler waits for a lock a statistics reader holds)\n";
+	kmem_cache_stats_t st;
 
-	(void)sig;
-	(void)write(2, msg, sizeof (msg) - 1);
-	_exit(3);
+	vmem_dump_arenas(discard_line, NULL);
+	kmem_cache_get_stats(cache, &st);
+	return kmem_cache_set_debug(empty_cache, 0) == 0 ? 0 : 2;
 }
 
 static void
@@ -461,28 +442,8 @@ test_fork_while_reading_statistics(void)
 	vmem_free(qarena, p, Q);
 	atomic_store(&stop, 0);
 	REQUIRE(pthread_create(&t, NULL, stats_reader, NULL) == 0);
-	signal(SIGALRM, parent_hung);
-	for (int i = 0; i < forks; i++) {
-		int status;
-		pid_t pid;
-
-		alarm(tu_slow_build() ? 120 : 30);
-		fflush(NULL);
-		pid = fork();
-		REQUIRE(pid >= 0);
-		if (pid == 0) {
-			kmem_cache_stats_t st;
-
-			alarm(tu_slow_build() ? 60 : 10);
-			vmem_dump_arenas(discard_line, NULL);
-			kmem_cache_get_stats(cache, &st);
-			_exit(kmem_cache_set_debug(empty_cache, 0) == 0 ? 0 : 2);
-		}
-		REQUIRE(waitpid(pid, &status, 0) == pid);
-		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	}
-	alarm(0);
-	signal(SIGALRM, SIG_DFL);
+	tu_fork_children(forks, child_reads_statistics,
+	    "a fork handler waits for a lock a statistics reader holds");
 	atomic_store(&stop, 1);
 	pthread_join(t, NULL);
 	CHECK(atomic_load(&reads) > 0);

@@ -1,9 +1,14 @@
 /*
  * SPDX-License-Identifier: BSD-2-Clause
  */
+#define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 int tu_failures;
 tu_errlog_t tu_err;
@@ -108,4 +113,50 @@ int
 tu_slow_build(void)
 {
 	return TU_SANITIZED || getenv("VMEM_SLOW_BUILD") != NULL;
+}
+
+static const char *fork_hang_why;
+
+static void
+fork_hung(int sig)
+{
+	static const char head[] = "fork deadlocked in the parent: ";
+
+	(void)sig;
+	(void)write(2, head, sizeof (head) - 1);
+	(void)write(2, fork_hang_why, strlen(fork_hang_why));
+	(void)write(2, "\n", 1);
+	_exit(3);
+}
+
+void
+tu_fork_children(int forks, int (*child)(void), const char *why)
+{
+	int slow = tu_slow_build();
+
+	fork_hang_why = why;
+	signal(SIGALRM, fork_hung);
+	for (int i = 0; i < forks && tu_failures == 0; i++) {
+		int status;
+		pid_t pid;
+
+		alarm(slow ? 120 : 30);
+		fflush(NULL);
+		pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) {
+			alarm(slow ? 60 : 10);
+			_exit(child());
+		}
+		REQUIRE(waitpid(pid, &status, 0) == pid);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "fork %d: child %s %d\n", i,
+			    WIFSIGNALED(status) ? "killed by signal" :
+			    "exited with", WIFSIGNALED(status) ?
+			    WTERMSIG(status) : WEXITSTATUS(status));
+			tu_failures++;
+		}
+	}
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
 }

@@ -88,4 +88,12 @@ int tu_mlock_works(void);
 /* True when built with a sanitizer or run under valgrind (size tests down). */
 int tu_slow_build(void);
 
+/*
+ * Fork forks times while other threads of the test keep working; each
+ * child runs child() under a 10 s alarm (60 s in slow builds) and exits
+ * with its result, which must be 0. A parent stuck in fork() for 30 s
+ * (120 s) prints "fork deadlocked in the parent: <why>" and exits 3.
+ */
+void tu_fork_children(int forks, int (*child)(void), const char *why);
+
 #endif

@@ -149,7 +149,11 @@ void kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st);
 const char *kmem_cache_name(const kmem_cache_t *cp);
 size_t kmem_cache_bufsize(const kmem_cache_t *cp);
 
-/* Call func for every cache (creation order) with the cache list locked. */
+/*
+ * Call func for every cache (creation order). The list is not locked
+ * during a call: func may create caches and destroy caches other than the
+ * one it is given (that one stays alive until func returns).
+ */
 void kmem_foreach_cache(void (*func)(kmem_cache_t *, void *), void *arg);
 
 /*
