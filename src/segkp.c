@@ -1680,7 +1680,9 @@ segkp_create(kas_t *kas, segkp_placement_t placement, void *base,
 		create_undo(seg);
 		return NULL;
 	}
-	kas_arena_register(kas, seg->arena);
+	/* The kas as private pointer: kas_of_arena finds it for a fixed
+	 * segment too, which has no source to follow. */
+	kas_arena_adopt(kas, seg->arena);
 	if (!segs_join(seg)) {
 		/* The address space's classifier table is full (reported). */
 		kas_arena_forget(kas, seg->arena);

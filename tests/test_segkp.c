@@ -221,6 +221,8 @@ test_classify_and_kas_classifier(void)
 		segkp_info_t in;
 
 		REQUIRE(p != NULL);
+		/* Fixed segments have no source: found by private pointer. */
+		CHECK(kas_of_arena(segkp_arena(seg)) == kas);
 		CHECK_EQ(segkp_classify(seg, p - 1, &in), SEGKP_FAULT_REDZONE);
 		CHECK_EQ(in.addr, (uintptr_t)p);
 		CHECK_EQ(segkp_describe(seg, p - 1, buf, sizeof (buf)),

@@ -65,9 +65,10 @@ typedef void *kthread_func_t(void *arg);
 
 typedef struct kthread_attr {
 	const char *name;   /* copied (KTHREAD_NAMELEN); NULL: "kthread-N" */
-	size_t stacksize;   /* usable bytes, rounded up to pages and to at
-	                     * least PTHREAD_STACK_MIN (16 KiB on Linux,
-	                     * what glibc needs); 0: default */
+	size_t stacksize;   /* the whole stack, rounded up to pages and to
+	                     * at least PTHREAD_STACK_MIN (16 KiB on Linux,
+	                     * what glibc needs); glibc's thread block and
+	                     * TLS take about 4.7 KiB of it; 0: default */
 	int detached;       /* the stack is reaped, not joined */
 	int kpd_flags;      /* added segkp flags: KPD_LOCKED,
 	                       KPD_REDZONE_PAGES(n) (not from the cache) */
