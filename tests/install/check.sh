@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the build tree into a scratch prefix, then build and run a small
-# program against it with pkg-config and with find_package(vmem); check
+# program against it with pkg-config and with find_package(vmem), and every
+# manual page example (man_examples.py); check
 # that the shared library exports only the public API.
 set -euo pipefail
 build=$1 src=$2
@@ -27,6 +28,12 @@ cc $(PKG_CONFIG_PATH="$stage/lib/x86_64-linux-gnu/pkgconfig" pkg-config --cflags
   $(PKG_CONFIG_PATH="$stage/lib/x86_64-linux-gnu/pkgconfig" pkg-config --libs vmem) \
   -Wl,-rpath,"$stage/lib/x86_64-linux-gnu"
 "$tmp/pc_distro"
+# Every manual page's example builds against the installed tree and runs.
+if command -v python3 >/dev/null; then
+  python3 "$src/man_examples.py" "$top" "$tmp/prefix" "$tmp/man_examples"
+else
+  echo "install_consumer: python3 not found, manual page examples not checked"
+fi
 cmake -S "$src" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/cm" >/dev/null
 "$tmp/cm/consumer_shared"
