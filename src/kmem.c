@@ -204,6 +204,13 @@ struct kmem_cache {
 	kslab_t *spare;            /* one empty slab kept */
 	size_t nslabs;
 	size_t out;                /* chunks out of the slab layer */
+	/*
+	 * Rounds of magazines taken out of the CPU layer or the depot to be
+	 * destroyed, not yet back in their slabs: raised under the lock that
+	 * took them, lowered under slab_lock with out, so a snapshot holding
+	 * every lock counts each such buffer as cached, not in use.
+	 */
+	atomic_size_t rounds_leaving;
 	uint64_t slab_alloc, slab_free, slab_create, slab_destroy;
 	uint64_t direct_alloc, direct_free, alloc_fail, reaps;
 
@@ -864,19 +871,30 @@ slab_alloc(kmem_cache_t *cp, int kmflag, int to_user)
 	return (void *)buf;
 }
 
+/* Where a chunk returned to the slab layer comes from. */
+enum chunk_origin {
+	FROM_CACHE,             /* a buffer the cache took back itself */
+	FROM_USER,              /* a caller's free (counted; the caller has
+	                         * already cleared the held bit) */
+	FROM_LEAVING_MAGAZINE   /* a round of a magazine being destroyed */
+};
+
 /*
- * Return one chunk to the slab layer. from_user: a caller's free (counted;
- * the caller has already cleared the held bit). Returns 0, or an error code
- * to report (nothing changed).
+ * Return one chunk to the slab layer. Returns 0, or an error code to
+ * report (nothing changed).
  */
 static int
-slab_free(kmem_cache_t *cp, void *buf, int from_user)
+slab_free(kmem_cache_t *cp, void *buf, enum chunk_origin origin)
 {
 	kslab_t *s, *victim = NULL;
 	long idx;
 	uint64_t mask;
+	int from_user = origin == FROM_USER;
 
 	plat_mutex_lock(&cp->slab_lock);
+	if (origin == FROM_LEAVING_MAGAZINE)
+		atomic_fetch_sub_explicit(&cp->rounds_leaving, 1,
+		    memory_order_relaxed);
 	s = hash_lookup(cp, (uintptr_t)buf, &idx);
 	if (s == NULL) {
 		plat_mutex_unlock(&cp->slab_lock);
@@ -1094,7 +1112,7 @@ mag_destroy(kmem_cache_t *cp, kmag_t *m, unsigned rounds)
 	for (i = 0; i < rounds; i++) {
 		if (cp->mag_constructed)
 			destruct(cp, m->round[i]);
-		(void)slab_free(cp, m->round[i], 0);
+		(void)slab_free(cp, m->round[i], FROM_LEAVING_MAGAZINE);
 	}
 	held = m->held;
 	kmeta_free(m, mag_bytes(m->cap));
@@ -1272,9 +1290,30 @@ typedef struct kdetached {
 	unsigned rounds, prounds;
 } kdetached_t;
 
+/* n rounds leave for their slabs; taken under the lock that held them. */
 static void
-slot_detach(kcpu_t *c, kdetached_t *d)
+rounds_leave(kmem_cache_t *cp, size_t n)
 {
+	atomic_fetch_add_explicit(&cp->rounds_leaving, n, memory_order_relaxed);
+}
+
+/* The depot's full magazines leave (depot lock held). Their own sizes:
+ * a resize has already set the new one. */
+static kmag_t *
+depot_full_leave(kmem_cache_t *cp)
+{
+	size_t n = 0;
+
+	for (const kmag_t *m = cp->full.head; m != NULL; m = m->next)
+		n += m->cap;
+	rounds_leave(cp, n);
+	return maglist_clear(&cp->full);
+}
+
+static void
+slot_detach(kmem_cache_t *cp, kcpu_t *c, kdetached_t *d)
+{
+	rounds_leave(cp, (size_t)c->rounds + c->prounds);
 	d->loaded = c->loaded;
 	d->prev = c->prev;
 	d->rounds = c->rounds;
@@ -1303,12 +1342,12 @@ magazines_purge(kmem_cache_t *cp)
 		kcpu_t *c = cpu_slot(cp, i);
 		kdetached_t d;
 		slot_lock(c);
-		slot_detach(c, &d);
+		slot_detach(cp, c, &d);
 		slot_unlock(c);
 		detached_destroy(cp, &d);
 	}
 	depot_enter(cp);
-	full = maglist_clear(&cp->full);
+	full = depot_full_leave(cp);
 	empty = maglist_clear(&cp->empty);
 	depot_exit(cp);
 	magchain_destroy(cp, full, 1);
@@ -1342,7 +1381,7 @@ alloc_construct(kmem_cache_t *cp, void *buf, int kmflag)
 		cp->direct_alloc--;
 		cp->alloc_fail++;
 		plat_mutex_unlock(&cp->slab_lock);
-		(void)slab_free(cp, buf, 0);
+		(void)slab_free(cp, buf, FROM_CACHE);
 		return alloc_failed(cp, kmflag);
 	}
 	return buf;
@@ -1409,7 +1448,7 @@ alloc_from_magazine(kmem_cache_t *cp, kcpu_t *c, int kmflag)
 		plat_mutex_lock(&cp->slab_lock);
 		cp->alloc_fail++;       /* as when a slab buffer's fails */
 		plat_mutex_unlock(&cp->slab_lock);
-		(void)slab_free(cp, buf, 0);
+		(void)slab_free(cp, buf, FROM_CACHE);
 		return alloc_failed(cp, kmflag);
 	}
 	return buf;
@@ -1498,7 +1537,7 @@ free_to_slab(kmem_cache_t *cp, void *buf, const char *call)
 
 	if (cp->mag_constructed)
 		destruct(cp, buf);
-	code = slab_free(cp, buf, 1);
+	code = slab_free(cp, buf, FROM_USER);
 	if (code != 0)
 		report_free_error(cp, code, call, buf);
 	return 0;
@@ -1907,6 +1946,7 @@ depot_ws_reap(kmem_cache_t *cp)
 	for (n = maglist_idle(&cp->full); n > 0; n--) {
 		if ((m = maglist_take(&cp->full)) == NULL)
 			break;
+		rounds_leave(cp, m->cap);
 		m->next = full;
 		full = m;
 	}
@@ -1961,11 +2001,11 @@ magazine_resize(kmem_cache_t *cp, int why)
 	cp->mag_resize++;
 	if (why == KMEM_GROW_TRAFFIC)
 		cp->mag_grow_traffic++;
-	full = maglist_clear(&cp->full);
+	full = depot_full_leave(cp);
 	empty = maglist_clear(&cp->empty);
 	for (i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
-		slot_detach(c, &det[i]);
+		slot_detach(cp, c, &det[i]);
 		c->magsize = newsize;
 		c->exchanges = 0;  /* the new size gets a window of its own */
 		c->ops_mark = c->alloc + c->free;
@@ -2262,7 +2302,8 @@ cache_thaw(kmem_cache_t *cp)
 static size_t
 cache_rounds(kmem_cache_t *cp)
 {
-	size_t cached = cp->full.count * cp->magsize;
+	size_t cached = cp->full.count * cp->magsize +
+	    atomic_load_explicit(&cp->rounds_leaving, memory_order_relaxed);
 
 	for (unsigned i = 0; i < cp->ncpu; i++) {
 		kcpu_t *c = cpu_slot(cp, i);
@@ -2321,6 +2362,12 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	plat_mutex_unlock(&cp->meta_lock);
 	st->construct = atomic_load(&cp->construct);
 	st->destruct = atomic_load(&cp->destruct);
+}
+
+vmem_t *
+kmem_cache_arena(const kmem_cache_t *cp)
+{
+	return cp->vmp;
 }
 
 /* What kmem_cache_get_stats would give as mem_total - buf_inuse *

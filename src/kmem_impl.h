@@ -41,6 +41,8 @@ int kmem_cache_free_quiet(kmem_cache_t *cp, void *buf, const char *call);
 int kmem_cache_owns(kmem_cache_t *cp, const void *buf);
 /* Bytes held by the cache but not allocated to callers. */
 size_t kmem_cache_idle_bytes(kmem_cache_t *cp);
+/* The arena the cache's slabs come from. */
+vmem_t *kmem_cache_arena(const kmem_cache_t *cp);
 
 /*
  * Global setup (idempotent): the cache list lock and kmem's fork handlers,

@@ -667,6 +667,39 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 /* ---------------------------------------------------------------- */
 /* The page budget.                                                  */
 
+void (*kas_stack_reclaim_hook)(kas_t *kas);
+
+static bool
+arena_in_kas(const vmem_t *vmp, const kas_t *kas)
+{
+	return vmp != NULL && kas_of_arena(vmp) == kas;
+}
+
+static void
+purge_cache_in_kas(kmem_cache_t *cp, void *kas)
+{
+	if (arena_in_kas(kmem_cache_arena(cp), kas))
+		kmem_cache_reap_now(cp);
+}
+
+/*
+ * Before a reservation sleeps, give back the pages that caches hold idle
+ * in this address space: every magazine and free slab of its object
+ * caches and quantum caches, and the pages of its cached stacks. illumos'
+ * page_resv calls kmem_reap between its naps, and the 15-second kmem
+ * update makes every cached magazine idle soon enough; a library has no
+ * such clock, so without this a KM_SLEEP caller could sleep for ever
+ * beside free memory another cache holds. Reaping everything is what
+ * VM_SLEEP does in vmem too.
+ */
+static void
+kas_reclaim(kas_t *kas)
+{
+	kmem_foreach_cache(purge_cache_in_kas, kas);
+	if (kas_stack_reclaim_hook != NULL)
+		kas_stack_reclaim_hook(kas);
+}
+
 int
 kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 {
@@ -687,6 +720,11 @@ kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 				ok = 0;
 				break;
 			}
+			plat_mutex_unlock(&kas->resv_lock);
+			kas_reclaim(kas);
+			plat_mutex_lock(&kas->resv_lock);
+			if (kas->availrmem >= npages)
+				break;
 			kas->resv_wait++;
 			kas->resv_sleepers++;
 			/* Woken by an unreserve (the sequence condition loses

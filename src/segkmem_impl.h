@@ -16,4 +16,11 @@
  */
 extern void (*kas_classify_window_hook)(kas_t *kas, vmem_t *vmp);
 
+/*
+ * Set by segkp when its first segment is made: give back the pages of
+ * every stack cached idle in kas's segments. A reservation that is about
+ * to sleep calls it, with no lock held.
+ */
+extern void (*kas_stack_reclaim_hook)(kas_t *kas);
+
 #endif

@@ -58,6 +58,7 @@
 
 #include "error.h"
 #include "platform.h"
+#include "segkmem_impl.h"
 #include "segkp_impl.h"
 
 #define SEGKP_MAGIC     0x5345474bu /* "SEGK" */
@@ -977,6 +978,29 @@ seg_cache_free(segkp_t *seg)
 	vmem_reap(seg->arena);
 }
 
+/*
+ * Free the cached stacks of every segment (of kas only, if not NULL). The
+ * window first: fork() takes detach_lock before segs_lock.
+ */
+static void
+segs_cache_free(const kas_t *kas)
+{
+	detach_window_open();
+	pthread_mutex_lock(&segs_lock);
+	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
+		if (kas == NULL || s->kas == kas)
+			seg_cache_free(s);
+	pthread_mutex_unlock(&segs_lock);
+	detach_window_close();
+}
+
+/* A page reservation in kas is about to sleep: free what stacks cache. */
+static void
+reclaim_stacks(kas_t *kas)
+{
+	segs_cache_free(kas);
+}
+
 int
 segkp_cache_slots_free(segkp_t *seg)
 {
@@ -1004,14 +1028,9 @@ segkp_cache_free(segkp_t *seg)
 		detach_window_close();
 		return;
 	}
-	/* The window first: fork() takes detach_lock before segs_lock. */
-	detach_window_open();
-	pthread_mutex_lock(&segs_lock);
-	for (segkp_t *s = segs_head; s != NULL; s = s->list_next)
-		seg_cache_free(s);
-	pthread_mutex_unlock(&segs_lock);
-	detach_window_close();
+	segs_cache_free(NULL);
 }
+
 
 void
 segkp_cache_destroy(void *cookie)
@@ -1515,6 +1534,7 @@ static void
 register_atfork(void)
 {
 	(void)pthread_atfork(fork_prepare, fork_release, fork_release);
+	kas_stack_reclaim_hook = reclaim_stacks;
 }
 
 typedef struct span_check {

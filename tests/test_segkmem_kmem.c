@@ -2,12 +2,14 @@
  * The kmem heap of a kernel address space, on both backings: buffers come
  * from kmem_default inside the kas, simulated heaps never touch their
  * (integer) buffers, kmem bookkeeping is charged to the simulated heap,
- * and after freeing and reaping the kas holds only its metadata.
+ * and after freeing and reaping the kas holds only its metadata. A
+ * KM_SLEEP allocation short of pages gets those another cache holds idle.
  * Built without kmem (no <vmem/kmem.h>), a kas has no heap.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #include <string.h>
+#include <unistd.h>
 
 #include <vmem/segkmem.h>
 #include <vmem/kmem.h>
@@ -79,9 +81,57 @@ test_kas_heap(void)
 	}
 }
 
+/*
+ * Cache A takes the whole page budget and gives every buffer back: its
+ * magazines and slabs hold the pages. A sleeping allocation from cache B
+ * must get them back before it sleeps (illumos' page_resv reaps between
+ * naps); it used to sleep for ever. The alarm turns a hang into a failure.
+ */
+static void
+test_sleeping_reservation_reclaims_caches(void)
+{
+	for (int b = 0; b < 2; b++) {
+		kas_config_t cfg;
+		kas_t *kas;
+		kmem_cache_t *a, *bc;
+		kas_stats_t st;
+		void *v[512], *p;
+		int n = 0;
+
+		kas_config_init(&cfg);
+		cfg.backing = b ? KAS_SIM : KAS_REAL;
+		cfg.size = 64 * MIB;
+		cfg.physmem_pages = 256;
+		kas = kas_create(&cfg);
+		REQUIRE(kas != NULL);
+		a = kmem_cache_create("rc_a", 4096, 0, NULL, NULL, NULL, NULL,
+		    kas_kmem_default(kas), 0);
+		bc = kmem_cache_create("rc_b", 8192, 0, NULL, NULL, NULL, NULL,
+		    kas_kmem_default(kas), 0);
+		REQUIRE(a != NULL && bc != NULL);
+		while (n < 512 && (v[n] = kmem_cache_alloc(a, KM_NOSLEEP)) != NULL)
+			n++;
+		CHECK(n > 100 && n < 512);
+		for (int i = 0; i < n; i++)
+			kmem_cache_free(a, v[i]);
+		CHECK(kmem_cache_alloc(bc, KM_NOSLEEP) == NULL);
+		alarm(30);
+		p = kmem_cache_alloc(bc, KM_SLEEP);
+		alarm(0);
+		CHECK(p != NULL);
+		kas_get_stats(kas, &st);
+		CHECK_EQ(st.resv_wait, 0);      /* reclaimed, never slept */
+		kmem_cache_free(bc, p);
+		kmem_cache_destroy(bc);
+		kmem_cache_destroy(a);
+		kas_destroy(kas);
+	}
+}
+
 int
 main(void)
 {
 	RUN(test_kas_heap);
+	RUN(test_sleeping_reservation_reclaims_caches);
 	return tu_finish();
 }

@@ -525,6 +525,57 @@ test_cache_lifo_bounded(void)
 }
 
 /* Reap: the pages of long-idle cached stacks go, the address space stays. */
+/*
+ * Locked stacks idle in a cache hold the whole page budget: a blocking
+ * locked get must get their pages back before it sleeps (it used to
+ * sleep for ever; segkp_cache_reap(IDLE) could not help, the stacks had
+ * not been idle through an interval). The alarm turns a hang into a
+ * failure.
+ */
+static void
+test_blocking_get_reclaims_cached_stacks(void)
+{
+	for (int b = 0; b < 2; b++) {
+		kas_config_t cfg;
+		kas_t *kas;
+		segkp_t *seg;
+		void *cookie, *v[16], *p;
+		size_t len = 4 * 4096;
+
+		kas_config_init(&cfg);
+		cfg.backing = b ? KAS_SIM : KAS_REAL;
+		cfg.size = 64 * MIB;
+		cfg.physmem_pages = 64;
+		kas = kas_create(&cfg);
+		REQUIRE(kas != NULL);
+		seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+		REQUIRE(seg != NULL);
+		int n = 0;
+
+		cookie = segkp_cache_init(seg, 32, len,
+		    KPD_HASREDZONE | KPD_LOCKED | KPD_NOWAIT);
+		REQUIRE(cookie != NULL);
+		while (n < 16 && (v[n] = segkp_cache_get(cookie)) != NULL)
+			n++;
+		CHECK(n >= 8);
+		for (int i = 0; i < n; i++)
+			segkp_release(seg, v[i]);
+		CHECK(kas_availrmem(kas) < len / 4096);
+		CHECK(segkp_get(seg, len, KPD_HASREDZONE | KPD_LOCKED |
+		    KPD_NOWAIT) == NULL);
+		alarm(30);
+		p = segkp_get(seg, len, KPD_HASREDZONE | KPD_LOCKED);
+		alarm(0);
+		CHECK(p != NULL);
+		if (p != NULL)
+			segkp_release(seg, p);
+		CHECK(segkp_check(seg) == 0);
+		segkp_cache_destroy(cookie);
+		segkp_destroy(seg);
+		kas_destroy(kas);
+	}
+}
+
 static void
 test_cache_reap(void)
 {
@@ -1116,6 +1167,7 @@ main(void)
 	RUN(test_fixed_carved_from_heap);
 	RUN(test_cache_lifo_bounded);
 	RUN(test_cache_reap);
+	RUN(test_blocking_get_reclaims_cached_stacks);
 	RUN(test_reap_window);
 	RUN(test_fork_during_reap);
 	RUN(test_heap_gets_space_back);
