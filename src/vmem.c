@@ -2118,18 +2118,21 @@ free_and_unlock(vmem_t *vmp, vseg_t **slot, uintptr_t *span_addr,
 
 /*
  * Release a span that became entirely free to the source of vmp, following
- * the chain down without recursion.
+ * the chain down without recursion. An arena without a source (its import
+ * function gets memory elsewhere, from the OS say) hands the span to its
+ * release function all the same, with a NULL source, as it was imported.
  */
 static void
 vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 {
-	while (vmp->source != NULL) {
+	for (;;) {
 		vmem_t *src = vmp->source;
 		vseg_t *s;
 		bool more, q = false;
 
 		if (!chain_internal(vmp)) {
-			vmp->ffunc(src, (void *)addr, size);
+			if (vmp->ffunc != NULL)
+				vmp->ffunc(src, (void *)addr, size);
 			return;
 		}
 		if (via_qcache) {

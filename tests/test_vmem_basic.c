@@ -1197,6 +1197,84 @@ test_xcreate_import(void)
 	vmem_destroy(p);
 }
 
+/*
+ * A top arena whose import function gets memory from elsewhere (the OS,
+ * as libumem's top arenas do) has no source arena; its spans still go
+ * back through its release function, with a NULL source, the moment they
+ * are free and at destroy. They used to be dropped (counted released,
+ * never handed back).
+ */
+static struct {
+	int imports, releases;
+	size_t released;
+	vmem_t *last_src;
+} oslog;
+static char os_pages[16][64 * 1024] __attribute__((aligned(65536)));
+
+static void *
+os_import(vmem_t *src, size_t size, int vmflag)
+{
+	(void)vmflag;
+	oslog.last_src = src;
+	if (size > sizeof (os_pages[0]) || oslog.imports >= 16)
+		return NULL;
+	return os_pages[oslog.imports++];
+}
+
+static void *
+os_ximport(vmem_t *src, size_t *sizep, size_t align, int vmflag)
+{
+	(void)align;
+	return os_import(src, *sizep, vmflag);
+}
+
+static void
+os_release(vmem_t *src, void *addr, size_t size)
+{
+	(void)addr;
+	oslog.last_src = src;
+	oslog.releases++;
+	oslog.released += size;
+}
+
+static void
+test_sourceless_import_releases(void)
+{
+	vmem_t *top, *xtop;
+	void *x, *y;
+
+	memset(&oslog, 0, sizeof (oslog));
+	oslog.last_src = (vmem_t *)&oslog;
+	top = vmem_create("os_top", NULL, 0, Q, os_import, os_release, NULL,
+	    0, VM_SLEEP);
+	REQUIRE(top != NULL);
+	x = vmem_alloc(top, Q, VM_SLEEP);
+	REQUIRE(x != NULL);
+	CHECK_EQ(oslog.imports, 1);
+	CHECK(oslog.last_src == NULL);
+	vmem_free(top, x, Q);
+	CHECK_EQ(oslog.releases, 1);
+	CHECK_EQ(oslog.released, Q);
+	CHECK_EQ(tl_stats(top).mem_total, 0);
+	CHECK_ARENA(top);
+	vmem_destroy(top);
+
+	memset(&oslog, 0, sizeof (oslog));
+	xtop = vmem_xcreate("os_xtop", NULL, 0, Q, os_ximport, os_release,
+	    NULL, 0, VM_SLEEP);
+	REQUIRE(xtop != NULL);
+	x = vmem_alloc(xtop, Q, VM_SLEEP);
+	y = vmem_alloc(xtop, 2 * Q, VM_SLEEP);
+	REQUIRE(x != NULL && y != NULL);
+	vmem_free(xtop, x, Q);
+	tu_record_errors();
+	vmem_destroy(xtop);             /* y leaks: its span goes back too */
+	tu_default_errors();
+	CHECK_EQ(oslog.imports, 2);
+	CHECK_EQ(oslog.releases, 2);
+	CHECK_EQ(oslog.released, 3 * Q);
+}
+
 static void
 test_min_import(void)
 {
@@ -2147,6 +2225,7 @@ main(void)
 	RUN(test_import_chain);
 	RUN(test_release_when_free);
 	RUN(test_xcreate_import);
+	RUN(test_sourceless_import_releases);
 	RUN(test_min_import);
 	RUN(test_deep_chain);
 	RUN(test_many_arenas);
