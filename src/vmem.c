@@ -332,6 +332,15 @@ vmem_set_qcache_ops(const vmem_qcache_ops_t *ops)
 	qcache_ops = ops;
 }
 
+/* Whole pages, as the platform wants: pages may be larger than a chunk. */
+static size_t
+tagpool_chunk_bytes(void)
+{
+	size_t page = plat_pagesize();
+
+	return page > TAGPOOL_CHUNK ? page : TAGPOOL_CHUNK;
+}
+
 /* Take n tags from the pool onto *list; false if metadata memory ran out. */
 static bool
 tagpool_take(vseg_t **list, size_t n)
@@ -340,8 +349,9 @@ tagpool_take(vseg_t **list, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		vseg_t *t = tagpool_free;
 		if (t == NULL) {
-			char *chunk = meta_pages_alloc(TAGPOOL_CHUNK);
-			size_t count = TAGPOOL_CHUNK / sizeof (vseg_t);
+			size_t bytes = tagpool_chunk_bytes();
+			char *chunk = meta_pages_alloc(bytes);
+			size_t count = bytes / sizeof (vseg_t);
 			if (chunk == NULL) {
 				plat_mutex_unlock(&tagpool_lock);
 				while (i-- > 0) {

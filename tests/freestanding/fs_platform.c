@@ -190,10 +190,15 @@ const char *plat_cpu_id_method(void) { return "fs_set_cpu"; }
 
 /* ---- metadata pages: a static pool ------------------------------------ */
 
+/* The page size can be set (-DFS_PAGESIZE=...) to run the core on pages
+ * larger than its own 64 KiB tag chunks. */
+#ifndef FS_PAGESIZE
 #define FS_PAGESIZE 4096u
-#define FS_POOL_PAGES 1024u /* 4 MiB */
+#endif
+#define FS_POOL_BYTES (4u << 20)
+#define FS_POOL_PAGES (FS_POOL_BYTES / FS_PAGESIZE)
 
-static _Alignas(4096) unsigned char pool[FS_POOL_PAGES * FS_PAGESIZE];
+static _Alignas(FS_PAGESIZE) unsigned char pool[FS_POOL_BYTES];
 static unsigned char pool_map[FS_POOL_PAGES]; /* 1: page handed out */
 static unsigned long pool_used, pool_peak;
 static plat_mutex_t pool_lock;
@@ -208,6 +213,12 @@ plat_pages_alloc(size_t size)
 
 	if (n == 0)
 		return NULL;
+	/* The contract (FREESTANDING.md): whole pages only. */
+	if (size % FS_PAGESIZE != 0) {
+		fs_write(2, "fs kernel: plat_pages_alloc size is not a multiple "
+		    "of plat_pagesize()\n");
+		plat_abort();
+	}
 	plat_mutex_lock(&pool_lock);
 	for (size_t i = 0; i < FS_POOL_PAGES; i++) {
 		run = pool_map[i] ? 0 : run + 1;

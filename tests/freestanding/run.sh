@@ -73,5 +73,8 @@ build_and_run() {
 }
 
 build_and_run full "$full_core" "" -DVMEM_WITH_KMEM
+# Pages larger than the core's own 64 KiB chunks: every metadata request
+# must still be whole pages (the platform panics otherwise).
+build_and_run bigpage "$full_core" "" -DVMEM_WITH_KMEM -DFS_PAGESIZE=131072u
 build_and_run vmem "$vmem_core" \
   "vmem_plat_cpu_id vmem_plat_ncpus vmem_plat_cpu_id_method"
