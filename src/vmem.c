@@ -1759,16 +1759,20 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
 	unsigned marks = stop_marks(watch);
 	void *p;
 
+	size_t align = vmp->quantum;
+
 	*sizep = ir->size;
 	if (vmp->xafunc != NULL) {
-		size_t align = (vmp->cflags & VMC_XALIGN) ? r->align :
-		    vmp->quantum;
+		/* VMC_XALIGN: the import function aligns, so the span was
+		 * not padded for the alignment (import_req). */
+		if (vmp->cflags & VMC_XALIGN)
+			align = r->align;
 		p = vmp->xafunc(vmp->source, sizep, align, flags);
 	} else {
 		p = vmp->afunc(vmp->source, ir->size, flags);
 	}
 	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
-	    (vmp->quantum - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
+	    (align - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
 		/*
 		 * An import function that broke its contract. The span is
 		 * unusable here but is the source's: hand it back as it was

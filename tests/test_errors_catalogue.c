@@ -792,6 +792,38 @@ err_vmem_import_misaligned(void)
 	destroy_clean(src);
 }
 
+/* A VMC_XALIGN import function that leaves the alignment to the arena. */
+static void *
+ximport_ignores_align(vmem_t *src, size_t *sizep, size_t align, int flags)
+{
+	(void)align;
+	return vmem_xalloc(src, *sizep, 2 * Q, Q, 0, NULL, NULL, flags);
+}
+
+/* Unaligned, the span cannot hold the request (it was not padded for the
+ * alignment): a VM_SLEEP call imported and gave it back every 100 ms, for
+ * ever, without a word. */
+static void
+err_vmem_import_ignores_xalign(void)
+{
+	vmem_t *src = int_arena("e_imp_src3", BASE2, 0);
+	vmem_t *v = vmem_xcreate("e_imp_xalign", NULL, 0, Q,
+	    ximport_ignores_align, release_plain, src, 0,
+	    VMC_XALIGN | VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	CHECK(vmem_xalloc(v, 4 * Q, 16 * Q, 0, 0, NULL, NULL, VM_SLEEP) ==
+	    NULL);
+	EXPECT(VMEM_E_MISUSE, "vmem_import", "e_imp_xalign");
+	EXPECT_AT(BASE2 + Q, 4 * Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	CHECK_EQ(vmem_size(v, VMEM_SPAN), 0);
+	CHECK_ARENA(src);
+	keeps_working(v, 4 * Q);
+	destroy_clean(v);
+	destroy_clean(src);
+}
+
 static void
 err_vmem_import_short(void)
 {
@@ -2246,6 +2278,7 @@ static const entry_t entries[] = {
 	E(err_vmem_create_span_at_zero, VMEM_E_ZEROADDR),
 	E(err_vmem_import_misaligned, VMEM_E_MISUSE),
 	E(err_vmem_import_short, VMEM_E_MISUSE),
+	E(err_vmem_import_ignores_xalign, VMEM_E_MISUSE),
 	E(err_vmem_release_unowned_span, VMEM_E_CORRUPT),
 	E(err_vmem_destroy_leak, VMEM_E_LEAK),
 	E(err_vmem_destroy_leak_ids, VMEM_E_LEAK),
