@@ -722,6 +722,34 @@ kthread_attr_init(kthread_attr_t *attr)
 	memset(attr, 0, sizeof (*attr));
 }
 
+/*
+ * Flags segkp would refuse are the caller's mistake: reported, and EINVAL,
+ * not the EAGAIN of a stack that could not be had. Checked before anything
+ * is taken, since segkp_get's own report could not tell the two apart.
+ */
+static bool
+attr_flags_ok(const kthread_attr_t *attr)
+{
+	int flags = attr->kpd_flags | KPD_HASREDZONE | KPD_NOWAIT;
+
+	if (segkp_flags_valid(flags))
+		return true;
+	vmem_error_report(SEGKP_E_BADFLAGS, 0, "kthread_create", NULL,
+	    attr->name != NULL ? attr->name : "kthread", 0, 0,
+	    "invalid kpd_flags 0x%x%s", (unsigned)attr->kpd_flags,
+	    (flags & KPD_NO_ANON) && !(flags & KPD_LOCKED) ?
+	    ": KPD_NO_ANON requires KPD_LOCKED" : "");
+	return false;
+}
+
+static kthread_t *
+create_refused(int err)
+{
+	count_create(0);
+	errno = err;
+	return NULL;
+}
+
 kthread_t *
 kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 {
@@ -737,11 +765,10 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 		kthread_attr_init(&dflt);
 		attr = &dflt;
 	}
-	if (fn == NULL || !ensure_init()) {
-		count_create(0);
-		errno = fn == NULL ? EINVAL : ENOMEM;
-		return NULL;
-	}
+	if (fn == NULL || !attr_flags_ok(attr))
+		return create_refused(EINVAL);
+	if (!ensure_init())
+		return create_refused(ENOMEM);
 	/* glibc runs no thread on less; smaller requests get that much. */
 	want = attr->stacksize;
 	if (want != 0 && want < (size_t)PTHREAD_STACK_MIN)
@@ -754,9 +781,7 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	if (alt == NULL) {
 		if (stack != NULL)
 			segkp_release(kt.seg, stack);
-		count_create(0);
-		errno = EAGAIN;
-		return NULL;
+		return create_refused(EAGAIN);
 	}
 	t = (kthread_t *)(stack + len - carve_size(sizeof (*t)));
 	memset(t, 0, sizeof (*t));

@@ -567,6 +567,14 @@ rec_destroy(segkp_t *seg, kp_rec_t *r)
 /* ------------------------------------------------------------------ */
 /* Allocation. */
 
+bool
+segkp_flags_valid(int flags)
+{
+	return (flags & ~KPD_FLAGS) == 0 &&
+	    (!(flags & KPD_NO_ANON) || (flags & KPD_LOCKED)) &&
+	    (!(flags & KPD_REDZONE_PAGES(0xff)) || (flags & KPD_HASREDZONE));
+}
+
 static bool
 check_get_args(segkp_t *seg, size_t len, int flags, const char *call)
 {
@@ -577,9 +585,7 @@ check_get_args(segkp_t *seg, size_t len, int flags, const char *call)
 		    (unsigned long)seg->pagesize);
 		return false;
 	}
-	if ((flags & ~KPD_FLAGS) != 0 ||
-	    ((flags & KPD_NO_ANON) && !(flags & KPD_LOCKED)) ||
-	    ((flags & KPD_REDZONE_PAGES(0xff)) && !(flags & KPD_HASREDZONE))) {
+	if (!segkp_flags_valid(flags)) {
 		vmem_error_report(SEGKP_E_BADFLAGS, 0, call, seg->arena,
 		    "segkp", 0, len, "invalid flags 0x%x%s", (unsigned)flags,
 		    ((flags & KPD_NO_ANON) && !(flags & KPD_LOCKED)) ?

@@ -6,6 +6,7 @@
 #ifndef VMEM_SEGKP_IMPL_H
 #define VMEM_SEGKP_IMPL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <vmem/segkp.h>
@@ -16,6 +17,10 @@
  * is skipped, since the faulting thread may hold it.
  */
 segkp_fault_t segkp_classify_any_nowait(uintptr_t addr, segkp_info_t *info);
+
+/* Would segkp_get accept these flags? (The thread layer checks a caller's
+ * flags before it takes anything, to refuse them as EINVAL.) */
+bool segkp_flags_valid(int flags);
 
 /* How many more stack caches seg can have (of SEGKP_MAX_CACHES). The
  * process-wide table of 256 can still refuse one. */

@@ -665,6 +665,52 @@ test_join_misuse(void)
 	}
 }
 
+/*
+ * kpd_flags segkp refuses are the caller's error: reported, EINVAL, and
+ * nothing taken (it was EAGAIN, as if the segment had run out).
+ */
+static void
+test_bad_kpd_flags(void)
+{
+	static const int bad[] = { 0x4000000, KPD_NO_ANON, 0x20 };
+	kthread_attr_t a;
+	kthread_stats_t before, after;
+	segkp_stats_t s0, s1;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_get_stats(&before);
+	segkp_get_stats(kthread_segkp(), &s0);
+	tu_record_errors();
+	for (size_t i = 0; i < sizeof (bad) / sizeof (bad[0]); i++) {
+		kthread_attr_init(&a);
+		a.kpd_flags = bad[i];
+		errno = 0;
+		tu_reset_errors();
+		CHECK(kthread_create(detached_fn, NULL, &a) == NULL);
+		CHECK_EQ(errno, EINVAL);
+		CHECK_EQ(tu_err.count, 1);
+		CHECK_EQ(tu_err.code, SEGKP_E_BADFLAGS);
+		CHECK(strcmp(tu_err.call, "kthread_create") == 0);
+	}
+	tu_default_errors();
+	kthread_get_stats(&after);
+	CHECK_EQ(after.create_fail - before.create_fail, 3);
+	CHECK_EQ(after.created, before.created);
+	segkp_get_stats(kthread_segkp(), &s1);
+	CHECK_EQ(s1.gets + s1.cache_hits, s0.gets + s0.cache_hits);
+	/* Flags segkp takes still work. */
+	kthread_attr_init(&a);
+	a.kpd_flags = KPD_LOCKED | KPD_NO_ANON | KPD_REDZONE_PAGES(2);
+	{
+		kthread_t *t = kthread_create(detached_fn, &a, &a);
+		void *ret = NULL;
+
+		REQUIRE(t != NULL);
+		CHECK_EQ(kthread_join(t, &ret), 0);
+		CHECK(ret == &a);
+	}
+}
+
 static void
 test_init_rules(void)
 {
@@ -742,6 +788,7 @@ main(void)
 	RUN(test_ten_thousand_threads);
 	RUN(test_detached_reaped);
 	RUN(test_join_misuse);
+	RUN(test_bad_kpd_flags);
 	RUN(test_fixed_segment_threads);
 	return tu_finish();
 }

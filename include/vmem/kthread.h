@@ -71,12 +71,16 @@ typedef struct kthread_attr {
 	                     * TLS take about 4.7 KiB of it; 0: default */
 	int detached;       /* the stack is reaped, not joined */
 	int kpd_flags;      /* added segkp flags: KPD_LOCKED,
-	                       KPD_REDZONE_PAGES(n) (not from the cache) */
+	                       KPD_REDZONE_PAGES(n) (not from the cache);
+	                       flags segkp_get refuses: EINVAL */
 } kthread_attr_t;
 void kthread_attr_init(kthread_attr_t *attr);
 
-/* Start fn(arg) on a new thread. NULL and errno (EAGAIN, EINVAL) on
- * failure. attr may be NULL. */
+/* Start fn(arg) on a new thread. attr may be NULL. NULL and errno on
+ * failure: EINVAL for a NULL fn or kpd_flags segkp_get would refuse
+ * (reported as SEGKP_E_BADFLAGS), EAGAIN when the segment gives no stack
+ * (or pthread_create's error), ENOMEM when the implicit kthread_init
+ * failed. */
 kthread_t *kthread_create(kthread_func_t *fn, void *arg,
     const kthread_attr_t *attr);
 /* Wait for t, store its result, give its stack back. 0 or an errno value
