@@ -233,34 +233,31 @@ drop_caches(void)
 	kt.thread_cache = kt.small_cache = kt.alt_cache = NULL;
 }
 
-static int
+/*
+ * One cache per kind of stack while the segment (8 slots) and the process
+ * (256) have a slot free; the segment's user may have taken them, which is
+ * no misuse. A kind left without a cache gets its stacks from segkp_get,
+ * a system call more per get and per release. Thread stacks are served
+ * first, then coroutine stacks, then signal stacks.
+ */
+static void
 setup_caches(segkp_t *seg)
 {
 	size_t ps = segkp_pagesize(seg);
 
 	kt.pagesize = ps;
 	kt.alt_size = altstack_bytes(ps);
-	kt.thread_cache = segkp_cache_init(seg, KTHREAD_STACK_CACHE,
+	kt.thread_cache = segkp_cache_try_init(seg, KTHREAD_STACK_CACHE,
 	    KTHREAD_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
-	kt.small_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
+	kt.small_cache = segkp_cache_try_init(seg, KTHREAD_CORO_CACHE,
 	    KTHREAD_CORO_STACK_PAGES * ps, KPD_HASREDZONE | KPD_NOWAIT);
-	if (kt.thread_cache == NULL || kt.small_cache == NULL) {
-		drop_caches();
-		return ENOMEM;
-	}
-	/* Signal stacks are cached too if the segment has a slot left;
-	 * else each thread gets one straight from segkp. */
-	if (segkp_cache_slots_free(seg) > 0)
-		kt.alt_cache = segkp_cache_init(seg, KTHREAD_CORO_CACHE,
-		    kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
-	return 0;
+	kt.alt_cache = segkp_cache_try_init(seg, KTHREAD_CORO_CACHE,
+	    kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
 }
 
 static int
 init_locked(segkp_t *seg)
 {
-	int err;
-
 	if (seg == NULL) {
 		kas_t *kas;
 
@@ -278,12 +275,7 @@ init_locked(segkp_t *seg)
 		return EINVAL;
 	drop_caches();
 	kt.seg = seg;
-	err = setup_caches(seg);
-	if (err != 0) {
-		kt.seg = NULL;
-		atomic_store(&kt_ready, false);
-		return err;
-	}
+	setup_caches(seg);
 	install_handler_locked();
 	atomic_store(&kt_ready, true);
 	return 0;
@@ -336,7 +328,8 @@ ensure_init(void)
 /* ------------------------------------------------------------------ */
 /* Stacks. */
 
-/* A stack of len usable bytes (0: from cache), or NULL. */
+/* A stack of len usable bytes (0: dflt, from cache if there is one), or
+ * NULL. */
 static char *
 stack_get(size_t len, int extra, void *cache, size_t dflt, bool *from_cache,
     size_t *lenp)
@@ -344,7 +337,7 @@ stack_get(size_t len, int extra, void *cache, size_t dflt, bool *from_cache,
 	size_t ps = kt.pagesize;
 
 	len = (len + ps - 1) & ~(ps - 1);
-	if ((len == 0 || len == dflt) && extra == 0) {
+	if ((len == 0 || len == dflt) && extra == 0 && cache != NULL) {
 		*from_cache = true;
 		*lenp = dflt;
 		return segkp_cache_get(cache);

@@ -780,11 +780,45 @@ cookie_cache(void *cookie, unsigned *genp, const char *call)
 	return NULL;
 }
 
-void *
-segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
+/* Under slots_lock and seg's lock: the slot of a new cache, or -1 when the
+ * segment's table or the process's is full. */
+static int
+cache_claim_locked(segkp_t *seg, int maxsize, size_t len, int flags,
+    unsigned *genp)
 {
 	int slot = -1, idx = -1;
+	kp_cache_t *c;
 	unsigned gen;
+
+	for (int i = 0; i < SEGKP_MAX_CACHES && idx < 0; i++)
+		if (seg->slots[i] < 0)
+			idx = i;
+	for (int i = 0; i < NSLOTS && idx >= 0 && slot < 0; i++)
+		if (cache_slots[i].seg == NULL)
+			slot = i;
+	if (slot < 0)
+		return -1;
+	c = &cache_slots[slot];
+	gen = atomic_load(&c->gen) + 1;
+	if ((gen & 0x7fffff) == 0)
+		gen = 1;
+	atomic_store(&c->gen, gen);
+	c->len = len;
+	c->flags = flags;
+	c->maxsize = maxsize;
+	c->count = c->low = c->reaping = 0;
+	c->head = NULL;
+	c->seg = seg;
+	seg->slots[idx] = slot;
+	*genp = gen;
+	return slot;
+}
+
+static void *
+cache_init(segkp_t *seg, int maxsize, size_t len, int flags, bool quiet)
+{
+	unsigned gen = 0;
+	int slot;
 
 	if (!seg_valid(seg)) {
 		vmem_error_report(VMEM_E_BADARG, 0, "segkp_cache_init", NULL,
@@ -801,36 +835,30 @@ segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
 	}
 	pthread_mutex_lock(&slots_lock);
 	plat_mutex_lock(&seg->lock);
-	for (int i = 0; i < SEGKP_MAX_CACHES && idx < 0; i++)
-		if (seg->slots[i] < 0)
-			idx = i;
-	for (int i = 0; i < NSLOTS && idx >= 0 && slot < 0; i++)
-		if (cache_slots[i].seg == NULL)
-			slot = i;
-	if (slot >= 0) {
-		kp_cache_t *c = &cache_slots[slot];
-
-		gen = atomic_load(&c->gen) + 1;
-		if ((gen & 0x7fffff) == 0)
-			gen = 1;
-		atomic_store(&c->gen, gen);
-		c->len = len;
-		c->flags = flags;
-		c->maxsize = maxsize;
-		c->count = c->low = c->reaping = 0;
-		c->head = NULL;
-		c->seg = seg;
-		seg->slots[idx] = slot;
-	}
+	slot = cache_claim_locked(seg, maxsize, len, flags, &gen);
 	plat_mutex_unlock(&seg->lock);
 	pthread_mutex_unlock(&slots_lock);
 	if (slot < 0) {
-		vmem_error_report(SEGKP_E_TOOMANY, 0, "segkp_cache_init",
-		    seg->arena, "segkp", 0, len, "no free stack cache (%d per "
-		    "segment, %d in all)", SEGKP_MAX_CACHES, NSLOTS);
+		if (!quiet)
+			vmem_error_report(SEGKP_E_TOOMANY, 0,
+			    "segkp_cache_init", seg->arena, "segkp", 0, len,
+			    "no free stack cache (%d per segment, %d in all)",
+			    SEGKP_MAX_CACHES, NSLOTS);
 		return NULL;
 	}
 	return (void *)cookie_make(slot, gen);
+}
+
+void *
+segkp_cache_init(segkp_t *seg, int maxsize, size_t len, int flags)
+{
+	return cache_init(seg, maxsize, len, flags, false);
+}
+
+void *
+segkp_cache_try_init(segkp_t *seg, int maxsize, size_t len, int flags)
+{
+	return cache_init(seg, maxsize, len, flags, true);
 }
 
 /* Recommit a cached stack whose pages were reaped. */
@@ -1005,18 +1033,6 @@ static void
 reclaim_stacks(kas_t *kas)
 {
 	segs_cache_free(kas);
-}
-
-int
-segkp_cache_slots_free(segkp_t *seg)
-{
-	int n = 0;
-
-	plat_mutex_lock(&seg->lock);
-	for (int i = 0; i < SEGKP_MAX_CACHES; i++)
-		n += seg->slots[i] < 0;
-	plat_mutex_unlock(&seg->lock);
-	return n;
 }
 
 void

@@ -22,9 +22,11 @@ segkp_fault_t segkp_classify_any_nowait(uintptr_t addr, segkp_info_t *info);
  * flags before it takes anything, to refuse them as EINVAL.) */
 bool segkp_flags_valid(int flags);
 
-/* How many more stack caches seg can have (of SEGKP_MAX_CACHES). The
- * process-wide table of 256 can still refuse one. */
-int segkp_cache_slots_free(segkp_t *seg);
+/* segkp_cache_init for a layer that can do without a cache: NULL, with no
+ * report, when the segment's table or the process's is full (a user who
+ * took the slots did nothing wrong). Bad arguments are still reported. */
+void *segkp_cache_try_init(segkp_t *seg, int maxsize, size_t len,
+    int flags);
 
 /*
  * Test seam: if set, segkp_cache_reap calls it with seg's lock dropped

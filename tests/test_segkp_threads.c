@@ -349,40 +349,156 @@ return_arg(void *arg)
 	return arg;
 }
 
+static void *
+coro_return_arg(void *arg)
+{
+	return arg;
+}
+
+/* Threads and coroutines on seg work, with nothing reported. */
+static void
+kthreads_work_on(segkp_t *seg)
+{
+	kthread_t *t[4];
+
+	tu_record_errors();
+	CHECK_EQ(kthread_init(seg), 0);
+	for (int round = 0; round < 2; round++) {
+		kthread_coro_t *co;
+
+		for (int i = 0; i < 4; i++)
+			REQUIRE((t[i] = kthread_create(return_arg, &t[i],
+			    NULL)) != NULL);
+		for (int i = 0; i < 4; i++) {
+			void *ret = NULL;
+
+			CHECK_EQ(kthread_join(t[i], &ret), 0);
+			CHECK(ret == &t[i]);
+		}
+		co = kthread_coro_create(coro_return_arg, t, NULL, 0);
+		REQUIRE(co != NULL);
+		CHECK(kthread_coro_resume(co, NULL) == t);
+		kthread_coro_destroy(co);
+	}
+	CHECK_EQ(tu_err.count, 0);
+	tu_default_errors();
+	CHECK(segkp_check(seg) == 0);
+}
+
+/* A segment whose user took every cache slot. */
+static segkp_t *
+segment_without_slots(kas_t *kas, void *caches[SEGKP_MAX_CACHES])
+{
+	segkp_t *seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+	size_t ps;
+
+	REQUIRE(seg != NULL);
+	ps = segkp_pagesize(seg);
+	for (int i = 0; i < SEGKP_MAX_CACHES; i++)
+		REQUIRE((caches[i] = segkp_cache_init(seg, 4,
+		    (size_t)(i + 8) * ps, KPD_HASREDZONE)) != NULL);
+	return seg;
+}
+
+static void
+segment_destroy_with(segkp_t *seg, void *caches[], int ncaches)
+{
+	for (int i = 0; i < ncaches; i++)
+		segkp_cache_destroy(caches[i]);
+	segkp_destroy(seg);
+}
+
 /*
  * kthread wants three stack caches on its segment (thread stacks,
- * coroutine stacks, signal stacks); on a segment whose user already took
- * six of the eight, it takes signal stacks straight from segkp.
+ * coroutine stacks, signal stacks). On a segment whose user already took
+ * six, seven or all eight slots, the kinds left without one get their
+ * stacks straight from segkp; kthread_init used to report SEGKP_E_TOOMANY
+ * (abort by default) or fail with ENOMEM when fewer than two were free.
  */
 static void
 test_kthread_on_segment_with_few_cache_slots(void)
 {
 	kas_t *kas = kas_create(NULL);
-	segkp_t *seg;
-	void *caches[6];
-	kthread_t *t[4];
-	size_t ps;
 
 	REQUIRE(kas != NULL);
+	for (int taken = 6; taken <= SEGKP_MAX_CACHES; taken++) {
+		segkp_t *seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
+		size_t ps;
+		void *caches[SEGKP_MAX_CACHES];
+		segkp_stats_t st;
+
+		REQUIRE(seg != NULL);
+		ps = segkp_pagesize(seg);
+		for (int i = 0; i < taken; i++)
+			REQUIRE((caches[i] = segkp_cache_init(seg, 4,
+			    (size_t)(i + 8) * ps, KPD_HASREDZONE)) != NULL);
+		kthreads_work_on(seg);
+		CHECK_EQ(kthread_init(NULL), 0);    /* back to its own */
+		segkp_get_stats(seg, &st);
+		/* With no slot, every stack was got and given back alone. */
+		CHECK(taken < SEGKP_MAX_CACHES || st.cache_hits == 0);
+		CHECK(st.releases > 0 && st.inuse == 0);
+		segment_destroy_with(seg, caches, taken);
+	}
+	kas_destroy(kas);
+}
+
+/*
+ * The same when the process's table of caches is what is full. kthread
+ * is parked first on a segment where it holds no cache, so that its own
+ * caches do not free slots at the switch.
+ */
+static void
+test_kthread_with_process_cache_table_full(void)
+{
+	enum { PER_KAS = 4, MAX_KAS = 16 };
+	kas_config_t cfg;
+	kas_t *sim[MAX_KAS], *kas;
+	segkp_t *fill[MAX_KAS * PER_KAS], *seg, *parked;
+	void *caches[MAX_KAS * PER_KAS * SEGKP_MAX_CACHES];
+	void *parked_caches[SEGKP_MAX_CACHES];
+	int nkas = 0, nseg = 0, ncache = 0;
+	segkp_stats_t st;
+
+	kas = kas_create(NULL);
+	REQUIRE(kas != NULL);
+	parked = segment_without_slots(kas, parked_caches);
+	REQUIRE(kthread_init(parked) == 0);
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.size = 64u << 20;
+	tu_record_errors();
+	while (tu_err.count == 0 && nkas < MAX_KAS) {
+		REQUIRE((sim[nkas] = kas_create(&cfg)) != NULL);
+		for (int k = 0; k < PER_KAS && tu_err.count == 0; k++) {
+			REQUIRE((fill[nseg] = segkp_create(sim[nkas],
+			    SEGKP_FROMHEAP, NULL, 0)) != NULL);
+			for (int i = 0; i < SEGKP_MAX_CACHES &&
+			    tu_err.count == 0; i++)
+				if ((caches[ncache] = segkp_cache_init(
+				    fill[nseg], 2, 4096, 0)) != NULL)
+					ncache++;
+			nseg++;
+		}
+		nkas++;
+	}
+	REQUIRE(tu_err.code == SEGKP_E_TOOMANY);
+	tu_default_errors();
 	seg = segkp_create(kas, SEGKP_FROMHEAP, NULL, 0);
 	REQUIRE(seg != NULL);
-	ps = segkp_pagesize(seg);
-	for (int i = 0; i < 6; i++)
-		REQUIRE((caches[i] = segkp_cache_init(seg, 4,
-		    (size_t)(i + 8) * ps, KPD_HASREDZONE)) != NULL);
-	REQUIRE(kthread_init(seg) == 0);
-	for (int round = 0; round < 2; round++) {
-		for (int i = 0; i < 4; i++)
-			REQUIRE((t[i] = kthread_create(return_arg, NULL,
-			    NULL)) != NULL);
-		for (int i = 0; i < 4; i++)
-			CHECK_EQ(kthread_join(t[i], NULL), 0);
-	}
-	CHECK(segkp_check(seg) == 0);
-	CHECK_EQ(kthread_init(NULL), 0);    /* back to its own segment */
-	for (int i = 0; i < 6; i++)
+	kthreads_work_on(seg);
+	segkp_get_stats(seg, &st);
+	CHECK_EQ(st.cache_hits, 0);
+	CHECK(st.releases > 0 && st.inuse == 0);
+	for (int i = 0; i < ncache; i++)
 		segkp_cache_destroy(caches[i]);
+	for (int i = 0; i < nseg; i++)
+		segkp_destroy(fill[i]);
+	for (int i = 0; i < nkas; i++)
+		kas_destroy(sim[i]);
+	CHECK_EQ(kthread_init(NULL), 0);
 	segkp_destroy(seg);
+	segment_destroy_with(parked, parked_caches, SEGKP_MAX_CACHES);
 	kas_destroy(kas);
 }
 
@@ -780,6 +896,7 @@ main(void)
 	RUN(test_overflow_action_with_stdio);
 	RUN(test_jump_over_redzone_caught);
 	RUN(test_kthread_on_segment_with_few_cache_slots);
+	RUN(test_kthread_with_process_cache_table_full);
 	RUN(test_stack_clash_caught);
 	RUN(test_other_faults_chain);
 	RUN(test_init_rules);

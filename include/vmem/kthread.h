@@ -53,8 +53,11 @@ extern "C" {
  * Use seg (real backing) for every thread and coroutine stack; NULL makes
  * a fromheap segment in kas_default(). Installs the overflow handler and
  * gives the calling thread an alternate signal stack. Called implicitly by
- * the first create. Returns 0, EBUSY if threads or coroutines still use
- * another segment, EINVAL (reported) for a simulated segment, ENOMEM.
+ * the first create. Takes up to three of seg's stack-cache slots; stacks
+ * of a kind that finds no free slot come from segkp_get uncached. Returns
+ * 0, EBUSY if threads or coroutines still use another segment, EINVAL
+ * (reported) for a simulated segment, ENOMEM if NULL's segment cannot be
+ * made.
  */
 int kthread_init(segkp_t *seg);
 /* The segment in use (NULL before kthread_init). */
