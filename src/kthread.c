@@ -186,6 +186,7 @@ static pthread_once_t alt_key_once = PTHREAD_ONCE_INIT;
 
 static void install_handler_locked(void);
 static void start_reaper(void);
+static void fork_handlers_register(void);
 
 /* ------------------------------------------------------------------ */
 /* Setup. */
@@ -277,6 +278,7 @@ init_locked(segkp_t *seg)
 	kt.seg = seg;
 	setup_caches(seg);
 	install_handler_locked();
+	fork_handlers_register();
 	atomic_store(&kt_ready, true);
 	return 0;
 }
@@ -948,6 +950,60 @@ kthread_get_stats(kthread_stats_t *st)
 	st->coro_alive = kt.coro_alive;
 	pthread_mutex_unlock(&kt.lock);
 	st->overflow_caught = atomic_load(&kt.overflow_caught);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fork. */
+
+/* kt.lock is held across fork(), so the child finds the lists and counts
+ * whole. */
+static void
+fork_prepare(void)
+{
+	pthread_mutex_lock(&kt.lock);
+}
+
+static void
+fork_parent(void)
+{
+	pthread_mutex_unlock(&kt.lock);
+}
+
+/*
+ * Only the forking thread exists in the child: not the reaper, so the next
+ * detached create starts one there, and not the threads on the zombie
+ * list, which a reaper must not try to join. A condition variable a
+ * thread of the parent waited on may still count that waiter; it is made
+ * anew.
+ */
+static void
+fork_child(void)
+{
+	kt.reaper_started = false;
+	kt.zombies = NULL;
+	(void)pthread_cond_init(&kt.zombie_cv, NULL);
+	pthread_mutex_unlock(&kt.lock);
+}
+
+static void
+fork_handlers_add(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/*
+ * At the first kthread_init, when segkp_create has registered segkp's
+ * handlers (and segkp the layers below it). Prepare handlers run in the
+ * reverse order of registration, so fork takes kt.lock before segkp's
+ * locks, the order kthread_init takes them in; child handlers run in
+ * order, so segkp's locks are free again when kthread's runs.
+ */
+static void
+fork_handlers_register(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	(void)pthread_once(&once, fork_handlers_add);
 }
 
 /* ------------------------------------------------------------------ */

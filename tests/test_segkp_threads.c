@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vmem/kthread.h>
@@ -887,6 +888,99 @@ test_fixed_segment_threads(void)
 	kas_destroy(kas);
 }
 
+/* ------------------------------------------------------------------ */
+/* fork(). */
+
+/*
+ * Run body in a forked child under a watchdog, so that a thread the child
+ * waits for in vain fails the test instead of hanging it; 0 if the child
+ * exited with 0.
+ */
+static int
+in_child(int (*body)(void))
+{
+	pid_t pid;
+	int status;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		alarm(30);
+		_exit(body());
+	}
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	fprintf(stderr, "  child %s %d\n", WIFEXITED(status) ? "exited with" :
+	    "killed by signal", WIFEXITED(status) ? WEXITSTATUS(status) :
+	    WTERMSIG(status));
+	return -1;
+}
+
+/* Until n more detached kthreads have been reaped (or 5 s went by). */
+static int
+reaped_within(uint64_t before, int n)
+{
+	for (int ms = 0; ms < 5000; ms++) {
+		kthread_stats_t st;
+		struct timespec tick = { 0, 1000000 };
+
+		kthread_get_stats(&st);
+		if (st.reaped - before >= (uint64_t)n)
+			return 1;
+		nanosleep(&tick, NULL);
+	}
+	return 0;
+}
+
+static int
+start_detached(int n)
+{
+	kthread_attr_t a;
+
+	kthread_attr_init(&a);
+	a.detached = 1;
+	for (int i = 0; i < n; i++)
+		if (kthread_create(detached_fn, NULL, &a) == NULL)
+			return 0;
+	return 1;
+}
+
+/* Detached kthreads of the child are reaped with no kthread_reap call. */
+static int
+child_detached_reaped(void)
+{
+	kthread_stats_t st;
+
+	kthread_get_stats(&st);
+	if (!start_detached(20))
+		return 2;
+	return reaped_within(st.reaped, 20) ? 0 : 3;
+}
+
+/*
+ * The parent's reaper thread is not in a child: the child used to believe
+ * it was running and never reaped a detached kthread (trial reproducer
+ * t30_fork_reaper: kthread_create failed with EAGAIN after 14,298).
+ */
+static void
+test_fork_child_reaps_detached(void)
+{
+	kthread_stats_t st;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kthread_get_stats(&st);
+	REQUIRE(start_detached(5));
+	REQUIRE(reaped_within(st.reaped, 5));  /* the reaper runs here */
+	CHECK_EQ(in_child(child_detached_reaped), 0);
+	/* And the parent's reaper still works. */
+	kthread_get_stats(&st);
+	REQUIRE(start_detached(5));
+	CHECK(reaped_within(st.reaped, 5));
+}
+
 int
 main(void)
 {
@@ -907,5 +1001,6 @@ main(void)
 	RUN(test_join_misuse);
 	RUN(test_bad_kpd_flags);
 	RUN(test_fixed_segment_threads);
+	RUN(test_fork_child_reaps_detached);
 	return tu_finish();
 }
