@@ -35,8 +35,17 @@
  * switch tells AddressSanitizer about the stack change; stacks are
  * registered with valgrind when its header is available.
  *
- * Locking: kt.lock protects the configuration, the zombie list and the
- * statistics; it is never held while calling into segkp or pthread_join.
+ * fork(). Only the forking thread exists in the child, so the child must
+ * know every thread that holds stacks: they are on a list (kt.live) from
+ * creation until their stacks are given back, and the moments a thread
+ * holds stacks off the list (a create before it is listed, a join or reap
+ * after) are "in flight": fork waits until none is, and none starts while
+ * a fork waits. The child gives back the stacks of every listed thread but
+ * itself; nobody runs on its copies of them.
+ *
+ * Locking: kt.lock protects the configuration, the lists, the in-flight
+ * count and the statistics; outside kthread_init it is never held while
+ * calling into segkp or pthread_join.
  * Coroutines are not thread-safe objects: one thread resumes a coroutine at
  * a time.
  *
@@ -111,7 +120,8 @@ struct kthread {
 	bool restore_alt;
 	atomic_int joined;
 	stack_t old_alt;
-	kthread_t *zombie_next;
+	kthread_t *zombie_next;  /* also the child's list of threads gone */
+	kthread_t *live_prev, *live_next;
 };
 
 enum { CO_NEW, CO_SUSPENDED, CO_RUNNING, CO_DONE };
@@ -159,6 +169,10 @@ static struct {
 	size_t pagesize;
 	kthread_t *zombies;
 	pthread_cond_t zombie_cv;
+	kthread_t *live;          /* every thread whose stacks are out */
+	unsigned in_flight;       /* threads with stacks but not on live */
+	unsigned forks_waiting;
+	pthread_cond_t flight_cv;
 	bool reaper_started;
 	bool handler_installed;
 	struct sigaction old_segv;
@@ -172,6 +186,7 @@ static struct {
 } kt = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.zombie_cv = PTHREAD_COND_INITIALIZER,
+	.flight_cv = PTHREAD_COND_INITIALIZER,
 };
 
 static _Thread_local const kt_ctx_t *cur_ctx;
@@ -673,6 +688,103 @@ thread_free_stacks(kthread_t *t)
 	segkp_release(kt.seg, stack);
 }
 
+/* Stacks are about to be held off kt.live (see the theory above). A fork
+ * that waits goes first, or a steady stream of creates and joins could
+ * keep it waiting for ever. */
+static void
+flight_begin_locked(void)
+{
+	while (kt.forks_waiting != 0)
+		pthread_cond_wait(&kt.flight_cv, &kt.lock);
+	kt.in_flight++;
+}
+
+static void
+flight_end_locked(void)
+{
+	if (--kt.in_flight == 0 && kt.forks_waiting != 0)
+		pthread_cond_broadcast(&kt.flight_cv);
+}
+
+static void
+flight_begin(void)
+{
+	pthread_mutex_lock(&kt.lock);
+	flight_begin_locked();
+	pthread_mutex_unlock(&kt.lock);
+}
+
+static void
+flight_end(void)
+{
+	pthread_mutex_lock(&kt.lock);
+	flight_end_locked();
+	pthread_mutex_unlock(&kt.lock);
+}
+
+static void
+live_link_locked(kthread_t *t)
+{
+	t->live_prev = NULL;
+	t->live_next = kt.live;
+	if (kt.live != NULL)
+		kt.live->live_prev = t;
+	kt.live = t;
+}
+
+static void
+live_unlink_locked(kthread_t *t)
+{
+	if (t->live_prev != NULL)
+		t->live_prev->live_next = t->live_next;
+	else
+		kt.live = t->live_next;
+	if (t->live_next != NULL)
+		t->live_next->live_prev = t->live_prev;
+}
+
+/*
+ * Counted and listed before it can run: a detached thread may finish and
+ * be reaped before pthread_create returns. Ends the create's flight.
+ */
+static void
+thread_enlist(kthread_t *t)
+{
+	pthread_mutex_lock(&kt.lock);
+	kt.created++;
+	kt.alive++;
+	live_link_locked(t);
+	flight_end_locked();
+	pthread_mutex_unlock(&kt.lock);
+}
+
+typedef enum { RETIRE_JOINED, RETIRE_REAPED, RETIRE_UNSTARTED } retire_t;
+
+/* Off the list and its stacks given back: after pthread_join, or when
+ * pthread_create failed. The flight starts before t leaves the list, so a
+ * fork sees t either listed or gone for good. */
+static void
+thread_retire(kthread_t *t, retire_t how)
+{
+	pthread_mutex_lock(&kt.lock);
+	flight_begin_locked();
+	live_unlink_locked(t);
+	pthread_mutex_unlock(&kt.lock);
+	thread_free_stacks(t);
+	pthread_mutex_lock(&kt.lock);
+	flight_end_locked();
+	kt.alive--;
+	if (how == RETIRE_JOINED)
+		kt.joined++;
+	else if (how == RETIRE_REAPED)
+		kt.reaped++;
+	else {
+		kt.created--;
+		kt.create_fail++;
+	}
+	pthread_mutex_unlock(&kt.lock);
+}
+
 /* The glibc stack below the carved structure (see the theory above). */
 static int
 glibc_stack(kthread_t *t, pthread_attr_t *pa)
@@ -690,25 +802,6 @@ glibc_stack(kthread_t *t, pthread_attr_t *pa)
 		size = min;
 	}
 	return pthread_attr_setstack(pa, lo, size);
-}
-
-/* how: 1 a thread about to start, -1 one that then failed to start,
- * 0 a creation that failed before that. */
-static void
-count_create(int how)
-{
-	pthread_mutex_lock(&kt.lock);
-	if (how > 0) {
-		kt.created++;
-		kt.alive++;
-	} else {
-		if (how < 0) {
-			kt.created--;
-			kt.alive--;
-		}
-		kt.create_fail++;
-	}
-	pthread_mutex_unlock(&kt.lock);
 }
 
 void
@@ -740,9 +833,51 @@ attr_flags_ok(const kthread_attr_t *attr)
 static kthread_t *
 create_refused(int err)
 {
-	count_create(0);
+	pthread_mutex_lock(&kt.lock);
+	kt.create_fail++;
+	pthread_mutex_unlock(&kt.lock);
 	errno = err;
 	return NULL;
+}
+
+/* A thread's stack (len usable bytes) and signal stack, or false. */
+static bool
+thread_stacks_get(const kthread_attr_t *attr, char **stack, char **alt,
+    size_t *len, bool *from_cache)
+{
+	/* glibc runs no thread on less; smaller requests get that much. */
+	size_t want = attr->stacksize;
+
+	if (want != 0 && want < (size_t)PTHREAD_STACK_MIN)
+		want = (size_t)PTHREAD_STACK_MIN;
+	*stack = stack_get(want, attr->kpd_flags, kt.thread_cache,
+	    KTHREAD_STACK_PAGES * kt.pagesize, from_cache, len);
+	if (*stack == NULL)
+		return false;
+	*alt = kt.alt_cache != NULL ? segkp_cache_get(kt.alt_cache) :
+	    segkp_get(kt.seg, kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
+	if (*alt == NULL) {
+		segkp_release(kt.seg, *stack);
+		return false;
+	}
+	return true;
+}
+
+/* The kthread_t, carved from the top of its stack (see the theory). */
+static kthread_t *
+thread_carve(char *stack, size_t len, char *alt, const char *name)
+{
+	kthread_t *t = (kthread_t *)(stack + len - carve_size(sizeof (*t)));
+
+	memset(t, 0, sizeof (*t));
+	t->magic = KT_MAGIC;
+	set_name(t->name, name, "kthread");
+	t->stack = stack;
+	t->len = len;
+	t->alt = alt;
+	fill_ctx(&t->ctx, "thread", t->name, stack, len, (char *)t);
+	(void)segkp_set_tag(kt.seg, stack, t);
+	return t;
 }
 
 kthread_t *
@@ -753,7 +888,7 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 	kthread_t *t;
 	char *stack, *alt;
 	bool from_cache;
-	size_t len, want;
+	size_t len;
 	int err;
 
 	if (attr == NULL) {
@@ -764,46 +899,26 @@ kthread_create(kthread_func_t *fn, void *arg, const kthread_attr_t *attr)
 		return create_refused(EINVAL);
 	if (!ensure_init())
 		return create_refused(ENOMEM);
-	/* glibc runs no thread on less; smaller requests get that much. */
-	want = attr->stacksize;
-	if (want != 0 && want < (size_t)PTHREAD_STACK_MIN)
-		want = (size_t)PTHREAD_STACK_MIN;
-	stack = stack_get(want, attr->kpd_flags, kt.thread_cache,
-	    KTHREAD_STACK_PAGES * kt.pagesize, &from_cache, &len);
-	alt = stack == NULL ? NULL : kt.alt_cache != NULL ?
-	    segkp_cache_get(kt.alt_cache) :
-	    segkp_get(kt.seg, kt.alt_size, KPD_HASREDZONE | KPD_NOWAIT);
-	if (alt == NULL) {
-		if (stack != NULL)
-			segkp_release(kt.seg, stack);
+	flight_begin();
+	if (!thread_stacks_get(attr, &stack, &alt, &len, &from_cache)) {
+		flight_end();
 		return create_refused(EAGAIN);
 	}
-	t = (kthread_t *)(stack + len - carve_size(sizeof (*t)));
-	memset(t, 0, sizeof (*t));
-	t->magic = KT_MAGIC;
-	set_name(t->name, attr->name, "kthread");
+	t = thread_carve(stack, len, alt, attr->name);
 	t->fn = fn;
 	t->arg = arg;
-	t->stack = stack;
-	t->len = len;
-	t->alt = alt;
 	t->from_cache = from_cache;
 	t->detached = attr->detached != 0;
-	fill_ctx(&t->ctx, "thread", t->name, stack, len, (char *)t);
-	(void)segkp_set_tag(kt.seg, stack, t);
 	if (t->detached)
 		start_reaper();
-	/* Counted before it can run: a detached thread may finish and be
-	 * reaped before pthread_create returns. */
-	count_create(1);
+	thread_enlist(t);
 	pthread_attr_init(&pa);
 	err = glibc_stack(t, &pa);
 	if (err == 0)
 		err = pthread_create(&t->pt, &pa, thread_start, t);
 	pthread_attr_destroy(&pa);
 	if (err != 0) {
-		thread_free_stacks(t);
-		count_create(-1);
+		thread_retire(t, RETIRE_UNSTARTED);
 		errno = err;
 		return NULL;
 	}
@@ -842,11 +957,7 @@ kthread_join(kthread_t *t, void **retval)
 	}
 	if (retval != NULL)
 		*retval = ret;
-	thread_free_stacks(t);
-	pthread_mutex_lock(&kt.lock);
-	kt.joined++;
-	kt.alive--;
-	pthread_mutex_unlock(&kt.lock);
+	thread_retire(t, RETIRE_JOINED);
 	return 0;
 }
 
@@ -859,14 +970,8 @@ reap_list(kthread_t *list)
 	for (; list != NULL; list = next) {
 		next = list->zombie_next;
 		(void)pthread_join(list->pt, NULL);
-		thread_free_stacks(list);
+		thread_retire(list, RETIRE_REAPED);
 		n++;
-	}
-	if (n != 0) {
-		pthread_mutex_lock(&kt.lock);
-		kt.reaped += n;
-		kt.alive -= n;
-		pthread_mutex_unlock(&kt.lock);
 	}
 	return n;
 }
@@ -955,34 +1060,70 @@ kthread_get_stats(kthread_stats_t *st)
 /* ------------------------------------------------------------------ */
 /* Fork. */
 
-/* kt.lock is held across fork(), so the child finds the lists and counts
- * whole. */
+/* kt.lock is held across fork(), with no stacks in flight, so the child
+ * finds the lists and counts whole. */
 static void
 fork_prepare(void)
 {
 	pthread_mutex_lock(&kt.lock);
+	kt.forks_waiting++;
+	while (kt.in_flight != 0)
+		pthread_cond_wait(&kt.flight_cv, &kt.lock);
+	kt.forks_waiting--;
 }
 
 static void
 fork_parent(void)
 {
+	/* Flights that waited for this fork may start. */
+	pthread_cond_broadcast(&kt.flight_cv);
 	pthread_mutex_unlock(&kt.lock);
 }
 
+/* In the child: take every thread but the caller off the list and count
+ * it gone (neither joined nor reaped). Returns them, linked by
+ * zombie_next: the zombie list is dropped with them. */
+static kthread_t *
+forget_other_threads_locked(void)
+{
+	kthread_t *gone = NULL, *t, *next;
+
+	for (t = kt.live; t != NULL; t = next) {
+		next = t->live_next;
+		if (t == cur_thread)
+			continue;
+		live_unlink_locked(t);
+		t->zombie_next = gone;
+		gone = t;
+		kt.alive--;
+	}
+	kt.zombies = NULL;
+	return gone;
+}
+
 /*
- * Only the forking thread exists in the child: not the reaper, so the next
- * detached create starts one there, and not the threads on the zombie
- * list, which a reaper must not try to join. A condition variable a
- * thread of the parent waited on may still count that waiter; it is made
- * anew.
+ * Only the forking thread exists in the child. The others' stacks are the
+ * child's copies with nobody on them: they go back to the segment, which
+ * segkp's child handler (run before this one) has unlocked, so kthread_init
+ * may move to another segment. The reaper is not there either: the next
+ * detached create starts one. Waits of the parent's threads (a reaper on
+ * zombie_cv, forks on flight_cv) may still be counted in the condition
+ * variables, so they are made anew.
  */
 static void
 fork_child(void)
 {
+	kthread_t *gone = forget_other_threads_locked(), *next;
+
 	kt.reaper_started = false;
-	kt.zombies = NULL;
+	kt.forks_waiting = 0;
 	(void)pthread_cond_init(&kt.zombie_cv, NULL);
+	(void)pthread_cond_init(&kt.flight_cv, NULL);
 	pthread_mutex_unlock(&kt.lock);
+	for (; gone != NULL; gone = next) {
+		next = gone->zombie_next;
+		thread_free_stacks(gone);
+	}
 }
 
 static void

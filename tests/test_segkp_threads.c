@@ -1,9 +1,11 @@
 /*
  * Real threads on segkp stacks: creation and join, names, detached
  * threads and the reaper, 10,000 threads with 1,000 alive at once, join
- * misuse, and stack overflow caught in the redzone (in child processes:
- * the message, the signal, the configurable action, chaining of faults
- * that are not segkp's, several redzone pages against stack clash).
+ * misuse, segments without free cache slots, forked children (what the
+ * child keeps of the parent's kthreads), and stack overflow caught in the
+ * redzone (in child processes: the message, the signal, the configurable
+ * action, chaining of faults that are not segkp's, several redzone pages
+ * against stack clash).
  *
  * Not named test_thr_*: ThreadSanitizer cannot run on kernel-sized stacks.
  *
@@ -981,6 +983,170 @@ test_fork_child_reaps_detached(void)
 	CHECK(reaped_within(st.reaped, 5));
 }
 
+static atomic_int hold_released;
+static kthread_t *held[4];
+static size_t inuse_before;  /* segkp allocations in use before held[] */
+
+static void *
+hold_until_released(void *arg)
+{
+	struct timespec tick = { 0, 1000000 };
+
+	while (!atomic_load(&hold_released))
+		nanosleep(&tick, NULL);
+	return arg;
+}
+
+/* kthreads that run until release_held(): four joinable (held[]), two
+ * detached. */
+static void
+start_held(void)
+{
+	kthread_attr_t a;
+	segkp_stats_t ss;
+
+	segkp_get_stats(kthread_segkp(), &ss);
+	inuse_before = ss.inuse;
+	atomic_store(&hold_released, 0);
+	for (int i = 0; i < 4; i++)
+		REQUIRE((held[i] = kthread_create(hold_until_released,
+		    &held[i], NULL)) != NULL);
+	kthread_attr_init(&a);
+	a.detached = 1;
+	for (int i = 0; i < 2; i++)
+		REQUIRE(kthread_create(hold_until_released, NULL, &a) != NULL);
+}
+
+static void
+release_held(void)
+{
+	kthread_stats_t st;
+
+	atomic_store(&hold_released, 1);
+	for (int i = 0; i < 4; i++) {
+		void *ret = NULL;
+
+		CHECK_EQ(kthread_join(held[i], &ret), 0);
+		CHECK(ret == &held[i]);
+	}
+	do {
+		(void)kthread_reap();
+		sched_yield();
+		kthread_get_stats(&st);
+	} while (st.alive != 0);
+	CHECK(segkp_check(kthread_segkp()) == 0);
+}
+
+/* The segment's allocations in use are inuse_before + extra, and whole. */
+static int
+segment_holds(size_t extra)
+{
+	segkp_stats_t ss;
+
+	segkp_get_stats(kthread_segkp(), &ss);
+	return ss.inuse == inuse_before + extra &&
+	    segkp_check(kthread_segkp()) == 0;
+}
+
+/* kthreads run on a segment of the child's own. */
+static int
+new_segment_works(void)
+{
+	kas_t *kas = kas_create(NULL);
+	segkp_t *seg = kas != NULL ? segkp_create(kas, SEGKP_FROMHEAP, NULL,
+	    0) : NULL;
+	kthread_t *t;
+	void *ret = NULL;
+
+	if (seg == NULL || kthread_init(seg) != 0)
+		return 0;
+	t = kthread_create(return_arg, seg, NULL);
+	return t != NULL && kthread_join(t, &ret) == 0 && ret == seg &&
+	    kthread_segkp() == seg;
+}
+
+static int
+child_without_parents_threads(void)
+{
+	kthread_stats_t st;
+
+	kthread_get_stats(&st);
+	if (st.alive != 0)
+		return 2;
+	if (!segment_holds(0))     /* their stacks went back */
+		return 3;
+	tu_record_errors();        /* a handle of theirs is stale here */
+	if (kthread_join(held[0], NULL) != EINVAL ||
+	    tu_err.code != KTHREAD_E_BADTHREAD)
+		return 4;
+	tu_default_errors();
+	return new_segment_works() ? 0 : 5;
+}
+
+/*
+ * In a child only the forking thread exists: the parent's running
+ * kthreads used to count as alive there for ever, so kthread_init of
+ * another segment returned EBUSY for good (trial reproducer
+ * t31_fork_ghosts), and their stacks stayed in use. A join of one of
+ * their handles waited for ever; it is now refused.
+ */
+static void
+test_fork_child_forgets_parents_threads(void)
+{
+	REQUIRE(kthread_init(NULL) == 0);
+	start_held();
+	CHECK_EQ(in_child(child_without_parents_threads), 0);
+	release_held();
+}
+
+static int
+child_of_a_kthread(void)
+{
+	kthread_stats_t st;
+	kas_t *kas;
+	segkp_t *seg;
+	kthread_t *t;
+	void *ret = NULL;
+
+	kthread_get_stats(&st);
+	if (kthread_self() == NULL || st.alive != 1)
+		return 2;
+	if (!segment_holds(2))     /* its stack and its signal stack */
+		return 3;
+	t = kthread_create(return_arg, &st, NULL);
+	if (t == NULL || kthread_join(t, &ret) != 0 || ret != &st)
+		return 4;
+	kas = kas_create(NULL);
+	seg = kas != NULL ? segkp_create(kas, SEGKP_FROMHEAP, NULL, 0) : NULL;
+	/* Its own stack is still on the old segment. */
+	return seg != NULL && kthread_init(seg) == EBUSY ? 0 : 5;
+}
+
+static void *
+fork_from_kthread(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)in_child(child_of_a_kthread);
+}
+
+/* A kthread that forks is the child's one thread, and stays a kthread. */
+static void
+test_fork_in_kthread_keeps_itself(void)
+{
+	kthread_attr_t a;
+	kthread_t *t;
+	void *ret = (void *)1;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	start_held();
+	kthread_attr_init(&a);
+	a.stacksize = 256 * 1024;   /* room for stdio in the child */
+	REQUIRE((t = kthread_create(fork_from_kthread, NULL, &a)) != NULL);
+	CHECK_EQ(kthread_join(t, &ret), 0);
+	CHECK(ret == NULL);
+	release_held();
+}
+
 int
 main(void)
 {
@@ -1002,5 +1168,7 @@ main(void)
 	RUN(test_bad_kpd_flags);
 	RUN(test_fixed_segment_threads);
 	RUN(test_fork_child_reaps_detached);
+	RUN(test_fork_child_forgets_parents_threads);
+	RUN(test_fork_in_kthread_keeps_itself);
 	return tu_finish();
 }

@@ -4,8 +4,9 @@
  * lookups, tags, releases, allocations handed to the other thread to
  * free) while the main thread reads statistics, checks the segment and
  * reaps the cache, in all four setups; two threads create, join and
- * detach kthreads while the main thread reaps them; two threads run
- * coroutines whose stacks come from one shared cache.
+ * detach kthreads while the main thread reaps them, and again while it
+ * forks and checks each child; two threads run coroutines whose stacks
+ * come from one shared cache.
  *
  * No overflows here: those stay in test_segkp_threads (child processes).
  *
@@ -14,9 +15,13 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <vmem/kthread.h>
 
@@ -45,6 +50,20 @@
 #define KT_STACKSIZE (2 * MIB)
 #else
 #define KT_STACKSIZE 0
+#endif
+
+/*
+ * A child of a threaded process cannot start threads under the
+ * sanitizers: TSan refuses, and this ASan takes no allocator lock around
+ * fork(), so the child's first thread can wait for ever on one that a
+ * thread of the parent held.
+ */
+#if defined(TSAN_BUILD) || defined(__SANITIZE_ADDRESS__)
+#define CHILD_NO_THREADS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHILD_NO_THREADS 1
+#endif
 #endif
 
 #define NWORKERS 2
@@ -809,6 +828,147 @@ test_coroutines_two_threads(void)
 	CHECK(saw_both(&cr[0], &cr[1]));
 }
 
+/* ------------------------------------------------------------------ */
+/* fork() while kthreads come and go. */
+
+#ifndef CHILD_NO_THREADS
+/* A kthread and a detached one run in the child, and the child reaps the
+ * detached one without being asked to. */
+static int
+child_runs_kthreads(void)
+{
+	kthread_attr_t a;
+	kthread_stats_t st;
+	kthread_t *t;
+	void *ret = NULL;
+
+	kthread_get_stats(&st);
+	t = kthread_create(kt_joinable, &st, NULL);
+	if (t == NULL || kthread_join(t, &ret) != 0 || ret != &st)
+		return 0;
+	kthread_attr_init(&a);
+	a.detached = 1;
+	if (kthread_create(kt_detached, NULL, &a) == NULL)
+		return 0;
+	for (int ms = 0; ms < 5000; ms++) {
+		kthread_stats_t now;
+
+		kthread_get_stats(&now);
+		if (now.reaped > st.reaped)
+			return 1;
+		pause_briefly();
+	}
+	return 0;
+}
+#endif
+
+/*
+ * Only the forking thread (no kthread here) is in the child: whatever
+ * the creators were doing at the instant of the fork -- taking stacks,
+ * starting, joining, reaping -- none of their kthreads may count as alive
+ * there, and every one of their stacks must be back in the segment. Then
+ * it runs kthreads of its own (not under the sanitizers, see above).
+ */
+static int
+fork_child_check(void)
+{
+	kthread_stats_t st;
+	segkp_stats_t ss;
+
+	kthread_get_stats(&st);
+	segkp_get_stats(kthread_segkp(), &ss);
+	if (st.alive != 0)
+		return 2;
+	if (ss.inuse != 0)
+		return 3;
+	if (segkp_check(kthread_segkp()) != 0)
+		return 4;
+#ifndef CHILD_NO_THREADS
+	if (!child_runs_kthreads())
+		return 5;
+#endif
+	return 0;
+}
+
+static void
+parent_hung(int sig)
+{
+	static const char msg[] = "fork deadlocked in the parent (kthread's "
+	    "prepare handler waits for stacks in flight)\n";
+
+	(void)sig;
+	(void)!write(2, msg, sizeof (msg) - 1);
+	_exit(3);
+}
+
+static int
+fork_and_check(void)
+{
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		signal(SIGALRM, SIG_DFL);   /* a hung child is killed */
+		alarm(tu_slow_build() ? 60 : 10);
+		_exit(fork_child_check());
+	}
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 1;
+	fprintf(stderr, "  child: status 0x%x\n", (unsigned)status);
+	return 0;
+}
+
+static void
+test_fork_while_kthreads_come_and_go(void)
+{
+	creator_t c[NWORKERS];
+	pthread_t pt[NWORKERS];
+	atomic_int running;
+	kthread_stats_t st;
+	int forks = 0, max_forks = tu_slow_build() ? 10 : 40;
+
+	REQUIRE(kthread_init(NULL) == 0);
+	kt_expect_len = KT_STACKSIZE != 0 ? KT_STACKSIZE :
+	    KTHREAD_STACK_PAGES * segkp_pagesize(kthread_segkp());
+	atomic_init(&running, NWORKERS);
+	memset(c, 0, sizeof (c));
+	for (int i = 0; i < NWORKERS; i++) {
+		c[i].id = i;
+		c[i].n = tu_slow_build() ? 300 : 2000;
+		c[i].running = &running;
+		REQUIRE(pthread_create(&pt[i], NULL, kt_creator, &c[i]) == 0);
+	}
+	signal(SIGALRM, parent_hung);
+	while (atomic_load(&running) > 0 && forks < max_forks) {
+		alarm(tu_slow_build() ? 120 : 30);
+		CHECK(fork_and_check());
+		forks++;
+	}
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+	for (int i = 0; i < NWORKERS; i++) {
+		REQUIRE(pthread_join(pt[i], NULL) == 0);
+		CHECK_EQ(c[i].fail, 0);
+		CHECK_EQ(c[i].bad, 0);
+	}
+	for (int ms = 0; ms < 60000; ms++) {
+		(void)kthread_reap();
+		kthread_get_stats(&st);
+		if (st.alive == 0)
+			break;
+		pause_briefly();
+	}
+	CHECK_EQ(st.alive, 0);
+	CHECK(forks > 0);
+	CHECK_EQ(atomic_load(&kt_detached_bad), 0);
+	CHECK(segkp_check(kthread_segkp()) == 0);
+	printf("  %d forks while kthreads came and went\n", forks);
+}
+
 static uint64_t
 arena_waits(vmem_t *v)
 {
@@ -901,6 +1061,7 @@ main(void)
 	RUN(test_churn_sim_fixed);
 	RUN(test_churn_sim_fromheap);
 	RUN(test_kthreads_two_creators);
+	RUN(test_fork_while_kthreads_come_and_go);
 	RUN(test_coroutines_two_threads);
 	RUN(test_fixed_get_waits_for_release);
 	return tu_finish();

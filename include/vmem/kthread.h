@@ -26,6 +26,11 @@
  * kthread_set_overflow_action first). Faults that are not segkp's go to
  * the handler installed before.
  *
+ * fork(): only the calling thread exists in the child. The other kthreads
+ * are forgotten there (not alive; their stacks go back to the segment and
+ * their handles are stale); a kthread that forks stays one; the child
+ * reaps its own detached threads.
+ *
  * Threads on small stacks cannot run under ThreadSanitizer (it needs far
  * larger stacks); use AddressSanitizer.
  */
