@@ -1655,6 +1655,21 @@ arena_take_import(vmem_t *vmp, const req_t *r, uintptr_t span_addr,
 	return addr;
 }
 
+/*
+ * Whether an import may help r. A user's import function is told the size
+ * and alignment only, so a span it returns meets an address window only
+ * by chance: as in illumos, a request with minaddr or maxaddr does not
+ * import through one (a VM_SLEEP call retried every 100 ms, for ever, when
+ * the chance never came). Chains of vmem_alloc pass the window down.
+ */
+static bool
+import_may_help(const vmem_t *vmp, const req_t *r)
+{
+	if (vmp->afunc == NULL && vmp->xafunc == NULL)
+		return false;
+	return chain_internal(vmp) || (r->lo == 0 && r->hi == UINTPTR_MAX);
+}
+
 /* Import request for vmp's source on behalf of r; false if it overflows. */
 static bool
 import_req(const vmem_t *vmp, const req_t *r, req_t *out)
@@ -1839,7 +1854,7 @@ chain_alloc(vmem_t *vmp, const req_t *r, vmem_t **failp, req_t *failreq,
 		addr = arena_try(a, &lv[i].req, genp, stop);
 		if (addr != 0 || *stop)
 			break;
-		if ((a->afunc == NULL && a->xafunc == NULL) ||
+		if (!import_may_help(a, &lv[i].req) ||
 		    !import_req(a, &lv[i].req, &ir) ||
 		    fault_point(FAULT_IMPORT))
 			break;
@@ -1912,8 +1927,7 @@ could_ever_fit(vmem_t *vmp, const req_t *r)
 		if (ok)
 			return true;
 		/* No span of its own: only an import can help, if any can. */
-		if ((vmp->afunc == NULL && vmp->xafunc == NULL) ||
-		    !import_req(vmp, &cur, &ir))
+		if (!import_may_help(vmp, &cur) || !import_req(vmp, &cur, &ir))
 			return false;
 		if (!chain_internal(vmp))
 			return true;    /* a user's import function: who knows */

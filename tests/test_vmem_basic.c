@@ -1275,6 +1275,38 @@ test_sourceless_import_releases(void)
 	CHECK_EQ(oslog.released, 3 * Q);
 }
 
+/*
+ * A user's import function is not told about address windows: as in
+ * illumos, a request with minaddr/maxaddr does not import through one
+ * (with VM_SLEEP it imported an unusable span every 100 ms, for ever).
+ * Without a span that could ever hold it, the request fails at once.
+ */
+static void
+test_window_does_not_import_through_user_function(void)
+{
+	vmem_t *top;
+	void *x;
+
+	memset(&oslog, 0, sizeof (oslog));
+	top = vmem_create("os_win", NULL, 0, Q, os_import, os_release, NULL,
+	    0, VM_SLEEP);
+	REQUIRE(top != NULL);
+	CHECK(vmem_xalloc(top, Q, 0, 0, 0, TL_PTR(0x10000), TL_PTR(0x20000),
+	    VM_SLEEP) == NULL);
+	CHECK_EQ(oslog.imports, 0);
+	/* Unconstrained, it imports. Its span, all allocated, then meets a
+	 * window around it, but no import is tried to hold another page. */
+	x = vmem_alloc(top, Q, VM_SLEEP);
+	REQUIRE(x != NULL);
+	CHECK_EQ(oslog.imports, 1);
+	CHECK(vmem_xalloc(top, Q, 0, 0, 0, x, (char *)x + 4 * Q,
+	    VM_NOSLEEP) == NULL);
+	CHECK_EQ(oslog.imports, 1);
+	vmem_free(top, x, Q);
+	CHECK_ARENA(top);
+	vmem_destroy(top);
+}
+
 static void
 test_min_import(void)
 {
@@ -2226,6 +2258,7 @@ main(void)
 	RUN(test_release_when_free);
 	RUN(test_xcreate_import);
 	RUN(test_sourceless_import_releases);
+	RUN(test_window_does_not_import_through_user_function);
 	RUN(test_min_import);
 	RUN(test_deep_chain);
 	RUN(test_many_arenas);
