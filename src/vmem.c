@@ -1762,6 +1762,34 @@ import_stop(vmem_t *src, unsigned marks, int flags)
 	return stop;
 }
 
+/*
+ * Whether an import function broke its contract with the span [p, +size)
+ * it returned for asked bytes; if so, reported and handed back. The span
+ * is unusable here but is the source's: it goes back as it was given (a
+ * size that wraps the address space cannot be, so it goes back as asked),
+ * so the source does not leak it.
+ */
+static bool
+import_broken(vmem_t *vmp, uintptr_t p, size_t size, size_t asked,
+    size_t align)
+{
+	bool wraps = p + (size - 1) < p;
+
+	if (!wraps && size >= asked && (p & (align - 1)) == 0 &&
+	    (size & (vmp->quantum - 1)) == 0)
+		return false;
+	vmp->ffunc(vmp->source, (void *)p, wraps ? asked : size);
+	if (wraps)
+		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
+		    p, size, "import returned a span that wraps the address "
+		    "space (asked for %lu)", (unsigned long)asked);
+	else
+		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
+		    p, size, "import returned a misaligned or short span "
+		    "(asked for %lu)", (unsigned long)asked);
+	return true;
+}
+
 /* Call a user-supplied import function (lock not held). */
 static uintptr_t
 user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
@@ -1772,9 +1800,8 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
 	 * importer (vmem_count_nometa). */
 	vmem_t *watch = vmp->source != NULL ? vmp->source : vmp;
 	unsigned marks = stop_marks(watch);
-	void *p;
-
 	size_t align = vmp->quantum;
+	void *p;
 
 	*sizep = ir->size;
 	if (vmp->xafunc != NULL) {
@@ -1786,20 +1813,8 @@ user_import(vmem_t *vmp, const req_t *r, const req_t *ir, size_t *sizep,
 	} else {
 		p = vmp->afunc(vmp->source, ir->size, flags);
 	}
-	if (p != NULL && (*sizep < ir->size || ((uintptr_t)p &
-	    (align - 1)) != 0 || (*sizep & (vmp->quantum - 1)))) {
-		/*
-		 * An import function that broke its contract. The span is
-		 * unusable here but is the source's: hand it back as it was
-		 * given, so the source does not leak it.
-		 */
-		uintptr_t bad = (uintptr_t)p;
-		size_t bad_size = *sizep;
-
-		vmp->ffunc(vmp->source, p, bad_size);
-		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    bad, bad_size, "import returned a misaligned or "
-		    "short span (asked for %lu)", (unsigned long)ir->size);
+	if (p != NULL && import_broken(vmp, (uintptr_t)p, *sizep, ir->size,
+	    align)) {
 		/* Reported: the call fails, as every reported call does. */
 		*stop = STOP_REPORTED;
 		return 0;

@@ -824,6 +824,39 @@ err_vmem_import_ignores_xalign(void)
 	destroy_clean(src);
 }
 
+/* An import function that claims a span wrapping the address space. */
+static void *
+ximport_wraps(vmem_t *src, size_t *sizep, size_t align, int flags)
+{
+	void *p = vmem_xalloc(src, *sizep, align, 0, 0, NULL, NULL, flags);
+
+	if (p != NULL)
+		*sizep = SIZE_MAX & ~(size_t)(Q - 1);
+	return p;
+}
+
+/* It failed with no report, and the span went back with the bogus size,
+ * which the source refused: the source leaked it. */
+static void
+err_vmem_import_wraps(void)
+{
+	vmem_t *src = int_arena("e_imp_src4", BASE2, 0);
+	vmem_t *v = vmem_xcreate("e_imp_wraps", NULL, 0, Q, ximport_wraps,
+	    release_plain, src, 0, VM_SLEEP);
+
+	REQUIRE(v != NULL);
+	CHECK(vmem_alloc(v, Q, VM_SLEEP) == NULL);
+	EXPECT(VMEM_E_MISUSE, "vmem_import", "e_imp_wraps");
+	EXPECT_AT(BASE2, SIZE_MAX & ~(size_t)(Q - 1));
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	CHECK_EQ(vmem_size(v, VMEM_SPAN), 0);
+	CHECK_ARENA(src);
+	CHECK_ARENA(v);
+	keeps_working(src, Q);
+	destroy_clean(v);
+	destroy_clean(src);
+}
+
 static void
 err_vmem_import_short(void)
 {
@@ -2279,6 +2312,7 @@ static const entry_t entries[] = {
 	E(err_vmem_import_misaligned, VMEM_E_MISUSE),
 	E(err_vmem_import_short, VMEM_E_MISUSE),
 	E(err_vmem_import_ignores_xalign, VMEM_E_MISUSE),
+	E(err_vmem_import_wraps, VMEM_E_MISUSE),
 	E(err_vmem_release_unowned_span, VMEM_E_CORRUPT),
 	E(err_vmem_destroy_leak, VMEM_E_LEAK),
 	E(err_vmem_destroy_leak_ids, VMEM_E_LEAK),
