@@ -2456,7 +2456,12 @@ static bool
 span_valid(vmem_t *vmp, const char *name, size_t quantum, uintptr_t base,
     size_t size, const char *call)
 {
-	if (size == 0 || (base & (quantum - 1)) || (size & (quantum - 1))) {
+	if (size == 0) {
+		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, name, base,
+		    size, "empty span");
+		return false;
+	}
+	if ((base & (quantum - 1)) || (size & (quantum - 1))) {
 		vmem_error_report(VMEM_E_BADARG, 0, call, vmp, name, base,
 		    size, "span not aligned to the quantum %lu",
 		    (unsigned long)quantum);
