@@ -1761,6 +1761,12 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 	size_t hashbytes;
 	unsigned i;
 
+	/* As in illumos, no arena means the one kmem_alloc's caches use. */
+	if (vmp == NULL && name != NULL && bufsize != 0) {
+		kmem_heap_t *heap = kmem_default_heap();
+
+		vmp = heap != NULL ? kmem_heap_arena(heap) : NULL;
+	}
 	if (cache_check_args(name, bufsize, align, vmp) != 0)
 		return NULL;
 	kmem_global_init();

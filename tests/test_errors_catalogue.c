@@ -1165,13 +1165,12 @@ err_kmem_cache_use_after_free(void)
 }
 
 static void
-cache_create_refused(const char *name, size_t bufsize, size_t align,
-    int with_arena)
+cache_create_refused(const char *name, size_t bufsize, size_t align)
 {
 	vmem_t *v = mem_arena("e_kc_args");
 
 	CHECK(kmem_cache_create(name, bufsize, align, NULL, NULL, NULL, NULL,
-	    with_arena ? v : NULL, 0) == NULL);
+	    v, 0) == NULL);
 	CHECK_EQ(tu_err.count, 1);
 	CHECK_EQ(tu_err.code, KMEM_E_BADARG);
 	CHECK(strcmp(tu_err.call, "kmem_cache_create") == 0);
@@ -1187,29 +1186,22 @@ cache_create_refused(const char *name, size_t bufsize, size_t align,
 static void
 err_kmem_cache_create_no_name(void)
 {
-	cache_create_refused(NULL, 32, 0, 1);
+	cache_create_refused(NULL, 32, 0);
 	CHECK(strstr(last_line, "no name") != NULL);
 }
 
 static void
 err_kmem_cache_create_size_zero(void)
 {
-	cache_create_refused("e_kc_size0", 0, 0, 1);
+	cache_create_refused("e_kc_size0", 0, 0);
 	CHECK(strcmp(tu_err.name, "e_kc_size0") == 0);
 }
 
 static void
 err_kmem_cache_create_align_not_pow2(void)
 {
-	cache_create_refused("e_kc_align", 32, 24, 1);
+	cache_create_refused("e_kc_align", 32, 24);
 	CHECK(strcmp(tu_err.name, "e_kc_align") == 0);
-}
-
-static void
-err_kmem_cache_create_no_arena(void)
-{
-	cache_create_refused("e_kc_noarena", 32, 0, 0);
-	CHECK(strcmp(tu_err.name, "e_kc_noarena") == 0);
 }
 
 static void
@@ -2327,7 +2319,6 @@ static const entry_t entries[] = {
 	E(err_kmem_cache_create_no_name, KMEM_E_BADARG),
 	E(err_kmem_cache_create_size_zero, KMEM_E_BADARG),
 	E(err_kmem_cache_create_align_not_pow2, KMEM_E_BADARG),
-	E(err_kmem_cache_create_no_arena, KMEM_E_BADARG),
 	E(err_kmem_cache_destroy_leak, KMEM_E_LEAK),
 	E(err_kmem_cache_panic, KMEM_E_PANIC),
 	E(err_kmem_cache_set_debug_busy, KMEM_E_BUSY),

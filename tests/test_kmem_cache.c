@@ -120,6 +120,23 @@ test_alloc_free_and_reap_to_empty(void)
 	vmem_destroy(a);
 }
 
+/* As in illumos, a cache with no arena takes kmem_alloc's: real memory. */
+static void
+test_null_arena_is_the_default_heap(void)
+{
+	kmem_cache_t *cp = kmem_cache_create("obj_default", sizeof (obj_t),
+	    0, obj_ctor, obj_dtor, NULL, &ctor_calls, NULL, 0);
+	obj_t *o;
+
+	REQUIRE(cp != NULL);
+	o = kmem_cache_alloc(cp, KM_SLEEP);
+	REQUIRE(o != NULL);
+	CHECK(o->magic == 0x600dULL);   /* the constructor wrote it */
+	memset(o->pad, 0x5a, sizeof (o->pad));
+	kmem_cache_free(cp, o);
+	kmem_cache_destroy(cp);
+}
+
 static void
 test_constructor_failure(void)
 {
@@ -1108,6 +1125,7 @@ int
 main(void)
 {
 	RUN(test_alloc_free_and_reap_to_empty);
+	RUN(test_null_arena_is_the_default_heap);
 	RUN(test_constructor_failure);
 	RUN(test_constructor_failure_on_magazine_round);
 	RUN(test_nomagazine_constructs_every_time);
