@@ -1,14 +1,24 @@
 /*
  * Printing the arena table, like mdb's ::vmem: one line per arena with its
  * sizes and the counters that tell whether it is healthy (allocation
- * failures, waits, imports). Lives apart from vmem.c because it needs
- * stdio, which a freestanding build of the core does without.
+ * failures, waits, imports).
+ *
+ * vmem_dump_arenas() formats with the core's own vmem_snprintf (format.c)
+ * and hands each line to a callback, so it builds freestanding with the
+ * rest of the core (docs/FREESTANDING.md). Only vmem_print_arenas(), which
+ * writes to a stdio FILE *, needs a C library: a freestanding build
+ * (-DVMEM_FREESTANDING) leaves it out.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
+#include <stddef.h>
+#ifndef VMEM_FREESTANDING
 #include <stdio.h>
+#endif
 
 #include <vmem/vmem.h>
+
+#include "error.h" /* vmem_snprintf */
 
 typedef struct dump_ctx {
 	void (*out)(void *, const char *);
@@ -23,13 +33,12 @@ dump_one(vmem_t *vmp, void *arg)
 	char line[256];
 
 	vmem_get_stats(vmp, &st);
-	snprintf(line, sizeof (line),
-	    "%-24s %8lu %14lu %14lu %14lu %10llu %10llu %6llu %6llu %8llu\n",
-	    st.name, (unsigned long)st.quantum, (unsigned long)st.mem_inuse,
-	    (unsigned long)st.mem_total, (unsigned long)st.mem_import,
-	    (unsigned long long)st.alloc, (unsigned long long)st.free,
-	    (unsigned long long)st.fail, (unsigned long long)st.wait,
-	    (unsigned long long)st.import);
+	(void)vmem_snprintf(line, sizeof (line),
+	    "%-24s %8zu %14zu %14zu %14zu %10llu %10llu %6llu %6llu %8llu\n",
+	    st.name, st.quantum, st.mem_inuse, st.mem_total,
+	    st.mem_import, (unsigned long long)st.alloc,
+	    (unsigned long long)st.free, (unsigned long long)st.fail,
+	    (unsigned long long)st.wait, (unsigned long long)st.import);
 	ctx->out(ctx->arg, line);
 }
 
@@ -39,14 +48,15 @@ vmem_dump_arenas(void (*out)(void *arg, const char *line), void *arg)
 	dump_ctx_t ctx = { out, arg };
 	char header[256];
 
-	snprintf(header, sizeof (header),
-	    "%-24s %8s %14s %14s %14s %10s %10s %6s %6s %8s\n", "ARENA",
-	    "QUANTUM", "INUSE", "TOTAL", "IMPORTED", "ALLOC", "FREE", "FAIL",
-	    "WAIT", "IMPORTS");
+	(void)vmem_snprintf(header, sizeof (header),
+	    "%-24s %8s %14s %14s %14s %10s %10s %6s %6s %8s\n",
+	    "ARENA", "QUANTUM", "INUSE", "TOTAL", "IMPORTED", "ALLOC", "FREE",
+	    "FAIL", "WAIT", "IMPORTS");
 	out(arg, header);
 	vmem_foreach_arena(dump_one, &ctx);
 }
 
+#ifndef VMEM_FREESTANDING
 static void
 print_line(void *arg, const char *line)
 {
@@ -58,3 +68,4 @@ vmem_print_arenas(void *stdio_file)
 {
 	vmem_dump_arenas(print_line, stdio_file != NULL ? stdio_file : stdout);
 }
+#endif

@@ -332,6 +332,62 @@ count_json(void *arg, const char *line)
 	say(line);
 }
 
+/*
+ * The ::vmem-style table (vmem_dump_arenas, vmem_print.c) needs no C
+ * library either: a header, then one line per arena, each starting with
+ * the arena's name.
+ */
+typedef struct table {
+	int lines, pages, va;
+	int bad;	/* a line not ending in '\n' or not starting as expected */
+} table_t;
+
+static int
+starts_with(const char *s, const char *prefix)
+{
+	while (*prefix != '\0')
+		if (*s++ != *prefix++)
+			return 0;
+	return 1;
+}
+
+static void
+table_line(void *arg, const char *line)
+{
+	table_t *t = arg;
+	size_t n = 0;
+
+	while (line[n] != '\0')
+		n++;
+	say(line);
+	if (n == 0 || line[n - 1] != '\n')
+		t->bad++;
+	if (t->lines++ == 0) {
+		if (!starts_with(line, "ARENA ") || !contains(line, "IMPORTS"))
+			t->bad++;
+		return;
+	}
+	if (starts_with(line, "fs_pages "))
+		t->pages++;
+	else if (starts_with(line, "fs_kmem_va "))
+		t->va++;
+}
+
+static void
+test_table(void)
+{
+	table_t t = { 0, 0, 0, 0 };
+
+	vmem_dump_arenas(table_line, &t);
+	CHECK(t.bad == 0);
+	CHECK(t.pages == 1 && t.va == 1);
+#ifdef VMEM_WITH_KMEM
+	CHECK(t.lines == 1 + 3); /* fs_pages, fs_kmem_va, kmem_default */
+#else
+	CHECK(t.lines == 1 + 2);
+#endif
+}
+
 int
 kmain(void)
 {
@@ -347,6 +403,7 @@ kmain(void)
 #endif
 	test_errors();
 	test_fault_hook();
+	test_table();
 #ifdef VMEM_WITH_KMEM
 	kmem_dump_caches(out_line, NULL);
 	/* JSON needs no C library either: one line per arena, plus two. */

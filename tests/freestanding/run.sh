@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build the libvmem core (vmem, kmem, the error channel and formatter) with
-# -ffreestanding and no C library headers, check with nm that the objects
-# need nothing but the platform interface and the four memory functions,
-# link them with the test kernel (own _start, own platform, -nostdlib
-# -static) and run it.
+# Build the libvmem core (vmem, kmem, the error channel and formatter, the
+# statistics tables) with -ffreestanding and no C library headers, check
+# with nm that the objects need nothing but the platform interface and the
+# four memory functions, link them with the test kernel (own _start, own
+# platform, -nostdlib -static) and run it.
 #
 # usage: run.sh CC SOURCE_DIR WORK_DIR
 # Exit 77 (skipped) on hosts other than x86_64 Linux: the test kernel's
@@ -17,8 +17,8 @@ fi
 rm -rf "$work"; mkdir -p "$work"
 # Two embeddings, as docs/FREESTANDING.md describes them: the whole core,
 # and vmem alone (no object caches, no kmem heap).
-full_core="vmem error format fault kmem kmem_heap kmem_meta stats_json"
-vmem_core="vmem error format fault stats_json"
+full_core="vmem error format fault kmem kmem_heap kmem_meta stats_json vmem_print"
+vmem_core="vmem error format fault stats_json vmem_print"
 base_cflags=(-std=c11 -O2 -g -Wall -Wextra -Werror -ffreestanding -nostdinc
   -isystem "$("$cc" -print-file-name=include)"
   -fno-stack-protector -fno-pie -DVMEM_FREESTANDING
