@@ -20,6 +20,13 @@
 
 #include "error.h" /* vmem_snprintf */
 
+/*
+ * The name column is as wide as the longest name an arena can have
+ * (vmem_create cuts names at VMEM_NAMELEN - 1), so that every line lines
+ * up with the header whatever the names.
+ */
+#define NAME_WIDTH ((int)VMEM_NAMELEN - 1)
+
 typedef struct dump_ctx {
 	void (*out)(void *, const char *);
 	void *arg;
@@ -34,8 +41,8 @@ dump_one(vmem_t *vmp, void *arg)
 
 	vmem_get_stats(vmp, &st);
 	(void)vmem_snprintf(line, sizeof (line),
-	    "%-24s %8zu %14zu %14zu %14zu %10llu %10llu %6llu %6llu %8llu\n",
-	    st.name, st.quantum, st.mem_inuse, st.mem_total,
+	    "%-*s %8zu %14zu %14zu %14zu %10llu %10llu %6llu %6llu %8llu\n",
+	    NAME_WIDTH, st.name, st.quantum, st.mem_inuse, st.mem_total,
 	    st.mem_import, (unsigned long long)st.alloc,
 	    (unsigned long long)st.free, (unsigned long long)st.fail,
 	    (unsigned long long)st.wait, (unsigned long long)st.import);
@@ -49,7 +56,7 @@ vmem_dump_arenas(void (*out)(void *arg, const char *line), void *arg)
 	char header[256];
 
 	(void)vmem_snprintf(header, sizeof (header),
-	    "%-24s %8s %14s %14s %14s %10s %10s %6s %6s %8s\n",
+	    "%-*s %8s %14s %14s %14s %10s %10s %6s %6s %8s\n", NAME_WIDTH,
 	    "ARENA", "QUANTUM", "INUSE", "TOTAL", "IMPORTED", "ALLOC", "FREE",
 	    "FAIL", "WAIT", "IMPORTS");
 	out(arg, header);

@@ -925,21 +925,49 @@ test_meta_bytes(void)
 	vmem_destroy(v);
 }
 
+/*
+ * The table stays aligned with the longest name an arena can have
+ * (VMEM_NAMELEN - 1 characters): its line is as long as the header and
+ * its quantum ends under "QUANTUM", as for a short name.
+ */
+static void
+check_table_line(const char *buf, const char *name)
+{
+	size_t hlen = strcspn(buf, "\n"), qend, len = strlen(name);
+	const char *line = buf;
+
+	REQUIRE(strstr(buf, "QUANTUM") != NULL);
+	qend = (size_t)(strstr(buf, "QUANTUM") - buf) + strlen("QUANTUM");
+	while ((line = strstr(line, "\n")) != NULL &&
+	    !(strncmp(++line, name, len) == 0 && line[len] == ' '))
+		;
+	REQUIRE(line != NULL);
+	CHECK_EQ(strcspn(line, "\n"), hlen);
+	CHECK(line[qend - 4] == '4' && line[qend - 1] == '6' &&
+	    line[qend] == ' '); /* 4096 */
+}
+
 static void
 test_print_and_foreach(void)
 {
 	vmem_t *v = mk("printme", BASE, 16 * Q, Q);
+	vmem_t *l = mk("printme-with-a-31-character-nam", BASE, 16 * Q, Q);
 	FILE *f = tmpfile();
 	char buf[8192];
 	size_t n;
 
+	CHECK_EQ(strlen(vmem_name(l)), VMEM_NAMELEN - 1);
 	REQUIRE(f != NULL);
 	vmem_print_arenas(f);
 	rewind(f);
 	n = fread(buf, 1, sizeof (buf) - 1, f);
 	buf[n] = '\0';
 	CHECK(strstr(buf, "printme") != NULL);
+	CHECK(strncmp(buf, "ARENA ", 6) == 0);
+	check_table_line(buf, vmem_name(v));
+	check_table_line(buf, vmem_name(l));
 	fclose(f);
+	vmem_destroy(l);
 	vmem_destroy(v);
 }
 

@@ -335,11 +335,13 @@ count_json(void *arg, const char *line)
 /*
  * The ::vmem-style table (vmem_dump_arenas, vmem_print.c) needs no C
  * library either: a header, then one line per arena, each starting with
- * the arena's name.
+ * the arena's name and as long as the header (the columns line up).
  */
 typedef struct table {
 	int lines, pages, va;
-	int bad;	/* a line not ending in '\n' or not starting as expected */
+	size_t width;	/* the header's length */
+	int bad;	/* a line not ending in '\n', not starting as expected
+			 * or not as long as the header */
 } table_t;
 
 static int
@@ -363,10 +365,13 @@ table_line(void *arg, const char *line)
 	if (n == 0 || line[n - 1] != '\n')
 		t->bad++;
 	if (t->lines++ == 0) {
+		t->width = n;
 		if (!starts_with(line, "ARENA ") || !contains(line, "IMPORTS"))
 			t->bad++;
 		return;
 	}
+	if (n != t->width)
+		t->bad++;
 	if (starts_with(line, "fs_pages "))
 		t->pages++;
 	else if (starts_with(line, "fs_kmem_va "))
@@ -376,7 +381,7 @@ table_line(void *arg, const char *line)
 static void
 test_table(void)
 {
-	table_t t = { 0, 0, 0, 0 };
+	table_t t = { 0, 0, 0, 0, 0 };
 
 	vmem_dump_arenas(table_line, &t);
 	CHECK(t.bad == 0);
