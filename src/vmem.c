@@ -1727,6 +1727,18 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 		out->align = r->align;
 		out->phase = r->phase;
 		out->nocross = r->nocross;
+	} else if (r->nocross == 0 && chain_internal(vmp) &&
+	    r->align > unit && ((r->phase | r->size) & (unit - 1)) == 0 &&
+	    r->size >= vmp->min_import) {
+		/*
+		 * Aligned: the source can place the span itself, which it
+		 * may manage where size + align - quantum contiguous bytes
+		 * are not free (a 1 MiB-aligned page in a 1 MiB source with
+		 * one page taken failed, or waited for ever).
+		 */
+		out->size = r->size;
+		out->align = r->align;
+		out->phase = r->phase;
 	}
 	if (out->hi < out->lo || out->hi - out->lo < out->size - 1)
 		return false;

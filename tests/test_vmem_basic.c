@@ -1997,6 +1997,45 @@ test_nocross_import(void)
 	vmem_destroy(src);
 }
 
+/*
+ * An aligned request through a vmem_alloc chain asks the source for the
+ * aligned placement instead of a padded span: a 1 MiB-aligned page in a
+ * 1 MiB source with one page taken in its middle is at the source's base,
+ * though size + align - quantum contiguous bytes are not free. It used to
+ * fail (VM_NOSLEEP) or wait for ever (VM_SLEEP).
+ */
+static void
+test_aligned_import_through_chain(void)
+{
+	size_t mib = (size_t)1 << 20;
+	vmem_t *src = vmem_create("al_src", TL_PTR(mib), mib, Q, NULL, NULL,
+	    NULL, 0, VM_SLEEP);
+	vmem_t *imp = vmem_create("al_imp", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src, 0, VM_SLEEP);
+	void *hole, *p;
+
+	REQUIRE(src != NULL && imp != NULL);
+	hole = vmem_xalloc(src, Q, 0, 0, 0, TL_PTR(mib + mib / 2), NULL,
+	    VM_NOSLEEP);
+	REQUIRE(hole != NULL);
+	p = vmem_xalloc(imp, Q, mib, 0, 0, NULL, NULL, VM_NOSLEEP);
+	CHECK(p == TL_PTR(mib));
+	if (p != NULL)
+		vmem_xfree(imp, p, Q);
+	/* With a phase too, and VM_SLEEP (no wait needed). */
+	p = vmem_xalloc(imp, 2 * Q, mib / 2, Q, 0, NULL, NULL, VM_SLEEP);
+	CHECK(p != NULL && TL_U(p) % (mib / 2) == Q);
+	if (p != NULL)
+		vmem_xfree(imp, p, 2 * Q);
+	CHECK_EQ(vmem_size(imp, VMEM_SPAN), 0);
+	CHECK_ARENA(imp);
+	vmem_xfree(src, hole, Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	CHECK_ARENA(src);
+	vmem_destroy(imp);
+	vmem_destroy(src);
+}
+
 /* Free segments a call examined (the statistics' search counter). */
 static uint64_t
 searched(vmem_t *v, uint64_t *last)
@@ -2301,6 +2340,7 @@ main(void)
 	RUN(test_racing_import_goes_back);
 	RUN(test_sleep_when_import_cannot_help);
 	RUN(test_nocross_import);
+	RUN(test_aligned_import_through_chain);
 	RUN(test_abort_cached_no_reap);
 	RUN(test_internal_flag_bits_ignored);
 	RUN(test_constrained_failure_memo);
