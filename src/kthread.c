@@ -285,7 +285,10 @@ init_locked(segkp_t *seg)
 	}
 	if (seg == kt.seg)
 		return 0;
-	if (kt.alive != 0 || kt.coro_alive != 0 || kt.zombies != NULL)
+	/* A create in flight has read kt.seg and the caches (after its
+	 * flight began, under this lock): they must not change under it. */
+	if (kt.alive != 0 || kt.coro_alive != 0 || kt.zombies != NULL ||
+	    kt.in_flight != 0)
 		return EBUSY;
 	if (kas_backing(segkp_kas(seg)) != KAS_REAL)
 		return EINVAL;

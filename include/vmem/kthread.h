@@ -60,7 +60,8 @@ extern "C" {
  * gives the calling thread an alternate signal stack. Called implicitly by
  * the first create. Takes up to three of seg's stack-cache slots; stacks
  * of a kind that finds no free slot come from segkp_get uncached. Returns
- * 0, EBUSY if threads or coroutines still use another segment, EINVAL
+ * 0, EBUSY if threads or coroutines still use another segment (or a
+ * create or join on it is under way), EINVAL
  * (reported) for a simulated segment, ENOMEM if NULL's segment cannot be
  * made.
  */
