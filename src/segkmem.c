@@ -112,6 +112,10 @@ struct kas {
 	size_t physmem, availrmem;
 	uint64_t resv_fail, resv_wait;
 	unsigned resv_sleepers;  /* threads waiting on resv_cv */
+	/* The reclaimer's (reclaim_lock): asked for, at work, going away. */
+	bool reclaim_wanted, reclaim_dying;
+	unsigned reclaim_busy;
+	kas_t *reclaim_next;     /* on the reclaimer's queue */
 
 	atomic_long meta_bytes[KAS_META_NKINDS];
 	/* Bumped by every charge; settle() skips work when it has not moved. */
@@ -667,7 +671,8 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 /* ---------------------------------------------------------------- */
 /* The page budget.                                                  */
 
-void (*kas_stack_reclaim_hook)(kas_t *kas);
+/* segkp's: free the cached stacks of kas's segments (reclaim_lock). */
+static void (*kas_stack_reclaim_hook)(kas_t *kas);
 
 static bool
 arena_in_kas(const vmem_t *vmp, const kas_t *kas)
@@ -683,21 +688,117 @@ purge_cache_in_kas(kmem_cache_t *cp, void *kas)
 }
 
 /*
- * Before a reservation sleeps, give back the pages that caches hold idle
- * in this address space: every magazine and free slab of its object
+ * Before a reservation sleeps, the pages that caches hold idle in this
+ * address space are taken back: every magazine and free slab of its object
  * caches and quantum caches, and the pages of its cached stacks. illumos'
- * page_resv calls kmem_reap between its naps, and the 15-second kmem
+ * page_resv starts kmem_reap between its naps, and the 15-second kmem
  * update makes every cached magazine idle soon enough; a library has no
  * such clock, so without this a KM_SLEEP caller could sleep for ever
- * beside free memory another cache holds. Reaping everything is what
- * VM_SLEEP does in vmem too.
+ * beside free pages another cache holds.
+ *
+ * The work runs on a thread of its own, as illumos' reap runs on a taskq:
+ * purging runs destructors and release functions, and the sleeping
+ * caller may hold a lock one of them takes. A sleeper queues its kas and
+ * waits on resv_cv as before; the frees wake it.
  */
+static pthread_mutex_t reclaim_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reclaim_cv = PTHREAD_COND_INITIALIZER;
+static kas_t *reclaim_queue;
+static bool reclaimer_started;
+
 static void
 kas_reclaim(kas_t *kas)
 {
+	void (*stacks)(kas_t *);
+
 	kmem_foreach_cache(purge_cache_in_kas, kas);
-	if (kas_stack_reclaim_hook != NULL)
-		kas_stack_reclaim_hook(kas);
+	pthread_mutex_lock(&reclaim_lock);
+	stacks = kas_stack_reclaim_hook;
+	pthread_mutex_unlock(&reclaim_lock);
+	if (stacks != NULL)
+		stacks(kas);
+}
+
+/* Next queued kas, marked busy (reclaim_lock held); waits for one. */
+static kas_t *
+reclaim_next_locked(void)
+{
+	kas_t *kas;
+
+	while (reclaim_queue == NULL)
+		pthread_cond_wait(&reclaim_cv, &reclaim_lock);
+	kas = reclaim_queue;
+	reclaim_queue = kas->reclaim_next;
+	kas->reclaim_wanted = false;
+	kas->reclaim_busy++;
+	return kas;
+}
+
+static void *
+reclaimer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&reclaim_lock);
+	for (;;) {
+		kas_t *kas = reclaim_next_locked();
+
+		pthread_mutex_unlock(&reclaim_lock);
+		kas_reclaim(kas);
+		pthread_mutex_lock(&reclaim_lock);
+		kas->reclaim_busy--;
+		pthread_cond_broadcast(&reclaim_cv);
+	}
+	return NULL;
+}
+
+/* Queue kas for the reclaimer (starting it on first use). */
+static void
+reclaim_request(kas_t *kas)
+{
+	pthread_mutex_lock(&reclaim_lock);
+	if (!kas->reclaim_wanted && !kas->reclaim_dying) {
+		kas->reclaim_wanted = true;
+		kas->reclaim_next = reclaim_queue;
+		reclaim_queue = kas;
+	}
+	if (!reclaimer_started) {
+		pthread_attr_t attr;
+		pthread_t tid;
+
+		(void)pthread_attr_init(&attr);
+		(void)pthread_attr_setdetachstate(&attr,
+		    PTHREAD_CREATE_DETACHED);
+		reclaimer_started = pthread_create(&tid, &attr, reclaimer_main,
+		    NULL) == 0;
+		(void)pthread_attr_destroy(&attr);
+	}
+	pthread_cond_broadcast(&reclaim_cv);
+	pthread_mutex_unlock(&reclaim_lock);
+}
+
+/* kas is going away: off the queue, and the reclaimer done with it. */
+static void
+reclaim_quiesce(kas_t *kas)
+{
+	pthread_mutex_lock(&reclaim_lock);
+	kas->reclaim_dying = true;
+	for (kas_t **pp = &reclaim_queue; *pp != NULL;
+	    pp = &(*pp)->reclaim_next)
+		if (*pp == kas) {
+			*pp = kas->reclaim_next;
+			break;
+		}
+	while (kas->reclaim_busy != 0)
+		pthread_cond_wait(&reclaim_cv, &reclaim_lock);
+	pthread_mutex_unlock(&reclaim_lock);
+}
+
+void
+kas_set_stack_reclaim(void (*fn)(kas_t *kas))
+{
+	pthread_mutex_lock(&reclaim_lock);
+	kas_stack_reclaim_hook = fn;
+	pthread_mutex_unlock(&reclaim_lock);
 }
 
 int
@@ -720,11 +821,7 @@ kas_page_resv(kas_t *kas, size_t npages, int vmflag)
 				ok = 0;
 				break;
 			}
-			plat_mutex_unlock(&kas->resv_lock);
-			kas_reclaim(kas);
-			plat_mutex_lock(&kas->resv_lock);
-			if (kas->availrmem >= npages)
-				break;
+			reclaim_request(kas);
 			kas->resv_wait++;
 			kas->resv_sleepers++;
 			/* Woken by an unreserve (the sequence condition loses
@@ -1534,6 +1631,7 @@ kas_destroy(kas_t *kas)
 		    (unsigned long)registered, registered == 1 ? "" : "s");
 		return;
 	}
+	reclaim_quiesce(kas);
 	pthread_mutex_lock(&default_lock);
 	if (kas == default_kas)
 		default_kas = NULL;
@@ -2112,6 +2210,7 @@ kas_print_stats(kas_t *kas, void *stdio_file)
 static void
 segkmem_fork_prepare(void)
 {
+	pthread_mutex_lock(&reclaim_lock);
 	pthread_mutex_lock(&default_lock);
 	pthread_mutex_lock(&live_change_lock);
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
@@ -2142,6 +2241,7 @@ segkmem_fork_parent(void)
 	kas_locks_release();
 	pthread_mutex_unlock(&live_change_lock);
 	pthread_mutex_unlock(&default_lock);
+	pthread_mutex_unlock(&reclaim_lock);
 }
 
 /*
@@ -2155,7 +2255,12 @@ segkmem_fork_child(void)
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
 		k->classifying[0] = k->classifying[1] = 0;
 		k->unregistering = false;
+		/* No reclaimer in the child: sleepers ask again. */
+		k->reclaim_wanted = false;
+		k->reclaim_busy = 0;
 	}
+	reclaim_queue = NULL;
+	reclaimer_started = false;
 	segkmem_fork_parent();
 }
 

@@ -17,10 +17,10 @@
 extern void (*kas_classify_window_hook)(kas_t *kas, vmem_t *vmp);
 
 /*
- * Set by segkp when its first segment is made: give back the pages of
- * every stack cached idle in kas's segments. A reservation that is about
- * to sleep calls it, with no lock held.
+ * Set by segkp when its first segment is made: fn gives back the pages of
+ * every stack cached idle in kas's segments. The reclaimer thread calls it
+ * when a reservation in kas is about to sleep, with no lock held.
  */
-extern void (*kas_stack_reclaim_hook)(kas_t *kas);
+void kas_set_stack_reclaim(void (*fn)(kas_t *kas));
 
 #endif

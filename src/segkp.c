@@ -1556,7 +1556,7 @@ static void
 register_atfork(void)
 {
 	(void)pthread_atfork(fork_prepare, fork_release, fork_release);
-	kas_stack_reclaim_hook = reclaim_stacks;
+	kas_set_stack_reclaim(reclaim_stacks);
 }
 
 typedef struct span_check {

@@ -1785,7 +1785,7 @@ static bool
 import_broken(vmem_t *vmp, uintptr_t p, size_t size, size_t asked,
     size_t align)
 {
-	bool wraps = p + (size - 1) < p;
+	bool wraps = size != 0 && p + (size - 1) < p;
 
 	if (!wraps && size >= asked && (p & (align - 1)) == 0 &&
 	    (size & (vmp->quantum - 1)) == 0)
