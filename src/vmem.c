@@ -162,7 +162,9 @@ struct vmem {
 	vmem_ximport_t *xafunc;
 	vmem_free_t *ffunc;
 	vmem_t *source;
-	void *priv;
+	/* Set by the arena's owner while other threads may look it up (the
+	 * reclaimer's kas_of_arena): one atomic word. */
+	_Atomic(void *) priv;
 
 	/*
 	 * The lock has a cache line of its own: waiting threads spin on it
@@ -3262,8 +3264,18 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 const char *vmem_name(const vmem_t *vmp) { return vmp->name; }
 size_t vmem_quantum(const vmem_t *vmp) { return vmp->quantum; }
 vmem_t *vmem_source(const vmem_t *vmp) { return vmp->source; }
-void vmem_set_private(vmem_t *vmp, void *priv) { vmp->priv = priv; }
-void *vmem_get_private(const vmem_t *vmp) { return vmp->priv; }
+void
+vmem_set_private(vmem_t *vmp, void *priv)
+{
+	atomic_store_explicit(&vmp->priv, priv, memory_order_release);
+}
+
+void *
+vmem_get_private(const vmem_t *vmp)
+{
+	return atomic_load_explicit(&vmp->priv,
+	    memory_order_acquire);
+}
 
 void
 vmem_set_meta_charge(vmem_t *vmp, void (*charge)(void *, long), void *arg)
