@@ -1352,10 +1352,15 @@ kthread_coro_create(kthread_coro_func_t *fn, void *arg, const char *name,
 
 	if (fn == NULL || !ensure_init())
 		return NULL;
+	/* In flight until counted: kthread_init must not switch segments
+	 * (and drop the cache) under it. */
+	flight_begin();
 	stack = stack_get(stacksize, 0, kt.small_cache,
 	    KTHREAD_CORO_STACK_PAGES * kt.pagesize, &from_cache, &len);
-	if (stack == NULL)
+	if (stack == NULL) {
+		flight_end();
 		return NULL;
+	}
 	co = (kthread_coro_t *)(stack + len - carve_size(sizeof (*co)));
 	memset(co, 0, sizeof (*co));
 	co->magic = CORO_MAGIC;
@@ -1374,6 +1379,7 @@ kthread_coro_create(kthread_coro_func_t *fn, void *arg, const char *name,
 	pthread_mutex_lock(&kt.lock);
 	kt.coro_created++;
 	kt.coro_alive++;
+	flight_end_locked();
 	pthread_mutex_unlock(&kt.lock);
 	return co;
 }
