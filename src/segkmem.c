@@ -64,7 +64,6 @@
 #define SEGKMEM_NOINLINE
 #endif
 
-#define KAS_MAX_CLASSIFIERS 8
 #define KAS_MAX_REGIONS 16
 #define KAS_DEFAULT_SIZE ((size_t)1 << 30)
 #define KAS_DEFAULT_SIM_BASE ((uintptr_t)0xC0000000u)
@@ -1762,6 +1761,22 @@ kas_fault_name(kas_fault_t kind)
 }
 
 int
+kas_classifier_add(kas_t *kas, kas_classifier_t *fn, void *arg)
+{
+	int full;
+
+	plat_mutex_lock(&kas->reg_lock);
+	full = kas->nclassifiers == KAS_MAX_CLASSIFIERS;
+	if (!full) {
+		kas->classifiers[kas->nclassifiers].fn = fn;
+		kas->classifiers[kas->nclassifiers].arg = arg;
+		kas->nclassifiers++;
+	}
+	plat_mutex_unlock(&kas->reg_lock);
+	return full ? -1 : 0;
+}
+
+int
 kas_register_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 {
 	int full;
@@ -1772,14 +1787,7 @@ kas_register_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 		    "no address space or no function");
 		return -1;
 	}
-	plat_mutex_lock(&kas->reg_lock);
-	full = kas->nclassifiers == KAS_MAX_CLASSIFIERS;
-	if (!full) {
-		kas->classifiers[kas->nclassifiers].fn = fn;
-		kas->classifiers[kas->nclassifiers].arg = arg;
-		kas->nclassifiers++;
-	}
-	plat_mutex_unlock(&kas->reg_lock);
+	full = kas_classifier_add(kas, fn, arg) != 0;
 	if (full) {
 		vmem_error_report(SEGKMEM_E_TABLEFULL, 0,
 		    "kas_register_fault_classifier", NULL, kas->name, 0, 0,

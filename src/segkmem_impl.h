@@ -23,4 +23,11 @@ extern void (*kas_classify_window_hook)(kas_t *kas, vmem_t *vmp);
  */
 void kas_set_stack_reclaim(void (*fn)(kas_t *kas));
 
+/* Entries of an address space's table of fault classifiers. */
+#define KAS_MAX_CLASSIFIERS 8
+
+/* kas_register_fault_classifier without the report: -1 if the table is
+ * full (for callers that report after dropping their own locks). */
+int kas_classifier_add(kas_t *kas, kas_classifier_t *fn, void *arg);
+
 #endif

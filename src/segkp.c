@@ -1358,9 +1358,14 @@ segs_join(segkp_t *seg)
 	pthread_mutex_lock(&segs_lock);
 	first = !kas_has_segments(seg->kas);
 	pthread_mutex_unlock(&segs_lock);
-	if (first && kas_register_fault_classifier(seg->kas,
-	    kas_segs_classifier, seg->kas) != 0) {
+	if (first && kas_classifier_add(seg->kas, kas_segs_classifier,
+	    seg->kas) != 0) {
 		pthread_mutex_unlock(&classifier_lock);
+		/* Reported with no lock held: a handler may call back. */
+		vmem_error_report(SEGKMEM_E_TABLEFULL, 0, "segkp_create",
+		    NULL, kas_name(seg->kas), 0, 0, "the address space's "
+		    "%d fault classifiers are taken (one serves all its "
+		    "segkp segments)", KAS_MAX_CLASSIFIERS);
 		return false;
 	}
 	pthread_mutex_lock(&segs_lock);
