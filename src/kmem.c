@@ -203,6 +203,7 @@ struct kmem_cache {
 	kslab_t partial, complete; /* sentinels */
 	kslab_t *spare;            /* one empty slab kept */
 	size_t nslabs;
+	unsigned slabs_making;     /* slab_create at work, slab lock dropped */
 	size_t out;                /* chunks out of the slab layer */
 	/*
 	 * Rounds of magazines taken out of the CPU layer or the depot to be
@@ -817,9 +818,13 @@ slab_refill(kmem_cache_t *cp, int kmflag)
 			slist_add(cp, s, SL_PARTIAL);
 			return s;
 		}
+		/* Cut for the geometry of now: kmem_cache_set_debug waits
+		 * for no slab being made (slabs_making) as for none made. */
+		cp->slabs_making++;
 		plat_mutex_unlock(&cp->slab_lock);
 		s = slab_create(cp, kmflag);
 		plat_mutex_lock(&cp->slab_lock);
+		cp->slabs_making--;
 		if (s != NULL && slab_publish(cp, s) != 0) {
 			plat_mutex_unlock(&cp->slab_lock);
 			slab_release(cp, s);
@@ -2237,7 +2242,7 @@ kmem_cache_set_debug(kmem_cache_t *cp, int kmflags)
 	 */
 	plat_mutex_lock(&cp->slab_lock);
 	cpus_lock_all(cp);
-	busy = cp->nslabs != 0;
+	busy = cp->nslabs != 0 || cp->slabs_making != 0;
 	if (!busy) {
 		cp->debug = kmflags & KMF_DEBUG;
 		cp->mag_constructed = !(cp->debug & KMF_DEADBEEF);

@@ -23,10 +23,10 @@ page_arena(const char *name)
 {
 	/* A memory arena: page-backed by the platform through kmem's heap
 	 * would couple tests; a static region is simplest. */
-	static char region[7][1 << 22] __attribute__((aligned(4096)));
+	static char region[8][1 << 22] __attribute__((aligned(4096)));
 	static int next;
 
-	REQUIRE(next < 7);
+	REQUIRE(next < 8);
 	return vmem_create(name, region[next++], sizeof (region[0]), PAGE,
 	    NULL, NULL, NULL, 0, VM_SLEEP);
 }
@@ -194,6 +194,59 @@ test_constructor_failure_on_magazine_round(void)
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
 	kmem_cache_destroy(cp);
 	vmem_destroy(a);
+}
+
+/*
+ * kmem_cache_set_debug while a slab of the cache is being made (its import
+ * runs with the slab lock dropped) must be refused like a cache with
+ * slabs: the slab is cut for the old geometry. The import function asks
+ * for the change itself, which makes the window certain.
+ */
+static kmem_cache_t *making_cache;
+static vmem_t *making_src;
+static int making_verdict = 1;
+
+static void *
+import_changing_debug(vmem_t *src, size_t size, int vmflag)
+{
+	if (making_verdict == 1)
+		making_verdict = kmem_cache_set_debug(making_cache,
+		    KMF_DEADBEEF | KMF_REDZONE);
+	return vmem_alloc(src, size, vmflag);
+}
+
+static void
+test_set_debug_refused_while_slab_is_made(void)
+{
+	vmem_t *a;
+	kmem_cache_stats_t st;
+	void *p;
+
+	making_src = page_arena("kc_making_src");
+	a = vmem_create("kc_making", NULL, 0, PAGE, import_changing_debug,
+	    vmem_free, making_src, 0, VM_SLEEP);
+	REQUIRE(a != NULL);
+	making_cache = kmem_cache_create("obj_making", 256, 0, NULL, NULL,
+	    NULL, NULL, a, 0);
+	REQUIRE(making_cache != NULL);
+	tu_record_errors();
+	p = kmem_cache_alloc(making_cache, KM_SLEEP);
+	tu_default_errors();
+	CHECK(p != NULL);
+	CHECK_EQ(making_verdict, -1);
+	CHECK_EQ(tu_err.code, KMEM_E_BUSY);
+	kmem_cache_get_stats(making_cache, &st);
+	CHECK_EQ(st.debug, 0);
+	kmem_cache_free(making_cache, p);
+	kmem_cache_reap_now(making_cache);
+	CHECK_EQ(kmem_cache_test_check(making_cache), 0);
+	/* With no slab, made or being made, the change is taken. */
+	making_verdict = 0;
+	CHECK_EQ(kmem_cache_set_debug(making_cache, KMF_DEADBEEF), 0);
+	kmem_cache_destroy(making_cache);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	vmem_destroy(a);
+	vmem_destroy(making_src);
 }
 
 static void
@@ -1128,6 +1181,7 @@ main(void)
 	RUN(test_null_arena_is_the_default_heap);
 	RUN(test_constructor_failure);
 	RUN(test_constructor_failure_on_magazine_round);
+	RUN(test_set_debug_refused_while_slab_is_made);
 	RUN(test_nomagazine_constructs_every_time);
 	RUN(test_notouch_over_integers);
 	RUN(test_chunk_index_every_way);
