@@ -2190,7 +2190,8 @@ kmem_foreach_cache(void (*func)(kmem_cache_t *, void *), void *arg)
 		plat_mutex_unlock(&kmem_list_lock);
 		func(cp, arg);
 		plat_mutex_lock(&kmem_list_lock);
-		if (--cp->visit_refs == 0)
+		/* 0 already if func forked: the child drops every pin. */
+		if (cp->visit_refs != 0 && --cp->visit_refs == 0)
 			plat_cond_broadcast(&kmem_list_cv);
 	}
 	plat_mutex_unlock(&kmem_list_lock);

@@ -1998,7 +1998,8 @@ arena_list_visit(int (*wants)(const vmem_t *), void (*func)(vmem_t *, void *),
 		plat_mutex_unlock(&arena_list_lock);
 		func(v, arg);
 		plat_mutex_lock(&arena_list_lock);
-		if (--v->reap_refs == 0)
+		/* 0 already if func forked: the child drops every pin. */
+		if (v->reap_refs != 0 && --v->reap_refs == 0)
 			plat_cond_broadcast(&arena_list_cv);
 	}
 	plat_mutex_unlock(&arena_list_lock);

@@ -455,6 +455,63 @@ test_fork_while_reading_statistics(void)
 	vmem_destroy(qarena);
 }
 
+/*
+ * fork() from inside a walk's callback: the child drops every pin the walk
+ * held (its threads are gone), including the forking thread's own; when
+ * the callback returns there, its unpin must not wrap the count, or the
+ * child's destroy of that arena or cache waits for ever.
+ */
+static vmem_t *walk_arena;
+static kmem_cache_t *walk_cache;
+static pid_t walk_child = -1;
+
+static void
+fork_at_arena(vmem_t *v, void *arg)
+{
+	(void)arg;
+	if (v == walk_arena && walk_child < 0)
+		walk_child = fork();
+}
+
+static void
+fork_at_cache(kmem_cache_t *cp, void *arg)
+{
+	(void)arg;
+	if (cp == walk_cache && walk_child < 0)
+		walk_child = fork();
+}
+
+static void
+test_fork_inside_a_walk(void)
+{
+	for (int kmem = 0; kmem < 2; kmem++) {
+		int status;
+
+		walk_arena = vmem_create("fk_walk", (void *)(uintptr_t)0x100000,
+		    0x100000, Q, NULL, NULL, NULL, 0, VM_SLEEP);
+		walk_cache = kmem_cache_create("fk_walk_obj", 64, 0, NULL,
+		    NULL, NULL, NULL, walk_arena, KMC_NOTOUCH);
+		REQUIRE(walk_arena != NULL && walk_cache != NULL);
+		walk_child = -1;
+		fflush(NULL);
+		if (kmem)
+			kmem_foreach_cache(fork_at_cache, NULL);
+		else
+			vmem_foreach_arena(fork_at_arena, NULL);
+		REQUIRE(walk_child >= 0);
+		if (walk_child == 0) {
+			alarm(tu_slow_build() ? 60 : 10);
+			kmem_cache_destroy(walk_cache);
+			vmem_destroy(walk_arena);
+			_exit(0);
+		}
+		REQUIRE(waitpid(walk_child, &status, 0) == walk_child);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		kmem_cache_destroy(walk_cache);
+		vmem_destroy(walk_arena);
+	}
+}
+
 int
 main(void)
 {
@@ -463,6 +520,7 @@ main(void)
 	RUN(test_fork_while_allocating);
 	RUN(test_fork_during_classify);
 	RUN(test_fork_while_reading_statistics);
+	RUN(test_fork_inside_a_walk);
 	CHECK_EQ(tu_err.count, 0);
 	return tu_finish();
 }
