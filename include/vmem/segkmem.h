@@ -92,8 +92,9 @@ void kas_config_init(kas_config_t *cfg);
 kas_t *kas_create(const kas_config_t *cfg);
 /* Tear down: leaks are reported (warning) by the arenas' vmem_destroy.
  * While arenas outside the kas import from its arenas (fromheap segkp
- * segments, kthread's segment in kas_default) it warns and keeps the kas:
- * destroy those first. */
+ * segments, kthread's segment in kas_default) or are registered with it
+ * (fixed segkp segments), it warns and keeps the kas: destroy those
+ * first. */
 void kas_destroy(kas_t *kas);
 /* The process-wide default: real backing, 1 GiB, created on first use. */
 kas_t *kas_default(void);
