@@ -2218,7 +2218,6 @@ kas_print_stats(kas_t *kas, void *stdio_file)
 static void
 segkmem_fork_prepare(void)
 {
-	pthread_mutex_lock(&reclaim_lock);
 	pthread_mutex_lock(&default_lock);
 	pthread_mutex_lock(&live_change_lock);
 	for (kas_t *k = live_list; k != NULL; k = k->next_live) {
@@ -2228,6 +2227,8 @@ segkmem_fork_prepare(void)
 		plat_mutex_lock(&k->page_lock);
 	}
 	pthread_mutex_lock(&live_lock);
+	/* Last: a sleeping reservation takes it with resv_lock held. */
+	pthread_mutex_lock(&reclaim_lock);
 }
 
 static void
@@ -2245,11 +2246,11 @@ kas_locks_release(void)
 static void
 segkmem_fork_parent(void)
 {
+	pthread_mutex_unlock(&reclaim_lock);
 	pthread_mutex_unlock(&live_lock);
 	kas_locks_release();
 	pthread_mutex_unlock(&live_change_lock);
 	pthread_mutex_unlock(&default_lock);
-	pthread_mutex_unlock(&reclaim_lock);
 }
 
 /*

@@ -11,10 +11,15 @@
  * This is a program of its own because the order is fixed by the first
  * use of each layer in the process.
  *
+ * Also: fork while a page reservation goes to sleep (it queues its
+ * address space for the reclaimer with the reservation lock held, so the
+ * fork handler must take the reclaimer's lock after the kas locks).
+ *
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include <vmem/kmem.h>
@@ -106,9 +111,66 @@ test_fork_while_reaping_into_an_address_space(void)
 	vmem_destroy(qarena);
 }
 
+static kas_t *resv_kas;
+
+/* Sleep for a page again and again; the main thread's frees wake it. */
+static void *
+resv_sleeper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&stop)) {
+		if (kas_page_resv(resv_kas, 1, VM_SLEEP))
+			kas_page_unresv(resv_kas, 1);
+	}
+	return NULL;
+}
+
+static int
+child_reserves(void)
+{
+	if (!kas_page_resv(resv_kas, 1, VM_NOSLEEP))
+		return 0;       /* all taken at the fork: fine */
+	kas_page_unresv(resv_kas, 1);
+	return 0;
+}
+
+static void
+test_fork_while_reservations_sleep(void)
+{
+	int forks = (int)tu_env_long("VMEM_TEST_FORKS",
+	    tu_slow_build() ? 20 : 300);
+	kas_config_t cfg;
+	size_t all;
+	pthread_t t;
+
+	kas_config_init(&cfg);
+	cfg.backing = KAS_SIM;
+	cfg.size = (size_t)16 << 20;
+	cfg.physmem_pages = 64;
+	resv_kas = kas_create(&cfg);
+	REQUIRE(resv_kas != NULL);
+	all = kas_availrmem(resv_kas);
+	REQUIRE(all > 0 && kas_page_resv(resv_kas, all, VM_NOSLEEP));
+	atomic_store(&stop, 0);
+	REQUIRE(pthread_create(&t, NULL, resv_sleeper, NULL) == 0);
+	for (int i = 0; i < forks; i++) {
+		/* A page to wake the sleeper, taken back at once. */
+		kas_page_unresv(resv_kas, 1);
+		tu_fork_children(1, child_reserves,
+		    "a sleeping reservation and the fork handler");
+		while (!kas_page_resv(resv_kas, 1, VM_NOSLEEP))
+			sched_yield();
+	}
+	atomic_store(&stop, 1);
+	kas_page_unresv(resv_kas, all);
+	pthread_join(t, NULL);
+	kas_destroy(resv_kas);
+}
+
 int
 main(void)
 {
 	RUN(test_fork_while_reaping_into_an_address_space);
+	RUN(test_fork_while_reservations_sleep);
 	return tu_finish();
 }
