@@ -235,7 +235,7 @@ static plat_mutex_t kmem_list_lock;
 static plat_cond_t kmem_list_cv;        /* a cache's visit_refs fell to 0 */
 static kmem_cache_t *kmem_list_head, *kmem_list_tail;
 static atomic_int kmem_init_state;
-/* Written under kmem_list_lock; read without it by kmem_cache_create. */
+/* Read by every kmem_cache_create, set by kmem_set_debug_flags. */
 static atomic_int kmem_default_debug;
 
 static void kmem_fork_prepare(void);
@@ -2215,14 +2215,9 @@ kmem_update(void)
 int
 kmem_set_debug_flags(int kmflags)
 {
-	int old;
-
 	kmem_global_init();
-	plat_mutex_lock(&kmem_list_lock);
-	old = atomic_exchange_explicit(&kmem_default_debug,
+	return atomic_exchange_explicit(&kmem_default_debug,
 	    kmflags & KMF_DEBUG, memory_order_relaxed);
-	plat_mutex_unlock(&kmem_list_lock);
-	return old;
 }
 
 int

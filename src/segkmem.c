@@ -673,16 +673,10 @@ range_committed(kas_t *kas, uintptr_t a, size_t size)
 /* segkp's: free the cached stacks of kas's segments (reclaim_lock). */
 static void (*kas_stack_reclaim_hook)(kas_t *kas);
 
-static bool
-arena_in_kas(const vmem_t *vmp, const kas_t *kas)
-{
-	return vmp != NULL && kas_of_arena(vmp) == kas;
-}
-
 static void
 purge_cache_in_kas(kmem_cache_t *cp, void *kas)
 {
-	if (arena_in_kas(kmem_cache_arena(cp), kas))
+	if (kas_of_arena(kmem_cache_arena(cp)) == kas)
 		kmem_cache_reap_now(cp);
 }
 
@@ -1779,16 +1773,13 @@ kas_classifier_add(kas_t *kas, kas_classifier_t *fn, void *arg)
 int
 kas_register_fault_classifier(kas_t *kas, kas_classifier_t *fn, void *arg)
 {
-	int full;
-
 	if (kas == NULL || fn == NULL) {
 		vmem_error_report(SEGKMEM_E_NOTKAS, 0,
 		    "kas_register_fault_classifier", NULL, "?", 0, 0,
 		    "no address space or no function");
 		return -1;
 	}
-	full = kas_classifier_add(kas, fn, arg) != 0;
-	if (full) {
+	if (kas_classifier_add(kas, fn, arg) != 0) {
 		vmem_error_report(SEGKMEM_E_TABLEFULL, 0,
 		    "kas_register_fault_classifier", NULL, kas->name, 0, 0,
 		    "already %d classifiers", KAS_MAX_CLASSIFIERS);

@@ -1013,11 +1013,13 @@ seg_cache_free(segkp_t *seg)
 }
 
 /*
- * Free the cached stacks of every segment (of kas only, if not NULL). The
- * window first: fork() takes detach_lock before segs_lock.
+ * Free the cached stacks of every segment (of kas only, if not NULL): for
+ * segkp_cache_free(NULL), and for the reclaimer when a page reservation in
+ * kas is about to sleep. The window first: fork() takes detach_lock before
+ * segs_lock.
  */
 static void
-segs_cache_free(const kas_t *kas)
+segs_cache_free(kas_t *kas)
 {
 	detach_window_open();
 	pthread_mutex_lock(&segs_lock);
@@ -1028,12 +1030,6 @@ segs_cache_free(const kas_t *kas)
 	detach_window_close();
 }
 
-/* A page reservation in kas is about to sleep: free what stacks cache. */
-static void
-reclaim_stacks(kas_t *kas)
-{
-	segs_cache_free(kas);
-}
 
 void
 segkp_cache_free(segkp_t *seg)
@@ -1052,7 +1048,6 @@ segkp_cache_free(segkp_t *seg)
 	}
 	segs_cache_free(NULL);
 }
-
 
 void
 segkp_cache_destroy(void *cookie)
@@ -1561,7 +1556,7 @@ static void
 register_atfork(void)
 {
 	(void)pthread_atfork(fork_prepare, fork_release, fork_release);
-	kas_set_stack_reclaim(reclaim_stacks);
+	kas_set_stack_reclaim(segs_cache_free);
 }
 
 typedef struct span_check {

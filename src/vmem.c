@@ -1793,14 +1793,10 @@ import_broken(vmem_t *vmp, uintptr_t p, size_t size, size_t asked,
 	    (size & (vmp->quantum - 1)) == 0)
 		return false;
 	vmp->ffunc(vmp->source, (void *)p, wraps ? asked : size);
-	if (wraps)
-		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    p, size, "import returned a span that wraps the address "
-		    "space (asked for %lu)", (unsigned long)asked);
-	else
-		vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL,
-		    p, size, "import returned a misaligned or short span "
-		    "(asked for %lu)", (unsigned long)asked);
+	vmem_error_report(VMEM_E_MISUSE, 0, "vmem_import", vmp, NULL, p, size,
+	    "import returned %s (asked for %lu)", wraps ? "a span that wraps "
+	    "the address space" : "a misaligned or short span",
+	    (unsigned long)asked);
 	return true;
 }
 
@@ -1979,7 +1975,7 @@ vmem_reap(vmem_t *vmp)
 }
 
 /*
- * Call func(v, arg) for every listed arena that wants(v), without holding
+ * Call func(v, arg) for every listed arena, without holding
  * the list lock during the call: a reap calls release functions, which may
  * create or destroy arenas, and a statistics callback takes kmem's locks,
  * which kmem's fork handler holds while it waits for the list lock. The
@@ -1987,13 +1983,10 @@ vmem_reap(vmem_t *vmp)
  * vmem_destroy waits for it (so func must not destroy the arena it is given).
  */
 static void
-arena_list_visit(int (*wants)(const vmem_t *), void (*func)(vmem_t *, void *),
-    void *arg)
+arena_list_visit(void (*func)(vmem_t *, void *), void *arg)
 {
 	plat_mutex_lock(&arena_list_lock);
 	for (vmem_t *v = arena_list_head; v != NULL; v = v->list_next) {
-		if (wants != NULL && !wants(v))
-			continue;
 		v->reap_refs++;
 		plat_mutex_unlock(&arena_list_lock);
 		func(v, arg);
@@ -2003,12 +1996,6 @@ arena_list_visit(int (*wants)(const vmem_t *), void (*func)(vmem_t *, void *),
 			plat_cond_broadcast(&arena_list_cv);
 	}
 	plat_mutex_unlock(&arena_list_lock);
-}
-
-static int
-has_qcaches(const vmem_t *vmp)
-{
-	return vmp->nqcache != 0;
 }
 
 static void
@@ -2022,7 +2009,7 @@ qcache_reap_visit(vmem_t *vmp, void *arg)
 static void
 qcache_reap_all(void)
 {
-	arena_list_visit(has_qcaches, qcache_reap_visit, NULL);
+	arena_list_visit(qcache_reap_visit, NULL);
 }
 
 static void *
@@ -2189,8 +2176,7 @@ vmem_release_span(vmem_t *vmp, uintptr_t addr, size_t size, bool via_qcache)
 		bool more, q = false;
 
 		if (!chain_internal(vmp)) {
-			if (vmp->ffunc != NULL)
-				vmp->ffunc(src, (void *)addr, size);
+			vmp->ffunc(src, (void *)addr, size);
 			return;
 		}
 		if (via_qcache) {
@@ -3274,8 +3260,7 @@ vmem_set_private(vmem_t *vmp, void *priv)
 void *
 vmem_get_private(const vmem_t *vmp)
 {
-	return atomic_load_explicit(&vmp->priv,
-	    memory_order_acquire);
+	return atomic_load_explicit(&vmp->priv, memory_order_acquire);
 }
 
 void
@@ -3358,7 +3343,7 @@ void
 vmem_foreach_arena(void (*func)(vmem_t *, void *), void *arg)
 {
 	vmem_init();
-	arena_list_visit(NULL, func, arg);
+	arena_list_visit(func, arg);
 }
 
 /* ------------------------------------------------------------------ */
