@@ -137,6 +137,21 @@ test_null_arena_is_the_default_heap(void)
 	kmem_cache_destroy(cp);
 }
 
+/* After a failed construction the cache allocates again; then it and its
+ * arena go, the arena holding nothing. */
+static void
+cache_recovers_and_goes(kmem_cache_t *cp, vmem_t *a)
+{
+	void *p = kmem_cache_alloc(cp, KM_NOSLEEP);
+
+	CHECK(p != NULL);
+	kmem_cache_free(cp, p);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	kmem_cache_destroy(cp);
+	vmem_destroy(a);
+}
+
 static void
 test_constructor_failure(void)
 {
@@ -144,7 +159,6 @@ test_constructor_failure(void)
 	kmem_cache_t *cp = kmem_cache_create("obj_fail", sizeof (obj_t), 0,
 	    obj_ctor, obj_dtor, NULL, &ctor_calls, a, 0);
 	kmem_cache_stats_t st;
-	void *p;
 
 	ctor_calls = dtor_calls = 0;
 	ctor_fail_next = 1;
@@ -152,13 +166,7 @@ test_constructor_failure(void)
 	kmem_cache_get_stats(cp, &st);
 	CHECK_EQ(st.alloc_fail, 1);
 	CHECK_EQ(st.buf_inuse, 0);
-	p = kmem_cache_alloc(cp, KM_NOSLEEP);
-	CHECK(p != NULL);
-	kmem_cache_free(cp, p);
-	kmem_cache_reap_now(cp);
-	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
-	kmem_cache_destroy(cp);
-	vmem_destroy(a);
+	cache_recovers_and_goes(cp, a);
 }
 
 /*
@@ -187,13 +195,7 @@ test_constructor_failure_on_magazine_round(void)
 	CHECK_EQ(st.alloc_fail, 1);
 	CHECK_EQ(st.buf_inuse, 0);
 	CHECK_EQ(st.alloc, st.free);
-	p = kmem_cache_alloc(cp, KM_NOSLEEP);
-	CHECK(p != NULL);
-	kmem_cache_free(cp, p);
-	kmem_cache_reap_now(cp);
-	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
-	kmem_cache_destroy(cp);
-	vmem_destroy(a);
+	cache_recovers_and_goes(cp, a);
 }
 
 /*
