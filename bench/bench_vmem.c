@@ -35,6 +35,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,7 @@ typedef struct result {
 	uint64_t hash_buckets;  /* K_FREEALL: hash size with everything live */
 	uint64_t meta_bytes;    /* K_FREEALL: tags + hash with everything live */
 	double load_ns;         /* K_FREEALL: one dependent load over meta_bytes */
+	double transfer_ns;     /* K_THREADS: a cache line moving between CPUs */
 	long baseline_rss_kb;   /* before the allocator runs */
 	long peak_rss_kb;
 	char note[160];
@@ -839,6 +841,48 @@ static double dependent_load_ns(size_t bytes)
 	return (t1 - t0) / (double)steps;
 }
 
+/*
+ * What W8 and W9 pay whenever the arena changes hands, measured in the
+ * same process: ns for one cache line to move from one CPU to the other
+ * (half of a round trip of two threads passing a counter back and forth).
+ */
+typedef struct pingpong {
+	_Alignas(64) _Atomic uint64_t turn;
+	uint64_t rounds;
+} pingpong_t;
+
+static void pingpong_play(pingpong_t *pp, uint64_t parity)
+{
+	for (uint64_t i = parity; i < 2 * pp->rounds; i += 2) {
+		while (atomic_load_explicit(&pp->turn, memory_order_acquire) != i)
+			;
+		atomic_store_explicit(&pp->turn, i + 1, memory_order_release);
+	}
+}
+
+static void *pingpong_main(void *arg)
+{
+	pingpong_play(arg, 1);
+	return NULL;
+}
+
+static double core_transfer_ns(void)
+{
+	static pingpong_t pp;
+	pthread_t other;
+	double t0, t1;
+
+	atomic_store(&pp.turn, 0);
+	pp.rounds = 1000000;
+	if (pthread_create(&other, NULL, pingpong_main, &pp) != 0)
+		return 0;
+	t0 = now_ns();
+	pingpong_play(&pp, 0);
+	t1 = now_ns();
+	pthread_join(other, NULL);
+	return (t1 - t0) / (double)(2 * pp.rounds);
+}
+
 static void run_freeall(const workload_t *w, enum impl impl, uint64_t ops,
     int runs, result_t *r)
 {
@@ -1052,6 +1096,8 @@ static void run_workload(const workload_t *w, enum impl impl,
 		break;
 	case K_THREADS:
 		run_threads(w, impl, ops, r->runs, r);
+		if (impl == IMPL_VMEM && !o->callgrind)
+			r->transfer_ns = core_transfer_ns();
 		break;
 	case K_PIDS:
 		run_pids(w, ops, r->runs, r);
@@ -1353,6 +1399,12 @@ static void print_markdown(const row_t *rows, size_t n, const options_t *o)
 			    " machine allowed", row->w->id, row_scaling_sep(row),
 			    row_scaling(row, IMPL_VMEM), 100 *
 			    row_scaling(row, IMPL_VMEM) / row_scaling_sep(row));
+		if (row->w->kind == K_THREADS && rv->ok && rv->transfer_ns > 0)
+			printf("\n- %s: a cache line took %.1f ns to move"
+			    " between the CPUs in this run, %.1fx a whole"
+			    " operation on 1 thread", row->w->id,
+			    rv->transfer_ns, rv->transfer_ns /
+			    row_ns(row, IMPL_VMEM));
 		if (row->w->kind == K_THREADS && row->load > THREADS_MAX_LOAD)
 			printf("\n- %s: load average %.1f before the run: two"
 			    " threads could not both run, the ratio means"
@@ -1387,6 +1439,9 @@ static void json_result(FILE *out, const row_t *row, enum impl i)
 		if (row->w->kind == K_THREADS && i == IMPL_VMEM)
 			fprintf(out, ", \"scaling_2t_separate_arenas\": %.3f",
 			    row_scaling_sep(row));
+		if (row->w->kind == K_THREADS && r->transfer_ns > 0)
+			fprintf(out, ", \"core_transfer_ns\": %.2f",
+			    r->transfer_ns);
 		if (row->w->kind == K_FREEALL)
 			fprintf(out, ", \"alloc_ns_per_op\": %.2f, \"hash_buckets\": %llu",
 			    median(r->alloc_ns, r->runs),
