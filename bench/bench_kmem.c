@@ -11,7 +11,9 @@
  *
  * Each figure is the median of 5 runs, in ns per call (alloc or free). The
  * CPU-id path (rseq or sched_getcpu; VMEM_NO_RSEQ=1 forces the latter) is
- * printed with the results. Usage: bench_kmem [scale] (default 1).
+ * printed with the results. Usage: bench_kmem [scale] (default 1). jemalloc
+ * is loaded with dlopen after the program re-executes itself once with a
+ * larger static TLS surplus (bench_reexec.h).
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -27,6 +29,7 @@
 
 #include <vmem/kmem.h>
 
+#include "bench_reexec.h"
 #include "platform.h"
 
 #define RUNS 5
@@ -65,8 +68,9 @@ load_others(void)
 {
 	void *h;
 
-	/* jemalloc cannot be dlopened (static TLS); run the program with
-	 * LD_PRELOAD=libjemalloc.so.2 and the malloc column measures it. */
+	/* Under LD_PRELOAD=libjemalloc.so.2 the malloc column is jemalloc;
+	 * otherwise main has made room for jemalloc's static TLS and it is
+	 * loaded beside glibc. */
 	others[nothers++] = (allocator_t){ dlsym(RTLD_DEFAULT, "mallctl") ?
 	    "jemalloc" : "glibc", glibc_a, glibc_f };
 	h = dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_LOCAL);
@@ -300,6 +304,13 @@ main(int argc, char **argv)
 	allocator_t kheap = { "kmem_alloc", kmem_a, kmem_f };
 	int i;
 
+	if (argc > 2 || !(scale > 0)) {
+		fprintf(stderr, "usage: bench_kmem [scale]  (scale > 0, default"
+		    " 1: K1 10^7 pairs, K2 and K3 2x10^6 calls)\n");
+		return 2;
+	}
+	if (dlsym(RTLD_DEFAULT, "mallctl") == NULL)
+		reexec_with_static_tls(argv);
 	load_others();
 	k1_cache = kmem_cache_create("bench_64", 64, 0, NULL, NULL, NULL,
 	    NULL, kmem_heap_arena(kmem_default_heap()), 0);

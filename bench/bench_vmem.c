@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_reexec.h"
+
 #define PAGE            4096u
 #define MAX_RUNS        15
 #define DEFAULT_RUNS    5
@@ -1616,27 +1618,6 @@ static int parse_args(int argc, char **argv, options_t *o)
 		for (size_t k = 0; k < NWORKLOADS; k++)
 			o->selected[k] = 1;
 	return 0;
-}
-
-/*
- * jemalloc and mimalloc use initial-exec TLS, which dlopen can only place in
- * the static TLS surplus glibc reserves at start-up; the default surplus is
- * too small for jemalloc. Run again with a larger one (once).
- */
-static void reexec_with_static_tls(char **argv)
-{
-	static const char tunable[] = "glibc.rtld.optional_static_tls=65536";
-	const char *old = getenv("GLIBC_TUNABLES");
-	char buf[1024];
-	if (old != NULL && strstr(old, "optional_static_tls") != NULL)
-		return;
-	if (old != NULL && old[0] != '\0')
-		snprintf(buf, sizeof(buf), "%s:%s", old, tunable);
-	else
-		snprintf(buf, sizeof(buf), "%s", tunable);
-	setenv("GLIBC_TUNABLES", buf, 1);
-	execv("/proc/self/exe", argv);
-	/* If exec fails, go on: jemalloc is then reported as unavailable. */
 }
 
 /* --callgrind: one workload, one run, in this process. */
