@@ -1714,33 +1714,28 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 	out->align = unit;
 	out->phase = 0;
 	out->flags = r->flags & (VM_NOSLEEP | VM_ABORT);
-	/* A whole span inside one nocross window keeps any part inside it. */
-	if (r->nocross >= srcq && size <= r->nocross)
-		out->nocross = r->nocross;
-	else if (r->nocross != 0 && chain_internal(vmp) && r->align >= unit &&
+	if ((r->nocross != 0 || r->align > unit) && chain_internal(vmp) &&
+	    r->align >= unit &&
 	    ((r->phase | r->nocross | r->size) & (unit - 1)) == 0 &&
 	    r->size >= vmp->min_import) {
 		/*
-		 * Padded, the span would not fit in one window: ask the source
-		 * for the request's own placement instead, which every span
-		 * it can return satisfies.
+		 * Aligned or kept inside a nocross window: ask the source for
+		 * the request's own placement, which every span it can return
+		 * satisfies. The source may manage that where the padded span
+		 * (size + align - quantum contiguous bytes, inside one window)
+		 * is not free: a 1 MiB-aligned page in a 1 MiB source with one
+		 * page taken failed, or waited for ever, and so did a page at
+		 * phase 4 KiB of 8 KiB, not crossing 8 KiB, in a source whose
+		 * only free page was such a page.
 		 */
 		out->size = r->size;
 		out->align = r->align;
 		out->phase = r->phase;
 		out->nocross = r->nocross;
-	} else if (r->nocross == 0 && chain_internal(vmp) &&
-	    r->align > unit && ((r->phase | r->size) & (unit - 1)) == 0 &&
-	    r->size >= vmp->min_import) {
-		/*
-		 * Aligned: the source can place the span itself, which it
-		 * may manage where size + align - quantum contiguous bytes
-		 * are not free (a 1 MiB-aligned page in a 1 MiB source with
-		 * one page taken failed, or waited for ever).
-		 */
-		out->size = r->size;
-		out->align = r->align;
-		out->phase = r->phase;
+	} else if (r->nocross >= srcq && size <= r->nocross) {
+		/* A whole span inside one nocross window keeps any part
+		 * inside it. */
+		out->nocross = r->nocross;
 	}
 	if (out->hi < out->lo || out->hi - out->lo < out->size - 1)
 		return false;

@@ -2036,6 +2036,54 @@ test_aligned_import_through_chain(void)
 	vmem_destroy(src);
 }
 
+/*
+ * The same with nocross: a page at phase Q of 2 * Q that must not cross
+ * 2 * Q, through a vmem_alloc chain whose source's only free page is such
+ * a page. A padded span (2 * Q inside one window) does not exist there; the
+ * request's own placement does. It used to fail (VM_NOSLEEP) or wait for
+ * ever (VM_SLEEP).
+ */
+static void
+test_nocross_aligned_import_through_chain(void)
+{
+	vmem_t *src = vmem_create("nca_src", TL_PTR(0x100000), 2 * Q, Q, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	vmem_t *mid = vmem_create("nca_mid", NULL, 0, Q, vmem_alloc, vmem_free,
+	    src, 0, VM_SLEEP);
+	vmem_t *top = vmem_create("nca_top", NULL, 0, Q, vmem_alloc, vmem_free,
+	    mid, 0, VM_SLEEP);
+	void *taken, *p;
+
+	REQUIRE(src != NULL && mid != NULL && top != NULL);
+	taken = vmem_xalloc(src, Q, 0, 0, 0, NULL, TL_PTR(0x100000 + Q),
+	    VM_NOSLEEP);
+	REQUIRE(taken == TL_PTR(0x100000));
+	p = vmem_xalloc(mid, Q, 2 * Q, Q, 2 * Q, NULL, NULL, VM_NOSLEEP);
+	CHECK(p == TL_PTR(0x100000 + Q));
+	if (p != NULL)
+		vmem_xfree(mid, p, Q);
+	/* Two levels down, and VM_SLEEP (no wait needed). */
+	p = vmem_xalloc(top, Q, 2 * Q, Q, 2 * Q, NULL, NULL, VM_NOSLEEP);
+	CHECK(p == TL_PTR(0x100000 + Q));
+	if (p != NULL) {
+		vmem_xfree(top, p, Q);
+		p = vmem_xalloc(top, Q, 2 * Q, Q, 2 * Q, NULL, NULL, VM_SLEEP);
+		CHECK(p == TL_PTR(0x100000 + Q));
+		if (p != NULL)
+			vmem_xfree(top, p, Q);
+	}
+	CHECK_EQ(vmem_size(top, VMEM_SPAN), 0);
+	CHECK_EQ(vmem_size(mid, VMEM_SPAN), 0);
+	CHECK_ARENA(top);
+	CHECK_ARENA(mid);
+	vmem_xfree(src, taken, Q);
+	CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+	CHECK_ARENA(src);
+	vmem_destroy(top);
+	vmem_destroy(mid);
+	vmem_destroy(src);
+}
+
 /* Free segments a call examined (the statistics' search counter). */
 static uint64_t
 searched(vmem_t *v, uint64_t *last)
@@ -2341,6 +2389,7 @@ main(void)
 	RUN(test_sleep_when_import_cannot_help);
 	RUN(test_nocross_import);
 	RUN(test_aligned_import_through_chain);
+	RUN(test_nocross_aligned_import_through_chain);
 	RUN(test_abort_cached_no_reap);
 	RUN(test_internal_flag_bits_ignored);
 	RUN(test_constrained_failure_memo);
