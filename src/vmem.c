@@ -2759,7 +2759,7 @@ xalloc_entry(vmem_t *vmp, size_t size, size_t align, size_t phase,
 		return NULL;
 	if (align == 0)
 		align = q;
-	if (size == 0 || ((align | phase | nocross | lo | hi) & (q - 1)) ||
+	if (size == 0 || ((align | phase | nocross) & (q - 1)) ||
 	    !is_pow2(align) || (nocross != 0 && !is_pow2(nocross)) ||
 	    phase >= align || (hi != 0 && lo >= hi)) {
 		vmem_error_report(VMEM_E_XALLOC_ARGS, 0, "vmem_xalloc", vmp,
@@ -2785,10 +2785,18 @@ xalloc_entry(vmem_t *vmp, size_t size, size_t align, size_t phase,
 	r.align = align;
 	r.phase = phase;
 	r.nocross = nocross;
-	r.lo = lo;
-	r.hi = hi != 0 ? hi - 1 : UINTPTR_MAX;
+	/*
+	 * The bounds need not be quantum multiples: illumos takes any (its
+	 * DVMA code passes dma_attr_addr_lo, and dma_attr_addr_hi + 1, or
+	 * dma_attr_addr_hi itself when that wraps). Every result is a
+	 * quantum multiple, so round them inward; a window that holds no
+	 * whole quantum fails like any window too small.
+	 */
 	r.flags = vmflag;
-	if (r.hi < r.lo || r.hi - r.lo < r.size - 1)
+	r.lo = (lo + (q - 1)) & ~(uintptr_t)(q - 1);
+	r.hi = hi != 0 ? (hi & ~(uintptr_t)(q - 1)) - 1 : UINTPTR_MAX;
+	if ((lo != 0 && r.lo == 0) || (hi != 0 && hi < q) ||
+	    r.hi < r.lo || r.hi - r.lo < r.size - 1)
 		return alloc_fail(vmp, &r, "vmem_xalloc");
 	bool failed = false;
 	uintptr_t addr = alloc_instant(vmp, &r, true, &failed);

@@ -511,18 +511,6 @@ err_vmem_xalloc_phase_crosses(void)
 }
 
 static void
-err_vmem_xalloc_minaddr_unaligned(void)
-{
-	xalloc_refused("e_xa_min", Q, 0, 0, 0, BASE + 1, 0);
-}
-
-static void
-err_vmem_xalloc_maxaddr_unaligned(void)
-{
-	xalloc_refused("e_xa_max", Q, 0, 0, 0, 0, BASE + 0x10001);
-}
-
-static void
 err_vmem_xalloc_min_above_max(void)
 {
 	xalloc_refused("e_xa_minmax", Q, 0, 0, 0, BASE + 0x20000,
@@ -2276,8 +2264,6 @@ static const entry_t entries[] = {
 	E(err_vmem_xalloc_nocross_unaligned, VMEM_E_XALLOC_ARGS),
 	E(err_vmem_xalloc_size_above_nocross, VMEM_E_XALLOC_ARGS),
 	E(err_vmem_xalloc_phase_crosses, VMEM_E_XALLOC_ARGS),
-	E(err_vmem_xalloc_minaddr_unaligned, VMEM_E_XALLOC_ARGS),
-	E(err_vmem_xalloc_maxaddr_unaligned, VMEM_E_XALLOC_ARGS),
 	E(err_vmem_xalloc_min_above_max, VMEM_E_XALLOC_ARGS),
 	E(err_vmem_xalloc_size_zero, VMEM_E_XALLOC_ARGS),
 	E(err_vmem_xalloc_nextfit, VMEM_E_POLICY),

@@ -2084,6 +2084,50 @@ test_nocross_aligned_import_through_chain(void)
 	vmem_destroy(src);
 }
 
+/*
+ * minaddr and maxaddr need not be quantum multiples, as in illumos, whose
+ * DVMA allocator passes dma_attr_addr_lo and dma_attr_addr_hi + 1 (or
+ * dma_attr_addr_hi, 0xffffffffffffffff, when that wraps): they are rounded
+ * inward. They used to be refused as invalid constraints (and the default
+ * handler aborts).
+ */
+static void
+test_xalloc_unaligned_bounds(void)
+{
+	vmem_t *v = vmem_create("ub", TL_PTR(0x100000), 64 * Q, Q, NULL, NULL,
+	    NULL, 0, VM_SLEEP);
+	void *p;
+
+	REQUIRE(v != NULL);
+	tu_record_errors();
+	tu_reset_errors();
+	p = vmem_xalloc(v, Q, 0, 0, 0, NULL, TL_PTR(UINTPTR_MAX), VM_NOSLEEP);
+	CHECK(p == TL_PTR(0x100000));
+	if (p != NULL)
+		vmem_xfree(v, p, Q);
+	/* minaddr rounds up, maxaddr down; VM_ENDALLOC takes the top. */
+	p = vmem_xalloc(v, 2 * Q, 0, 0, 0, TL_PTR(0x100000 + 1),
+	    TL_PTR(0x100000 + 4 * Q - 1), VM_NOSLEEP | VM_ENDALLOC);
+	CHECK(p == TL_PTR(0x100000 + Q));
+	if (p != NULL)
+		vmem_xfree(v, p, 2 * Q);
+	p = vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(0x100000 + Q + 1), NULL,
+	    VM_NOSLEEP);
+	CHECK(p == TL_PTR(0x100000 + 2 * Q));
+	if (p != NULL)
+		vmem_xfree(v, p, Q);
+	/* A window that holds no whole quantum fails; it is no misuse. */
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, TL_PTR(0x100000 + 1),
+	    TL_PTR(0x100000 + Q + 1), VM_NOSLEEP) == NULL);
+	CHECK(vmem_xalloc(v, Q, 0, 0, 0, NULL, TL_PTR(Q - 1), VM_NOSLEEP) ==
+	    NULL);
+	CHECK_EQ(tu_err.count, 0);
+	tu_default_errors();
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	CHECK_ARENA(v);
+	vmem_destroy(v);
+}
+
 /* Free segments a call examined (the statistics' search counter). */
 static uint64_t
 searched(vmem_t *v, uint64_t *last)
@@ -2390,6 +2434,7 @@ main(void)
 	RUN(test_nocross_import);
 	RUN(test_aligned_import_through_chain);
 	RUN(test_nocross_aligned_import_through_chain);
+	RUN(test_xalloc_unaligned_bounds);
 	RUN(test_abort_cached_no_reap);
 	RUN(test_internal_flag_bits_ignored);
 	RUN(test_constrained_failure_memo);
