@@ -2945,6 +2945,10 @@ alloc_arena(vmem_t *vmp, size_t size, int vmflag)
 		/* (quantum caches have no policy) */
 		if (size - 1 < vmp->qcache_limit)
 			return alloc_from_qcache(vmp, size, vmflag);
+		/* As in illumos, VM_ENDALLOC has no effect with next fit:
+		 * the rotor moves up, ids are not handed out downwards. */
+		if (vmflag & VM_NEXTFIT)
+			vmflag &= ~VM_ENDALLOC;
 	}
 	if (size == 0) {
 		vmem_error_report(VMEM_E_BADARG, 0, "vmem_alloc", vmp, NULL, 0,

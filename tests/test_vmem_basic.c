@@ -406,6 +406,15 @@ test_endalloc(void)
 	    VM_BESTFIT | VM_ENDALLOC | VM_NOSLEEP));
 	CHECK_EQ(a, BASE + 14 * Q);
 	vmem_xfree(v, TL_PTR(a), 2 * Q);
+	/* With VM_NEXTFIT it has no effect (illumos <sys/vmem.h>): the
+	 * rotor moves up from the start, as without it. It used to hand
+	 * out the top, then go down. */
+	a = TL_U(vmem_alloc(v, Q, VM_NEXTFIT | VM_ENDALLOC | VM_NOSLEEP));
+	b = TL_U(vmem_alloc(v, Q, VM_NEXTFIT | VM_ENDALLOC | VM_NOSLEEP));
+	CHECK_EQ(a, BASE);
+	CHECK_EQ(b, BASE + Q);
+	vmem_free(v, TL_PTR(a), Q);
+	vmem_free(v, TL_PTR(b), Q);
 	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
 	CHECK_ARENA(v);
 	vmem_destroy(v);
