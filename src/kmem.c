@@ -1735,9 +1735,12 @@ initial_magidx(const kmem_cache_t *cp)
 	return 0;
 }
 
+#define KMC_KNOWN (KMC_NOTOUCH | KMC_NODEBUG | KMC_NOMAGAZINE | KMC_NOHASH | \
+	KMC_QCACHE | KMC_KMEM_ALLOC | KMC_IDENTIFIER)
+
 static int
 cache_check_args(const char *name, size_t bufsize, size_t align,
-    vmem_t *vmp)
+    vmem_t *vmp, int cflags)
 {
 	const char *why = NULL;
 
@@ -1749,10 +1752,17 @@ cache_check_args(const char *name, size_t bufsize, size_t align,
 		why = "align is not a power of two";
 	else if (vmp == NULL)
 		why = "no arena";
+	else if (cflags & ~KMC_KNOWN)
+		why = "unknown cflags";
 	if (why == NULL)
 		return 0;
-	vmem_error_report(KMEM_E_BADARG, 0, "kmem_cache_create", vmp,
-	    name, 0, bufsize, "%s", why);
+	if (cflags & ~KMC_KNOWN)
+		vmem_error_report(KMEM_E_BADARG, 0, "kmem_cache_create", vmp,
+		    name, 0, bufsize, "unknown cflags 0x%x (known: 0x%x)",
+		    (unsigned)(cflags & ~KMC_KNOWN), (unsigned)KMC_KNOWN);
+	else
+		vmem_error_report(KMEM_E_BADARG, 0, "kmem_cache_create", vmp,
+		    name, 0, bufsize, "%s", why);
 	return -1;
 }
 
@@ -1772,8 +1782,12 @@ kmem_cache_create_slab(const char *name, size_t bufsize, size_t align,
 
 		vmp = heap != NULL ? kmem_heap_arena(heap) : NULL;
 	}
-	if (cache_check_args(name, bufsize, align, vmp) != 0)
+	if (cache_check_args(name, bufsize, align, vmp, cflags) != 0)
 		return NULL;
+	/* As in illumos, derived from the arena (kmem_reap_idspace). */
+	cflags &= ~KMC_IDENTIFIER;
+	if (vmem_is_identifier(vmp))
+		cflags |= KMC_IDENTIFIER;
 	kmem_global_init();
 	cp = kmeta_alloc(sizeof (*cp));
 	if (cp == NULL)
@@ -2209,6 +2223,100 @@ kmem_update(void)
 	kmem_foreach_cache(update_one, NULL);
 }
 
+static void
+reap_one_identifier(kmem_cache_t *cp, void *arg)
+{
+	if (cp->cflags & KMC_IDENTIFIER)
+		reap_one(cp, arg);
+}
+
+void
+kmem_reap_idspace(void)
+{
+	kmem_foreach_cache(reap_one_identifier, NULL);
+}
+
+int
+kmem_debugging(void)
+{
+	kmem_global_init();
+	return atomic_load_explicit(&kmem_default_debug,
+	    memory_order_relaxed) != 0;
+}
+
+/*
+ * Memory pressure. An allocation that is failing or about to wait asks
+ * (vmem's pressure hook) for every cache that may hold the short resource
+ * idle to give it back: its client first (the reclaim callback), then
+ * every magazine and free slab. illumos' kmem_reap reaps only what stayed
+ * idle through a 15-second interval, and its vmem_update wakes waiters
+ * to try again; a library has no such clock, so without a purge a KM_SLEEP
+ * caller would sleep for ever beside space another cache holds idle.
+ *
+ * The pass runs on the platform's deferred-work thread (plat_defer), as
+ * illumos' reap runs on a taskq: destructors, reclaim callbacks and
+ * release functions may take a lock the waiting caller holds. Running
+ * short of ids says nothing about memory: an identifier arena's pressure
+ * purges only the caches over identifier arenas (illumos'
+ * kmem_reap_idspace). The frees wake the waiters.
+ */
+#define PRESSURE_MEMORY   1u
+#define PRESSURE_IDSPACE  2u
+
+static atomic_uint pressure_wanted;     /* kinds asked for, not yet served */
+static atomic_uint pressure_passes;     /* passes run (for tests) */
+
+void
+kmem_cache_pressure_purge(kmem_cache_t *cp)
+{
+	if (cp->reclaim != NULL)
+		cp->reclaim(cp->priv);
+	kmem_cache_reap_now(cp);
+}
+
+/* Memory pressure purges every cache (their magazines and bookkeeping
+ * are memory too), identifier pressure only the KMC_IDENTIFIER ones. */
+static void
+pressure_one(kmem_cache_t *cp, void *arg)
+{
+	unsigned kinds = *(const unsigned *)arg;
+
+	if ((kinds & PRESSURE_MEMORY) ||
+	    (cp->cflags & KMC_IDENTIFIER))
+		kmem_cache_pressure_purge(cp);
+}
+
+static void
+pressure_pass(void)
+{
+	unsigned kinds = atomic_exchange_explicit(&pressure_wanted, 0,
+	    memory_order_acq_rel);
+
+	if (kinds != 0)
+		kmem_foreach_cache(pressure_one, &kinds);
+	atomic_fetch_add_explicit(&pressure_passes, 1, memory_order_release);
+}
+
+void
+kmem_pressure_request(int identifier)
+{
+	unsigned kind = identifier ? PRESSURE_IDSPACE : PRESSURE_MEMORY;
+
+	/* Asked already: a failing loop costs one load per call. */
+	if (atomic_load_explicit(&pressure_wanted, memory_order_relaxed) & kind)
+		return;
+	if (atomic_fetch_or_explicit(&pressure_wanted, kind,
+	    memory_order_acq_rel) & kind)
+		return;
+	plat_defer(pressure_pass);
+}
+
+unsigned
+kmem_pressure_test_passes(void)
+{
+	return atomic_load_explicit(&pressure_passes, memory_order_acquire);
+}
+
 /* ------------------------------------------------------------------ */
 /* Settings, statistics, printing */
 
@@ -2494,7 +2602,8 @@ qc_counts(void *cache, uint64_t *allocs, uint64_t *frees)
 }
 
 const vmem_qcache_ops_t vmem_kmem_qcache_ops = {
-	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle, qc_counts
+	qc_create, qc_alloc, qc_free, qc_reap, qc_destroy, qc_idle, qc_counts,
+	kmem_pressure_request
 };
 
 /* ------------------------------------------------------------------ */
@@ -2546,5 +2655,7 @@ kmem_fork_child(void)
 {
 	for (kmem_cache_t *cp = kmem_list_head; cp != NULL; cp = cp->gnext)
 		cp->visit_refs = 0;
+	/* The platform's worker, and what it had pending, stayed behind. */
+	atomic_store_explicit(&pressure_wanted, 0, memory_order_relaxed);
 	kmem_fork_release();
 }

@@ -44,6 +44,16 @@ size_t kmem_cache_idle_bytes(kmem_cache_t *cp);
 /* The arena the cache's slabs come from. */
 vmem_t *kmem_cache_arena(const kmem_cache_t *cp);
 
+/* Memory is short: the cache's reclaim callback, then every idle magazine
+ * and free slab back to the arena. */
+void kmem_cache_pressure_purge(kmem_cache_t *cp);
+/* vmem's pressure hook: ask for a pass of kmem_cache_pressure_purge over
+ * every cache of that kind (identifier arenas apart) on the platform's
+ * deferred-work thread. Returns at once. */
+void kmem_pressure_request(int identifier);
+/* Test hook: pressure passes run so far. */
+unsigned kmem_pressure_test_passes(void);
+
 /*
  * Global setup (idempotent): the cache list lock and kmem's fork handlers,
  * which hold every kmem lock across fork() so that the child can go on

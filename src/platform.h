@@ -37,6 +37,7 @@
 #define plat_write_error        vmem_plat_write_error
 #define plat_abort              vmem_plat_abort
 #define plat_atfork             vmem_plat_atfork
+#define plat_defer              vmem_plat_defer
 #define plat_fail_hook          vmem_plat_fail_hook
 
 #ifdef VMEM_PLATFORM_HEADER
@@ -84,6 +85,19 @@ void plat_pages_free(void *addr, size_t size);
 /* Write a message for a human (stderr); abort the process. */
 void plat_write_error(const char *msg);
 void plat_abort(void);
+
+/*
+ * Run fn soon on a thread of the platform's own (a worker thread, a
+ * deferred-work queue): never in the caller's thread, and holding no lock
+ * of the library's or the caller's. kmem asks this when an allocation is
+ * failing or about to wait, so that caches give back what they hold idle
+ * (illumos' kmem_reap, which runs on a taskq): the caller may hold a lock
+ * that a destructor, reclaim callback or release function takes. Requests
+ * for a function already pending coalesce; the platform may rate-limit
+ * runs. A platform with no such context may do nothing: a waiting
+ * allocation then gets memory only when something is freed.
+ */
+void plat_defer(void (*fn)(void));
 
 /*
  * Fork support: the three functions run before fork, in the parent after

@@ -677,7 +677,7 @@ static void
 purge_cache_in_kas(kmem_cache_t *cp, void *kas)
 {
 	if (kas_of_arena(kmem_cache_arena(cp)) == kas)
-		kmem_cache_reap_now(cp);
+		kmem_cache_pressure_purge(cp);
 }
 
 /*

@@ -2084,6 +2084,19 @@ chain_has_qcache(vmem_t *vmp, const vmem_t *failed)
 	return false;
 }
 
+/*
+ * vmp is short (its quantum caches already reaped): as illumos calls
+ * kmem_reap before an allocation fails or waits, ask the cache layer to
+ * have every cache give back what it holds idle. Asynchronous: the
+ * caller may hold a lock that a destructor or reclaim callback takes.
+ */
+static void
+arena_pressure(const vmem_t *vmp)
+{
+	if (qcache_ops != NULL && qcache_ops->pressure != NULL)
+		qcache_ops->pressure((vmp->cflags & VMC_IDENTIFIER) != 0);
+}
+
 static void *
 xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 {
@@ -2117,6 +2130,7 @@ xalloc_impl(vmem_t *vmp, const req_t *r, const char *call)
 			reaped = true;
 			continue;
 		}
+		arena_pressure(failed);
 		if (!can_wait || !could_ever_fit(failed, &failreq))
 			return alloc_fail(vmp, r, call);
 		if (qcache_ops != NULL)
@@ -2742,6 +2756,8 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool xalloc, bool *failed)
 		}
 	}
 	plat_mutex_unlock(&vmp->lock);
+	if (*failed && !(r->flags & VM_ABORT))
+		arena_pressure(vmp);
 	return addr;
 }
 
@@ -2903,6 +2919,7 @@ qcache_alloc_wait(vmem_t *vmp, size_t size, int vmflag, unsigned marks)
 		gen = arena_gen(vmp);
 		marks = stop_marks(vmp);
 		qcache_reap_all();
+		arena_pressure(vmp);
 		reaped = true;
 		if ((p = qcache_alloc(vmp, size, try_flags)) != NULL)
 			break;
@@ -3257,6 +3274,12 @@ vmem_walk(vmem_t *vmp, int typemask, void (*func)(void *, void *, size_t),
 
 const char *vmem_name(const vmem_t *vmp) { return vmp->name; }
 size_t vmem_quantum(const vmem_t *vmp) { return vmp->quantum; }
+
+int
+vmem_is_identifier(const vmem_t *vmp)
+{
+	return (vmp->cflags & VMC_IDENTIFIER) != 0;
+}
 vmem_t *vmem_source(const vmem_t *vmp) { return vmp->source; }
 void
 vmem_set_private(vmem_t *vmp, void *priv)

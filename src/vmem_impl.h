@@ -17,6 +17,9 @@ unsigned vmem_importer_count(const vmem_t *vmp);
 void *vmem_qcache_slab_xalloc(vmem_t *vmp, size_t size, size_t align,
     int vmflag);
 
+/* Nonzero if vmp was created with VMC_IDENTIFIER. */
+int vmem_is_identifier(const vmem_t *vmp);
+
 /* Test seam: how many steps next fit walks before the freelists answer
  * (-1, the default: the arena's own budget). */
 extern long vmem_nextfit_test_budget;

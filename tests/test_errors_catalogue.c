@@ -1192,6 +1192,28 @@ err_kmem_cache_create_align_not_pow2(void)
 	CHECK(strcmp(tu_err.name, "e_kc_align") == 0);
 }
 
+/* KMC_PREFILL (illumos 0x00800000) is not implemented: refused, not
+ * accepted and ignored. */
+static void
+err_kmem_cache_create_unknown_cflags(void)
+{
+	vmem_t *v = mem_arena("e_kc_cflags");
+
+	CHECK(kmem_cache_create("e_kc_cflags", 64, 0, NULL, NULL, NULL, NULL,
+	    v, 0x00800000) == NULL);
+	CHECK_EQ(tu_err.count, 1);
+	CHECK_EQ(tu_err.code, KMEM_E_BADARG);
+	CHECK(strcmp(tu_err.call, "kmem_cache_create") == 0);
+	CHECK(strstr(tu_err.line, "unknown cflags 0x800000") != NULL);
+	save_line();
+	CHECK_EQ(vmem_size(v, VMEM_ALLOC), 0);
+	kmem_cache_t *cp = kmem_cache_create("e_kc_ok", 32, 0, NULL, NULL,
+	    NULL, NULL, v, KMC_NOHASH | KMC_NODEBUG);
+	REQUIRE(cp != NULL);
+	cache_works(cp);
+	cache_done(cp, v);
+}
+
 static void
 err_kmem_cache_destroy_leak(void)
 {
@@ -2303,6 +2325,7 @@ static const entry_t entries[] = {
 	E(err_kmem_cache_create_no_name, KMEM_E_BADARG),
 	E(err_kmem_cache_create_size_zero, KMEM_E_BADARG),
 	E(err_kmem_cache_create_align_not_pow2, KMEM_E_BADARG),
+	E(err_kmem_cache_create_unknown_cflags, KMEM_E_BADARG),
 	E(err_kmem_cache_destroy_leak, KMEM_E_LEAK),
 	E(err_kmem_cache_panic, KMEM_E_PANIC),
 	E(err_kmem_cache_set_debug_busy, KMEM_E_BUSY),

@@ -1176,6 +1176,19 @@ test_quantum_caches(void)
 	CHECK(f.cp == NULL);
 }
 
+/* kmem_debugging() says whether new caches get debug flags (illumos). */
+static void
+test_debugging_flag(void)
+{
+	int old = kmem_set_debug_flags(0);
+
+	CHECK_EQ(kmem_debugging(), 0);
+	kmem_set_debug_flags(KMF_REDZONE);
+	CHECK_EQ(kmem_debugging(), 1);
+	kmem_set_debug_flags(old);
+	CHECK_EQ(kmem_debugging(), old != 0);
+}
+
 int
 main(void)
 {
@@ -1198,6 +1211,7 @@ main(void)
 	RUN(test_double_free_after_slab_released);
 	RUN(test_meta_charge);
 	RUN(test_kmastat);
+	RUN(test_debugging_flag);
 	RUN(test_quantum_caches);
 	return tu_finish();
 }

@@ -110,6 +110,12 @@ tu_mlock_works(void)
 }
 
 int
+tu_child_threads_work(void)
+{
+	return !TU_SANITIZED;
+}
+
+int
 tu_slow_build(void)
 {
 	return TU_SANITIZED || getenv("VMEM_SLOW_BUILD") != NULL;

@@ -85,6 +85,10 @@ long tu_env_long(const char *name, long dflt);
 /* False when built with ASan or TSan: their runtimes turn mlock into a
  * no-op that returns 0, so a test of locking limits cannot see them. */
 int tu_mlock_works(void);
+/* False under ASan and TSan: a child of a threaded process cannot start
+ * threads there (TSan refuses; ASan's child may wait for ever on an
+ * allocator lock a thread of the parent held). */
+int tu_child_threads_work(void);
 /* True when built with a sanitizer or run under valgrind (size tests down). */
 int tu_slow_build(void);
 

@@ -44,6 +44,9 @@ extern "C" {
 #define KMC_NOHASH      0x00080000 /* accepted; bookkeeping is always external */
 #define KMC_QCACHE      0x00100000 /* a vmem quantum cache (slabs by xalloc) */
 #define KMC_KMEM_ALLOC  0x00200000 /* a kmem_alloc size-class cache */
+/* Set by kmem on the caches of VMC_IDENTIFIER arenas (kmem_reap_idspace);
+ * callers need not pass it. */
+#define KMC_IDENTIFIER  0x00400000
 
 /*
  * Debug flags (KMF_), per cache, off by default. Set for caches created
@@ -84,6 +87,9 @@ void kmem_cache_reap_now(kmem_cache_t *cp);
  * stayed idle over the last working-set interval and the free slabs.
  */
 void kmem_reap(void);
+/* kmem_reap for the caches over identifier arenas (KMC_IDENTIFIER) only:
+ * what an identifier arena running short needs (illumos). */
+void kmem_reap_idspace(void);
 /*
  * End a working-set interval (illumos does it every 15 s from a timer; here
  * the program decides): record the working set of each depot, and grow the
@@ -96,6 +102,8 @@ void kmem_update(void);
 
 /* Debug flags of caches created from now on (returns the old value). */
 int kmem_set_debug_flags(int kmflags);
+/* Nonzero if caches created from now on get debug flags (illumos). */
+int kmem_debugging(void);
 /* Change a cache's debug flags; the cache must hold no slabs. 0 or -1. */
 int kmem_cache_set_debug(kmem_cache_t *cp, int kmflags);
 

@@ -280,6 +280,13 @@ typedef struct vmem_qcache_ops {
 	/* Allocations and frees the cache served (for vmem_get_stats); may be
 	 * NULL. Counting stays in the cache, off vmem's hot path. */
 	void (*counts)(void *cache, uint64_t *allocs, uint64_t *frees);
+	/* An allocation from an arena is failing or about to wait (after
+	 * the arena's own quantum caches were reaped): ask, on a thread
+	 * other than the caller's, every cache that may hold the arena's
+	 * space idle to give it back (illumos' kmem_reap, or
+	 * kmem_reap_idspace when identifier is nonzero: the arena is
+	 * VMC_IDENTIFIER). Must return at once; may be NULL. */
+	void (*pressure)(int identifier);
 } vmem_qcache_ops_t;
 void vmem_set_qcache_ops(const vmem_qcache_ops_t *ops);
 

@@ -350,3 +350,102 @@ plat_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
 {
 	(void)pthread_atfork(prepare, parent, child);
 }
+
+/*
+ * plat_defer: one detached worker thread, started on first use. After a
+ * run it rests DEFER_REST_MS before the next, so that a program failing
+ * allocations in a loop starts at most one pass of reaping per rest, not
+ * one per failure. The lock is a leaf: nothing is called with it held.
+ */
+#define DEFER_SLOTS     4
+#define DEFER_REST_MS   100
+
+static pthread_mutex_t defer_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t defer_cv = PTHREAD_COND_INITIALIZER;
+static void (*defer_pending[DEFER_SLOTS])(void);
+static int defer_started;       /* 1 running; 0 not yet, or failed */
+static int defer_fork_registered;
+
+static void (*defer_take_locked(void))(void)
+{
+	for (int i = 0; i < DEFER_SLOTS; i++) {
+		void (*fn)(void) = defer_pending[i];
+		if (fn != NULL) {
+			defer_pending[i] = NULL;
+			return fn;
+		}
+	}
+	return NULL;
+}
+
+static void *
+defer_main(void *arg)
+{
+	const struct timespec rest = { 0, DEFER_REST_MS * 1000000L };
+
+	(void)arg;
+	pthread_mutex_lock(&defer_lock);
+	for (;;) {
+		void (*fn)(void);
+
+		while ((fn = defer_take_locked()) == NULL)
+			pthread_cond_wait(&defer_cv, &defer_lock);
+		pthread_mutex_unlock(&defer_lock);
+		fn();
+		(void)nanosleep(&rest, NULL);
+		pthread_mutex_lock(&defer_lock);
+	}
+	return NULL;
+}
+
+static void defer_fork_prepare(void) { pthread_mutex_lock(&defer_lock); }
+static void defer_fork_parent(void) { pthread_mutex_unlock(&defer_lock); }
+
+/* The worker is not in the child: forget it and what it had pending (the
+ * requesters' own fork handlers forget that they asked). The forking
+ * thread holds the lock, and is the child's thread. */
+static void
+defer_fork_child(void)
+{
+	pthread_cond_init(&defer_cv, NULL);
+	memset(defer_pending, 0, sizeof(defer_pending));
+	defer_started = 0;
+	pthread_mutex_unlock(&defer_lock);
+}
+
+static void
+defer_start_locked(void)
+{
+	pthread_attr_t attr;
+	pthread_t tid;
+
+	if (!defer_fork_registered) {
+		defer_fork_registered = 1;
+		(void)pthread_atfork(defer_fork_prepare, defer_fork_parent,
+		    defer_fork_child);
+	}
+	(void)pthread_attr_init(&attr);
+	(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	defer_started = pthread_create(&tid, &attr, defer_main, NULL) == 0;
+	(void)pthread_attr_destroy(&attr);
+}
+
+void
+plat_defer(void (*fn)(void))
+{
+	int i, free_slot = -1;
+
+	pthread_mutex_lock(&defer_lock);
+	for (i = 0; i < DEFER_SLOTS; i++) {
+		if (defer_pending[i] == fn)
+			break;
+		if (defer_pending[i] == NULL && free_slot < 0)
+			free_slot = i;
+	}
+	if (i == DEFER_SLOTS && free_slot >= 0)
+		defer_pending[free_slot] = fn;
+	if (defer_started != 1)         /* first use, or retry a failure */
+		defer_start_locked();
+	pthread_cond_signal(&defer_cv);
+	pthread_mutex_unlock(&defer_lock);
+}

@@ -274,3 +274,11 @@ plat_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
 	(void)parent;
 	(void)child;
 }
+
+/* One thread and no deferred-work context: ask for nothing (the contract
+ * allows it; a waiting allocation then waits for a free). */
+void
+plat_defer(void (*fn)(void))
+{
+	(void)fn;
+}

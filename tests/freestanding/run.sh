@@ -77,4 +77,4 @@ build_and_run full "$full_core" "" -DVMEM_WITH_KMEM
 # must still be whole pages (the platform panics otherwise).
 build_and_run bigpage "$full_core" "" -DVMEM_WITH_KMEM -DFS_PAGESIZE=131072u
 build_and_run vmem "$vmem_core" \
-  "vmem_plat_cpu_id vmem_plat_ncpus vmem_plat_cpu_id_method"
+  "vmem_plat_cpu_id vmem_plat_ncpus vmem_plat_cpu_id_method vmem_plat_defer"
