@@ -450,7 +450,7 @@ op_cache_maint(fz_in_t *in)
 	}
 	case 2: {
 		int all = fz_below(in, 2) == 0; /* NULL: every segment */
-		segkp_cache_free(all ? NULL : fp_seg[seg]);
+		segkp_cache_free_seg(all ? NULL : fp_seg[seg]);
 		for (i = 0; i < FP_CACHES; i++)
 			if (fp_cache[i].cookie != NULL &&
 			    (all || fp_cache[i].seg == seg))

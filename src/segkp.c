@@ -1014,7 +1014,7 @@ seg_cache_free(segkp_t *seg)
 
 /*
  * Free the cached stacks of every segment (of kas only, if not NULL): for
- * segkp_cache_free(NULL), and for the reclaimer when a page reservation in
+ * segkp_cache_free(), and for the reclaimer when a page reservation in
  * kas is about to sleep. The window first: fork() takes detach_lock before
  * segs_lock.
  */
@@ -1032,13 +1032,13 @@ segs_cache_free(kas_t *kas)
 
 
 void
-segkp_cache_free(segkp_t *seg)
+segkp_cache_free_seg(segkp_t *seg)
 {
 	if (seg != NULL) {
 		if (!seg_valid(seg)) {
-			vmem_error_report(VMEM_E_BADARG, 0, "segkp_cache_free",
-			    NULL, "segkp", (uintptr_t)seg, 0,
-			    "not a segkp segment");
+			vmem_error_report(VMEM_E_BADARG, 0,
+			    "segkp_cache_free_seg", NULL, "segkp",
+			    (uintptr_t)seg, 0, "not a segkp segment");
 			return;
 		}
 		detach_window_open();
@@ -1046,6 +1046,13 @@ segkp_cache_free(segkp_t *seg)
 		detach_window_close();
 		return;
 	}
+	segs_cache_free(NULL);
+}
+
+/* illumos' form: every segment of the process. */
+void
+segkp_cache_free(void)
+{
 	segs_cache_free(NULL);
 }
 

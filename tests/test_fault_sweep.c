@@ -619,7 +619,7 @@ segkp_stacks(run_t *r, segkp_t *seg)
 		if (st[i] != NULL)
 			segkp_release(seg, st[i]);
 	CHECK(segkp_check(seg) == 0);
-	segkp_cache_free(seg);
+	segkp_cache_free_seg(seg);
 	if (cookie != NULL)
 		segkp_cache_destroy(cookie);
 	segkp_get_stats(seg, &sst);

@@ -152,7 +152,7 @@ test_get_release_every_setup(void)
 		CHECK_EQ(st.gets, 2);
 		CHECK_EQ(st.releases, 2);
 		/* Quantum caches may keep slabs until reaped. */
-		segkp_cache_free(seg);
+		segkp_cache_free_seg(seg);
 		segkp_get_stats(seg, &st);
 		if (setups[i].placement == SEGKP_FROMHEAP)
 			CHECK_EQ(st.va_held, 0);
@@ -509,7 +509,7 @@ test_cache_lifo_bounded(void)
 		segkp_release(seg, s[2]);
 		CHECK(segkp_check(seg) == 0);
 		/* segkp_cache_free empties the cache; it stays usable. */
-		segkp_cache_free(seg);
+		segkp_cache_free_seg(seg);
 		segkp_get_stats(seg, &st);
 		CHECK_EQ(st.cached, 0);
 		CHECK_EQ(st.inuse, 0);
@@ -517,7 +517,7 @@ test_cache_lifo_bounded(void)
 		s[0] = segkp_cache_get(ck);
 		CHECK(s[0] != NULL);
 		segkp_release(seg, s[0]);
-		segkp_cache_free(NULL);
+		segkp_cache_free();
 		segkp_get_stats(seg, &st);
 		CHECK_EQ(st.cached, 0);
 		close_setup(kas, seg);
@@ -773,7 +773,7 @@ child_after_fork_in_reap(segkp_t *seg, void *cookie, size_t ps, bool real)
 	}
 	for (int k = 0; k < 4; k++)
 		segkp_release(seg, s[k]);
-	segkp_cache_free(seg);
+	segkp_cache_free_seg(seg);
 	segkp_get_stats(seg, &st);
 	if (st.cached != 0 || st.inuse != 0 || segkp_check(seg))
 		return 4;
@@ -852,7 +852,7 @@ test_heap_gets_space_back(void)
 		CHECK(segkp_cache_reap(seg, SEGKP_REAP_ALL) == 64 * 2);
 		/* Pages gone, address space still held by the cache. */
 		CHECK(vmem_size(heap, VMEM_ALLOC) >= base_use + 64 * 3 * ps);
-		segkp_cache_free(seg);
+		segkp_cache_free_seg(seg);
 		kas_settle_metadata(kas);
 		segkp_get_stats(seg, &st);
 		CHECK_EQ(st.va_held, 0);
@@ -1040,7 +1040,7 @@ test_randomized_bitmap(void)
 				segkp_cache_reap(seg, (int)tu_range(&rng, 0,
 				    1));
 			} else if (op < 98) {
-				segkp_cache_free(seg);
+				segkp_cache_free_seg(seg);
 			}
 			if (!bitmap_matches(seg, lv, n, ps, gone,
 			    ngone < 64 ? ngone : 64))
@@ -1049,7 +1049,7 @@ test_randomized_bitmap(void)
 		CHECK_EQ(bad, 0);
 		while (n > 0)
 			segkp_release(seg, lv[--n].addr);
-		segkp_cache_free(seg);
+		segkp_cache_free_seg(seg);
 		{
 			segkp_stats_t st;
 

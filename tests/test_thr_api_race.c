@@ -1757,9 +1757,9 @@ s_owner(void *arg)
 				s_release(t, &got[k]);
 		/* While the user gets from and releases to c1. */
 		if (round % 4 == 1)
-			segkp_cache_free(seg);
+			segkp_cache_free_seg(seg);
 		if (round % 8 == 5)
-			segkp_cache_free(NULL);
+			segkp_cache_free();
 		segkp_cache_destroy(c2);
 		if (got[5].p != NULL)
 			s_release(t, &got[5]);

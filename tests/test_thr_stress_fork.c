@@ -109,7 +109,7 @@ churn_one(held_t *hd, tu_rng_t *r)
 		 * stacks off their lists, which fork() must wait out. */
 		if (tu_range(r, 0, 31) == 0) {
 			if (i & 1)
-				segkp_cache_free(NULL);
+				segkp_cache_free();
 			else
 				segkp_cache_reap(seg, SEGKP_REAP_ALL);
 		} else if (hd->st[i] != NULL) {

@@ -113,7 +113,9 @@ void *segkp_cache_get(void *cookie);
 /* Free the stacks held by every cache of seg (NULL: of every segment);
  * the caches stay usable. The arena's quantum caches are reaped too, so
  * in fromheap mode the address space goes back to heap_arena. */
-void segkp_cache_free(segkp_t *seg);
+void segkp_cache_free_seg(segkp_t *seg);
+/* illumos' segkp_cache_free(): the same for every segment. */
+void segkp_cache_free(void);
 /* Empty one cache and forget its cookie. Stacks of the cache still in use
  * are released normally (not cached) when they come back. */
 void segkp_cache_destroy(void *cookie);

@@ -197,7 +197,7 @@ static void
 sim_reap(kvsim_sim_t *sim)
 {
 	(void)segkp_cache_reap(sim->segkp, SEGKP_REAP_ALL);
-	segkp_cache_free(sim->segkp);
+	segkp_cache_free_seg(sim->segkp);
 	vmem_reap(segkp_arena(sim->segkp));
 	kmem_heap_reap(sim->heap);
 	kas_settle_metadata(sim->kas);
