@@ -165,7 +165,10 @@ int vmem_format_error(const vmem_error_info_t *info, char *buf, size_t len);
 typedef struct vmem_stats {
 	char name[VMEM_NAMELEN];
 	size_t quantum;
-	size_t qcache_max;
+	size_t qcache_max;    /* as given to vmem_create (whole quanta, at most
+	                       * 16 caches' worth, when caches exist); recorded
+	                       * also when the arena has none (VMC_NO_QCACHE,
+	                       * no provider): then nothing is cached */
 	size_t mem_inuse;     /* allocated, including quantum-cache slabs */
 	size_t mem_import;    /* in spans imported from the source */
 	size_t mem_total;     /* in all spans */
