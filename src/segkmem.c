@@ -1149,9 +1149,12 @@ segkmem_free(vmem_t *vmp, void *addr, size_t size)
  * kmem creates caches the kas never sees by name: the quantum caches of
  * an arena (made inside vmem_create) and the size classes of a kmem heap.
  * A kas call that creates those snapshots the cache list before and
- * charges every cache that appeared, so their slab and cache bookkeeping
- * lands on this heap. (A cache another thread creates at the same moment
- * would be charged here too; kas creation is not a hot path.)
+ * charges every cache that appeared and whose arena belongs to this kas,
+ * so their slab and cache bookkeeping lands on this heap. A cache another
+ * thread creates meanwhile over an arena of no kas, or of another one, is
+ * left alone: charged here, it wrote into this kas after kas_destroy.
+ * Each cache is charged from inside the walk, where it is pinned: one
+ * destroyed between the walk and the charge would be written to freed.
  */
 typedef struct cache_set {
 	void **v;
@@ -1185,21 +1188,32 @@ caches_snapshot(cache_set_t *cs)
 	kmem_foreach_cache(collect_cache, cs);
 }
 
+typedef struct charge_walk {
+	kas_t *kas;
+	const cache_set_t *before;
+} charge_walk_t;
+
+/* kmem_foreach_cache callback: cp is pinned while this runs. */
+static void
+charge_if_new(kmem_cache_t *cp, void *arg)
+{
+	const charge_walk_t *w = arg;
+	size_t j;
+
+	for (j = 0; j < w->before->n && w->before->v[j] != cp; j++)
+		continue;
+	if (j == w->before->n &&
+	    kas_of_arena(kmem_cache_arena(cp)) == w->kas)
+		kmem_cache_set_meta_charge(cp, kas_charge_kmem_cb, w->kas);
+}
+
 static void
 charge_new_caches(kas_t *kas, cache_set_t *before)
 {
-	cache_set_t now;
-	size_t i, j;
+	charge_walk_t w = { kas, before };
 
-	caches_snapshot(&now);
-	for (i = 0; i < now.n; i++) {
-		for (j = 0; j < before->n && before->v[j] != now.v[i]; j++)
-			continue;
-		if (j == before->n && !before->failed)
-			kmem_cache_set_meta_charge(now.v[i],
-			    kas_charge_kmem_cb, kas);
-	}
-	free(now.v);
+	if (!before->failed)
+		kmem_foreach_cache(charge_if_new, &w);
 	free(before->v);
 	before->v = NULL;
 }

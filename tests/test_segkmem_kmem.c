@@ -5,7 +5,8 @@
  * and after freeing and reaping the kas holds only its metadata. A
  * KM_SLEEP allocation short of pages gets those another cache holds idle,
  * freed by the library's reclaimer thread, not by the sleeping caller.
- * Built without kmem (no <vmem/kmem.h>), a kas has no heap.
+ * A cache someone else creates while a kas is charging the caches it made
+ * is not charged to the kas. Built without kmem (no <vmem/kmem.h>), a kas has no heap.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -150,10 +151,77 @@ test_sleeping_reservation_reclaims_caches(void)
 	}
 }
 
+/* The error handler of the next test: it makes a cache over an arena of
+ * no kas, while kas_arena_create is between its two looks at the list. */
+static vmem_t *bystander_arena;
+static kmem_cache_t *bystander;
+static int bystander_reports;
+
+static void
+make_bystander(const vmem_error_info_t *info, void *arg)
+{
+	(void)info;
+	(void)arg;
+	bystander_reports++;
+	if (bystander == NULL)
+		bystander = kmem_cache_create("bystander", 64, 0, NULL, NULL,
+		    NULL, NULL, bystander_arena, KMC_NOTOUCH);
+}
+
+/*
+ * kas_arena_create charges the caches that appear while it runs (its
+ * quantum caches). One that another thread made meanwhile, over an arena
+ * of no kas, used to be charged too: the kas counted its bookkeeping, and
+ * after kas_destroy the cache's next change wrote into the freed kas
+ * (heap-use-after-free under ASan, found with a thread making caches
+ * beside kas_create). The report of a refused kas_arena_create is the
+ * moment made certain.
+ */
+static void
+test_cache_made_meanwhile_is_not_charged(void)
+{
+	kas_t *kas = make_kas(KAS_SIM);
+	kas_stats_t before, after;
+	vmem_error_handler_t *old_handler;
+	void *old_arg, *v[64];
+
+	REQUIRE(kas != NULL);
+	bystander_arena = vmem_create("bystander_ids",
+	    (void *)(uintptr_t)0x100000000000ULL, (size_t)1 << 32, 4096, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	REQUIRE(bystander_arena != NULL);
+	kas_settle_metadata(kas);
+	kas_get_stats(kas, &before);
+	vmem_get_error_handler(&old_handler, &old_arg);
+	vmem_set_error_handler(make_bystander, NULL);
+	/* Quantum 3: refused, reported, nothing created in the kas. */
+	CHECK(kas_arena_create(kas, "refused", NULL, 0, 3, vmem_alloc,
+	    vmem_free, kas_heap_arena(kas), 0, VM_SLEEP) == NULL);
+	vmem_set_error_handler(old_handler, old_arg);
+	CHECK_EQ(bystander_reports, 1);
+	REQUIRE(bystander != NULL);
+	kas_settle_metadata(kas);
+	kas_get_stats(kas, &after);
+	CHECK_EQ(after.meta_bytes[KAS_META_KMEM],
+	    before.meta_bytes[KAS_META_KMEM]);
+	kas_destroy(kas);
+	/* The bystander goes on, its bookkeeping changing, kas or none. */
+	for (int i = 0; i < 64; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(bystander, KM_NOSLEEP)) !=
+		    NULL);
+	for (int i = 0; i < 64; i++)
+		kmem_cache_free(bystander, v[i]);
+	kmem_cache_reap_now(bystander);
+	kmem_cache_destroy(bystander);
+	CHECK_EQ(vmem_size(bystander_arena, VMEM_ALLOC), 0);
+	vmem_destroy(bystander_arena);
+}
+
 int
 main(void)
 {
 	RUN(test_kas_heap);
 	RUN(test_sleeping_reservation_reclaims_caches);
+	RUN(test_cache_made_meanwhile_is_not_charged);
 	return tu_finish();
 }
