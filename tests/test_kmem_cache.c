@@ -1090,12 +1090,33 @@ test_kmastat(void)
 	    NULL, NULL, NULL, a, 0);
 	static char out[8192];
 	void *p = kmem_cache_alloc(cp, KM_SLEEP);
+	void *q = kmem_cache_alloc(cp, KM_SLEEP);
+	kmem_cache_stats_t st;
+	const char *line;
+	char name[64];
+	size_t size, inuse, total, mem, magsize, meta;
+	unsigned long long allocs, fails;
 
+	kmem_cache_free(cp, q);
+	kmem_cache_get_stats(cp, &st);
 	out[0] = '\0';
 	kmem_dump_caches(collect, out);
-	CHECK(strstr(out, "kmastat_probe") != NULL);
 	CHECK(strstr(out, "buf") != NULL);
 	CHECK(strstr(out, "Total") != NULL);
+	/* Each column is the statistic it is headed with. */
+	line = strstr(out, "kmastat_probe");
+	REQUIRE(line != NULL);
+	CHECK_EQ(sscanf(line, "%63s %zu %zu %zu %zu %llu %llu %zu %zu", name,
+	    &size, &inuse, &total, &mem, &allocs, &fails, &magsize, &meta), 9);
+	CHECK_EQ(size, 100);
+	CHECK_EQ(inuse, 1);
+	CHECK_EQ(total, st.buf_total);
+	CHECK(total > inuse);
+	CHECK_EQ(mem, st.mem_total);
+	CHECK_EQ(allocs, 2);
+	CHECK_EQ(fails, 0);
+	CHECK_EQ(magsize, st.magsize);
+	CHECK_EQ(meta, st.meta_bytes);
 	kmem_cache_free(cp, p);
 	kmem_cache_destroy(cp);
 	out[0] = '\0';
