@@ -114,6 +114,10 @@ test_alloc_free_and_reap_to_empty(void)
 	CHECK_EQ(st.construct, st.destruct);
 	CHECK_EQ(dtor_calls, ctor_calls);
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	/* kmem_reap asks every cache's client to give memory back. */
+	reclaim_calls = 0;
+	kmem_reap();
+	CHECK_EQ(reclaim_calls, 1);
 	kmem_cache_destroy(cp);
 	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
 	CHECK_ARENA(a);
