@@ -2377,10 +2377,13 @@ qcache_free(vmem_t *vmp, void *addr, size_t size)
 		qcache_ops->free(cache, addr);
 }
 
+/* illumos' VMEM_QCACHE_SLABSIZE: MAX(1 << highbit(3 * max), 64), the
+ * smallest power of two above three of the largest, and at least 64
+ * (small identifier arenas). */
 static size_t
 qcache_slabsize(size_t qcache_max)
 {
-	size_t slab = 1;
+	size_t slab = 64;
 
 	while (slab <= 3 * qcache_max)
 		slab <<= 1;

@@ -1214,6 +1214,102 @@ test_debugging_flag(void)
 	CHECK_EQ(kmem_debugging(), old != 0);
 }
 
+/* The caches of arena name (name_<size>), in creation order. */
+typedef struct qc_shape {
+	const char *arena;
+	int n;
+	char name[20][KMEM_CACHE_NAMELEN];
+	size_t size[20], slab[20];
+	int cflags[20];
+} qc_shape_t;
+
+static void
+collect_qc(kmem_cache_t *cp, void *arg)
+{
+	qc_shape_t *q = arg;
+	size_t len = strlen(q->arena);
+	kmem_cache_stats_t st;
+
+	if (strncmp(kmem_cache_name(cp), q->arena, len) != 0 ||
+	    kmem_cache_name(cp)[len] != '_' || q->n == 20)
+		return;
+	kmem_cache_get_stats(cp, &st);
+	snprintf(q->name[q->n], sizeof (q->name[0]), "%s", st.name);
+	q->size[q->n] = st.bufsize;
+	q->slab[q->n] = st.slabsize;
+	q->cflags[q->n] = st.cflags;
+	q->n++;
+}
+
+/*
+ * Quantum caches as illumos makes them: min(qcache_max / quantum, 16)
+ * caches named arena_<size> for each multiple of the quantum, qcache_max
+ * rounded down to the last one, KMC_QCACHE | KMC_NOTOUCH, slabs of
+ * VMEM_QCACHE_SLABSIZE = MAX(1 << highbit(3 * qcache_max), 64). The floor
+ * of 64 (an identifier arena caching 1..4) was missing: slabs of 16.
+ */
+static void
+test_quantum_cache_shapes(void)
+{
+	static const struct {
+		const char *name;
+		size_t quantum, qcache_max;
+		int n;
+		size_t max, slab;
+	} c[] = {
+		{ "qs_notmult", PAGE, 10000, 2, 2 * PAGE, 32 * 1024 },
+		{ "qs_above16", PAGE, 20 * PAGE, 16, 16 * PAGE, 256 * 1024 },
+		{ "qs_ids", 1, 4, 4, 4, 64 },
+		{ "qs_tiny", 16, 21, 1, 16, 64 },
+		{ "qs_q8", 8, 40, 5, 40, 128 },
+		{ "qs_below", PAGE, 100, 0, 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof (c) / sizeof (c[0]); i++) {
+		vmem_t *a = vmem_create(c[i].name, FAKE_BASE, (size_t)1 << 24,
+		    c[i].quantum, NULL, NULL, NULL, c[i].qcache_max,
+		    VM_SLEEP | (c[i].quantum == 1 ? VMC_IDENTIFIER : 0));
+		qc_shape_t q;
+		void *p;
+
+		REQUIRE(a != NULL);
+		memset(&q, 0, sizeof (q));
+		q.arena = c[i].name;
+		kmem_foreach_cache(collect_qc, &q);
+		CHECK_EQ(q.n, c[i].n);
+		for (int k = 0; k < q.n; k++) {
+			char want[KMEM_CACHE_NAMELEN];
+			snprintf(want, sizeof (want), "%s_%zu", c[i].name,
+			    (size_t)(k + 1) * c[i].quantum);
+			CHECK(strcmp(q.name[k], want) == 0);
+			CHECK_EQ(q.size[k], (size_t)(k + 1) * c[i].quantum);
+			CHECK_EQ(q.slab[k], c[i].slab);
+			CHECK_EQ(q.cflags[k] & (KMC_QCACHE | KMC_NOTOUCH),
+			    KMC_QCACHE | KMC_NOTOUCH);
+		}
+		if (c[i].n > 0) {
+			/* The largest cached size goes through a cache, one
+			 * quantum more to the arena. */
+			vmem_stats_t vs;
+			p = vmem_alloc(a, c[i].max, VM_NOSLEEP);
+			REQUIRE(p != NULL);
+			vmem_get_stats(a, &vs);
+			CHECK_EQ(vs.qcache_alloc, 1);
+			CHECK_EQ(vs.qcache_max, c[i].max);
+			vmem_free(a, p, c[i].max);
+			p = vmem_alloc(a, c[i].max + c[i].quantum, VM_NOSLEEP);
+			REQUIRE(p != NULL);
+			vmem_get_stats(a, &vs);
+			CHECK_EQ(vs.qcache_alloc, 1);
+			vmem_free(a, p, c[i].max + c[i].quantum);
+		}
+		vmem_destroy(a);
+		q.n = 0;
+		kmem_foreach_cache(collect_qc, &q);
+		CHECK_EQ(q.n, 0);
+	}
+}
+
 int
 main(void)
 {
@@ -1238,5 +1334,6 @@ main(void)
 	RUN(test_kmastat);
 	RUN(test_debugging_flag);
 	RUN(test_quantum_caches);
+	RUN(test_quantum_cache_shapes);
 	return tu_finish();
 }

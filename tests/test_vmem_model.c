@@ -399,7 +399,7 @@ world_create(void)
 	    W[C1].v, 0, idflag | VM_SLEEP);
 	W[M1].q = q;
 	{
-		size_t qmax = q * tu_range(&R, 1, 4), slab = 1;
+		size_t qmax = q * tu_range(&R, 1, 4), slab = 64;
 		while (slab <= 3 * qmax)
 			slab <<= 1;
 		W[M1].min_import = slab;
