@@ -1988,8 +1988,8 @@ depot_ws_reap(kmem_cache_t *cp)
 	magchain_destroy(cp, empty, 0);
 }
 
-static void
-cache_reap_idle(kmem_cache_t *cp)
+void
+kmem_cache_reap_idle(kmem_cache_t *cp)
 {
 	if (cp->reclaim != NULL)
 		cp->reclaim(cp->priv);
@@ -2176,7 +2176,7 @@ static void
 reap_one(kmem_cache_t *cp, void *arg)
 {
 	(void)arg;
-	cache_reap_idle(cp);
+	kmem_cache_reap_idle(cp);
 }
 
 static void

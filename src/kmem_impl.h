@@ -43,6 +43,9 @@ int kmem_cache_owns(kmem_cache_t *cp, const void *buf);
 size_t kmem_cache_idle_bytes(kmem_cache_t *cp);
 /* The arena the cache's slabs come from. */
 vmem_t *kmem_cache_arena(const kmem_cache_t *cp);
+/* What kmem_reap does to each cache: the reclaim callback, the depot
+ * magazines idle over the last interval, the spare slab. */
+void kmem_cache_reap_idle(kmem_cache_t *cp);
 
 /* Memory is short: the cache's reclaim callback, then every idle magazine
  * and free slab back to the arena. */

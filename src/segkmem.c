@@ -786,6 +786,34 @@ reclaim_quiesce(kas_t *kas)
 	pthread_mutex_unlock(&reclaim_lock);
 }
 
+static void
+reap_cache_in_kas(kmem_cache_t *cp, void *kas)
+{
+	if (kas_of_arena(kmem_cache_arena(cp)) == kas)
+		kmem_cache_reap_idle(cp);
+}
+
+static void
+update_cache_in_kas(kmem_cache_t *cp, void *kas)
+{
+	if (kas_of_arena(kmem_cache_arena(cp)) == kas)
+		kmem_cache_update(cp);
+}
+
+void
+kas_kmem_reap(kas_t *kas)
+{
+	if (kas != NULL)
+		kmem_foreach_cache(reap_cache_in_kas, kas);
+}
+
+void
+kas_kmem_update(kas_t *kas)
+{
+	if (kas != NULL)
+		kmem_foreach_cache(update_cache_in_kas, kas);
+}
+
 void
 kas_set_stack_reclaim(void (*fn)(kas_t *kas))
 {

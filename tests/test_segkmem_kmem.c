@@ -6,7 +6,8 @@
  * KM_SLEEP allocation short of pages gets those another cache holds idle,
  * freed by the library's reclaimer thread, not by the sleeping caller.
  * A cache someone else creates while a kas is charging the caches it made
- * is not charged to the kas. Built without kmem (no <vmem/kmem.h>), a kas has no heap.
+ * is not charged to the kas. kmem_reap and kmem_update have forms for one
+ * kas. Built without kmem (no <vmem/kmem.h>), a kas has no heap.
  *
  * SPDX-License-Identifier: BSD-2-Clause
  */
@@ -151,6 +152,70 @@ test_sleeping_reservation_reclaims_caches(void)
 	}
 }
 
+static int reclaims[2];
+
+static void
+count_reclaim(void *priv)
+{
+	reclaims[(int *)priv - reclaims]++;
+}
+
+/* A burst through c: its depot fills with full magazines. */
+static void
+depot_burst(kmem_cache_t *c)
+{
+	void *v[400];
+
+	for (int i = 0; i < 400; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(c, KM_NOSLEEP)) != NULL);
+	for (int i = 0; i < 400; i++)
+		kmem_cache_free(c, v[i]);
+}
+
+/*
+ * kmem_reap and kmem_update name no address space; kas_kmem_reap and
+ * kas_kmem_update work on one: a cache over an arena of kas A is reaped
+ * (reclaim callback, idle depot magazines), one over kas B is not.
+ */
+static void
+test_kmem_reap_of_one_kas(void)
+{
+	kas_t *kas[2];
+	kmem_cache_t *c[2];
+	kmem_cache_stats_t st[2];
+
+	for (int k = 0; k < 2; k++) {
+		kas[k] = make_kas(KAS_SIM);
+		REQUIRE(kas[k] != NULL);
+		c[k] = kmem_cache_create(k ? "reap_b" : "reap_a", 4096, 0,
+		    NULL, NULL, count_reclaim, &reclaims[k],
+		    kas_kmem_default(kas[k]), KMC_NOTOUCH);
+		REQUIRE(c[k] != NULL);
+		depot_burst(c[k]);
+		kmem_cache_get_stats(c[k], &st[k]);
+		REQUIRE(st[k].depot_full > 2);
+	}
+	/* Two intervals without use: every depot magazine is idle. */
+	kas_kmem_update(kas[0]);
+	kas_kmem_update(kas[0]);
+	kas_kmem_reap(kas[0]);
+	kmem_cache_get_stats(c[0], &st[0]);
+	CHECK_EQ(st[0].depot_full, 0);
+	CHECK_EQ(reclaims[0], 1);
+	kmem_cache_get_stats(c[1], &st[1]);
+	CHECK(st[1].depot_full > 2);
+	CHECK_EQ(reclaims[1], 0);
+	/* B's intervals were not ended: reaping B frees nothing yet. */
+	kas_kmem_reap(kas[1]);
+	kmem_cache_get_stats(c[1], &st[1]);
+	CHECK(st[1].depot_full > 2);
+	CHECK_EQ(reclaims[1], 1);
+	for (int k = 0; k < 2; k++) {
+		kmem_cache_destroy(c[k]);
+		kas_destroy(kas[k]);
+	}
+}
+
 /* The error handler of the next test: it makes a cache over an arena of
  * no kas, while kas_arena_create is between its two looks at the list. */
 static vmem_t *bystander_arena;
@@ -223,5 +288,6 @@ main(void)
 	RUN(test_kas_heap);
 	RUN(test_sleeping_reservation_reclaims_caches);
 	RUN(test_cache_made_meanwhile_is_not_charged);
+	RUN(test_kmem_reap_of_one_kas);
 	return tu_finish();
 }

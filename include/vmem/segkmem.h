@@ -119,6 +119,15 @@ struct kmem_heap *kas_heap(kas_t *kas);
 kas_t *kas_of_arena(const vmem_t *vmp);
 
 /*
+ * kmem_reap() and kmem_update() for one address space: the same work on
+ * every object cache and quantum cache whose arena belongs to kas (its
+ * kmem heap, its arenas' quantum caches, caches a program made over its
+ * arenas), none of another kas or of none.
+ */
+void kas_kmem_reap(kas_t *kas);
+void kas_kmem_update(kas_t *kas);
+
+/*
  * Create an arena that belongs to the address space (same arguments as
  * vmem_create): its private pointer is set to the kas and, when metadata
  * is charged, its boundary tags are charged to the heap. kas_arena_adopt
