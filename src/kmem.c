@@ -369,6 +369,30 @@ slot_unlock(kcpu_t *c)
 	atomic_store_explicit(&c->lock, 0, memory_order_release);
 }
 
+/*
+ * Lock the slot of the CPU we run on, or the next free one; NULL if every
+ * slot was busy once round. With more runnable threads than CPUs, holders
+ * are preempted inside their slots: spinning until one runs again costs
+ * whole time slices, so the fast paths take the slab layer instead, whose
+ * lock sleeps.
+ */
+static inline kcpu_t *
+cpu_try_enter(kmem_cache_t *cp)
+{
+	unsigned i = plat_cpu_id(), n;
+
+	if (i >= cp->ncpu)
+		i %= cp->ncpu;
+	for (n = cp->ncpu; n > 0; n--) {
+		kcpu_t *c = cpu_slot(cp, i);
+		if (slot_trylock(c))
+			return c;
+		if (++i == cp->ncpu)
+			i = 0;
+	}
+	return NULL;
+}
+
 /* Lock the slot of the CPU we run on, or the next free one. */
 static kcpu_t *
 cpu_enter(kmem_cache_t *cp)
@@ -1470,9 +1494,9 @@ cache_alloc(kmem_cache_t *cp, int kmflag)
 	kcpu_t *c;
 
 	if ((cp->cflags & KMC_NOMAGAZINE) ||
-	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed))
+	    !atomic_load_explicit(&cp->mag_loaded, memory_order_relaxed) ||
+	    (c = cpu_try_enter(cp)) == NULL)
 		return alloc_from_slab(cp, kmflag);
-	c = cpu_enter(cp);
 	if (cp->fastpath && c->rounds > 0) {
 		void *buf = c->loaded->round[--c->rounds];
 		c->alloc++;
@@ -1640,9 +1664,8 @@ cache_free(kmem_cache_t *cp, void *buf, const char *call)
 	kcpu_t *c;
 	long idx;
 
-	if (cp->cflags & KMC_NOMAGAZINE)
+	if ((cp->cflags & KMC_NOMAGAZINE) || (c = cpu_try_enter(cp)) == NULL)
 		return free_nomagazine(cp, buf, call);
-	c = cpu_enter(cp);
 	if (hash_lookup(cp, (uintptr_t)buf, &idx) == NULL) {
 		slot_unlock(c);
 		return -1;
@@ -2070,6 +2093,15 @@ kmem_cache_test_contend(kmem_cache_t *cp, unsigned n)
 	depot_enter(cp);
 	cp->contention += n;
 	depot_exit(cp);
+}
+
+void
+kmem_cache_test_hold_slots(kmem_cache_t *cp, int hold)
+{
+	if (hold)
+		cpus_lock_all(cp);
+	else
+		cpus_unlock_all(cp);
 }
 
 /* Free chunks in s according to its bitmap. */

@@ -72,6 +72,9 @@ void kmeta_fork_unlock(void);
 /* Test hooks (tests include this header). */
 /* Pretend the depot lock was found busy n times in this interval. */
 void kmem_cache_test_contend(kmem_cache_t *cp, unsigned n);
+/* Lock (hold 1) or unlock (0) every CPU slot of cp, as threads preempted
+ * inside their slots would hold them. */
+void kmem_cache_test_hold_slots(kmem_cache_t *cp, int hold);
 /* The slab layer's invariants (slab table, lists, counts): 0, or the
  * number of the first one broken (see kmem.c). */
 int kmem_cache_test_check(kmem_cache_t *cp);

@@ -8,6 +8,7 @@
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #include <string.h>
+#include <unistd.h>
 
 #include <vmem/kmem.h>
 
@@ -1214,6 +1215,73 @@ test_debugging_flag(void)
 	CHECK_EQ(kmem_debugging(), old != 0);
 }
 
+/*
+ * Every CPU slot busy, as when more threads than CPUs run and the holders
+ * were preempted inside their slots: allocations and frees used to spin
+ * until a holder ran again (here, for ever: this thread holds them all).
+ * They take the slab layer instead, with its checks: constructed objects,
+ * a double free and a foreign free reported, counts exact afterwards.
+ * (Making or releasing a slab still needs every slot: the buffers kept
+ * keep every slab in use and leave free chunks for all that is asked.)
+ */
+static void
+test_all_slots_busy(void)
+{
+	static char region[1 << 20] __attribute__((aligned(4096)));
+	vmem_t *a = vmem_create("kc_busy", region, sizeof (region), PAGE,
+	    NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create("busy", sizeof (obj_t), 0,
+	    obj_ctor, obj_dtor, NULL, &ctor_calls, a, 0);
+	kmem_cache_t *other = kmem_cache_create("busy_other", sizeof (obj_t),
+	    0, NULL, NULL, NULL, NULL, a, 0);
+	kmem_cache_stats_t st;
+	enum { KEEP = 600, MORE = 100 };
+	static obj_t *v[KEEP], *w[MORE];
+	int i;
+
+	REQUIRE(a != NULL && cp != NULL && other != NULL);
+	REQUIRE(kmem_cache_set_debug(cp, KMF_DOUBLEFREE) == 0);
+	ctor_calls = dtor_calls = 0;
+	for (i = 0; i < KEEP; i++)
+		REQUIRE((v[i] = kmem_cache_alloc(cp, KM_SLEEP)) != NULL);
+	/* Half go back into magazines, so allocations would try them. */
+	for (i = 1; i < KEEP; i += 2)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	REQUIRE(st.buf_total - KEEP >= MORE);
+	kmem_cache_test_hold_slots(cp, 1);
+	alarm(20);
+	for (i = 0; i < MORE; i++) {
+		REQUIRE((w[i] = kmem_cache_alloc(cp, KM_SLEEP)) != NULL);
+		CHECK(w[i]->magic == 0x600dULL);
+	}
+	tu_record_errors();
+	kmem_cache_free(cp, w[0]);
+	kmem_cache_free(cp, w[0]);
+	CHECK_EQ(tu_err.count, 1);
+	CHECK_EQ(tu_err.code, KMEM_E_DOUBLEFREE);
+	kmem_cache_free(other, w[1]);
+	CHECK_EQ(tu_err.count, 2);
+	CHECK_EQ(tu_err.code, KMEM_E_WRONGCACHE);
+	tu_default_errors();
+	for (i = 1; i < MORE; i++)
+		kmem_cache_free(cp, w[i]);
+	alarm(0);
+	kmem_cache_test_hold_slots(cp, 0);
+	for (i = 0; i < KEEP; i += 2)
+		kmem_cache_free(cp, v[i]);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(st.buf_inuse, 0);
+	CHECK_EQ(st.alloc, st.free);
+	CHECK_EQ(kmem_cache_test_check(cp), 0);
+	kmem_cache_reap_now(cp);
+	CHECK_EQ(dtor_calls, ctor_calls);
+	kmem_cache_destroy(cp);
+	kmem_cache_destroy(other);
+	CHECK_EQ(vmem_size(a, VMEM_ALLOC), 0);
+	vmem_destroy(a);
+}
+
 /* The caches of arena name (name_<size>), in creation order. */
 typedef struct qc_shape {
 	const char *arena;
@@ -1335,5 +1403,6 @@ main(void)
 	RUN(test_debugging_flag);
 	RUN(test_quantum_caches);
 	RUN(test_quantum_cache_shapes);
+	RUN(test_all_slots_busy);
 	return tu_finish();
 }
