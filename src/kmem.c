@@ -376,21 +376,32 @@ slot_unlock(kcpu_t *c)
  * whole time slices, so the fast paths take the slab layer instead, whose
  * lock sleeps.
  */
-static inline kcpu_t *
-cpu_try_enter(kmem_cache_t *cp)
+static KMEM_NOINLINE kcpu_t *
+cpu_try_others(kmem_cache_t *cp, unsigned busy)
 {
-	unsigned i = plat_cpu_id(), n;
+	unsigned i = busy;
 
-	if (i >= cp->ncpu)
-		i %= cp->ncpu;
-	for (n = cp->ncpu; n > 0; n--) {
+	for (;;) {
+		if (++i == cp->ncpu)
+			i = 0;
+		if (i == busy)
+			return NULL;
 		kcpu_t *c = cpu_slot(cp, i);
 		if (slot_trylock(c))
 			return c;
-		if (++i == cp->ncpu)
-			i = 0;
 	}
-	return NULL;
+}
+
+static inline kcpu_t *
+cpu_try_enter(kmem_cache_t *cp)
+{
+	unsigned i = plat_cpu_id();
+	kcpu_t *c;
+
+	if (i >= cp->ncpu)
+		i %= cp->ncpu;
+	c = cpu_slot(cp, i);
+	return slot_trylock(c) ? c : cpu_try_others(cp, i);
 }
 
 /* Lock the slot of the CPU we run on, or the next free one. */
