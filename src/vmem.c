@@ -1736,6 +1736,38 @@ import_req(const vmem_t *vmp, const req_t *r, req_t *out)
 		/* A whole span inside one nocross window keeps any part
 		 * inside it. */
 		out->nocross = r->nocross;
+	} else if (r->nocross >= unit && r->align <= r->nocross &&
+	    chain_internal(vmp) &&
+	    out->size - r->size < r->nocross - vmp->quantum) {
+		/*
+		 * Kept inside a nocross window where the request is not in the
+		 * source's units or is below the minimum import, and the span
+		 * is not inside one window: a padded span shorter than
+		 * nocross + size - quantum may hold no placement that does
+		 * not cross (7 pages aligned to 4 in 8-page windows, in a
+		 * 10-page span 2 pages past a boundary), and a VM_SLEEP call
+		 * imported it, gave it back and waited, for ever. Below the
+		 * minimum import, import that much: it holds the placement
+		 * at the start of a whole window wherever it lies. Otherwise
+		 * (or if the window has no room for it) ask for the placement
+		 * rounded out to the source's quantum: the span s holds the
+		 * request at s + phase % unit, inside the window
+		 * (phase % nocross + size <= nocross, and nocross is a
+		 * multiple of unit).
+		 */
+		size_t in = r->phase & (unit - 1);
+		size_t whole = (r->size + (r->nocross - vmp->quantum) +
+		    (unit - 1)) & ~(unit - 1);
+
+		if (r->size < vmp->min_import && whole > r->size &&
+		    out->hi - out->lo >= whole - 1) {
+			out->size = whole;
+		} else {
+			out->size = (in + r->size + (unit - 1)) & ~(unit - 1);
+			out->align = r->align > unit ? r->align : unit;
+			out->phase = r->phase & ~(unit - 1);
+			out->nocross = r->nocross;
+		}
 	}
 	if (out->hi < out->lo || out->hi - out->lo < out->size - 1)
 		return false;

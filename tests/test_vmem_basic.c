@@ -15,8 +15,10 @@
  * SPDX-License-Identifier: BSD-2-Clause
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "vmem_testlib.h"
@@ -2006,6 +2008,72 @@ test_nocross_import(void)
 	vmem_destroy(src);
 }
 
+static void
+nocross_watchdog(int sig)
+{
+	static const char msg[] = "test_nocross_import_any_units: VM_SLEEP "
+	    "waited for ever\n";
+
+	(void)sig;
+	(void)!write(2, msg, sizeof (msg) - 1);
+	_exit(1);
+}
+
+/*
+ * A binding nocross through a vmem_alloc chain whose request is not in
+ * the source's units (its size or phase), or is below the child's minimum
+ * import: the padded span could straddle a boundary so that no placement
+ * in it avoids crossing (7 pages aligned to 4 in 8-page windows, from a
+ * 10-page span starting 2 or 4 pages past a boundary). VM_NOSLEEP failed
+ * with the source all free, and VM_SLEEP imported the same span, gave it
+ * back and waited, for ever.
+ */
+static void
+test_nocross_import_any_units(void)
+{
+	static const struct {
+		size_t srcq, base, qmax;        /* pages */
+		size_t size, align, phase, nocross;
+	} c[] = {
+		{ 1, 4, 2, 7, 4, 0, 8 },        /* below the minimum import */
+		{ 2, 2, 0, 7, 4, 0, 8 },        /* size not in source units */
+		{ 2, 6, 0, 11, 8, 1, 16 },      /* phase not in source units */
+	};
+
+	signal(SIGALRM, nocross_watchdog);
+	alarm(20);
+	for (size_t i = 0; i < sizeof (c) / sizeof (c[0]); i++) {
+		vmem_t *src = vmem_create("nu_src", TL_PTR(0x40000000UL +
+		    c[i].base * Q), 1024 * Q, c[i].srcq * Q, NULL, NULL, NULL,
+		    0, VM_SLEEP);
+		vmem_t *a = vmem_create("nu_a", NULL, 0, Q, vmem_alloc,
+		    vmem_free, src, c[i].qmax * Q, VMC_NO_QCACHE | VM_SLEEP);
+		REQUIRE(src != NULL && a != NULL);
+		for (int k = 0; k < 3; k++) {
+			int f = k == 0 ? VM_NOSLEEP : k == 1 ? VM_SLEEP :
+			    VM_SLEEP | VM_ENDALLOC;
+			size_t size = c[i].size * Q, nc = c[i].nocross * Q;
+			uintptr_t p = TL_U(vmem_xalloc(a, size, c[i].align * Q,
+			    c[i].phase * Q, nc, NULL, NULL, f));
+			if (p == 0)
+				fprintf(stderr, "    case %zu flags %#x\n", i, f);
+			CHECK(p != 0);
+			if (p == 0)
+				continue;
+			CHECK_EQ(p % (c[i].align * Q), c[i].phase * Q);
+			CHECK_EQ(p / nc, (p + size - 1) / nc);
+			vmem_xfree(a, TL_PTR(p), size);
+		}
+		CHECK_EQ(vmem_size(src, VMEM_ALLOC), 0);
+		CHECK_ARENA(a);
+		CHECK_ARENA(src);
+		vmem_destroy(a);
+		vmem_destroy(src);
+	}
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+}
+
 /*
  * An aligned request through a vmem_alloc chain asks the source for the
  * aligned placement instead of a padded span: a 1 MiB-aligned page in a
@@ -2441,6 +2509,7 @@ main(void)
 	RUN(test_racing_import_goes_back);
 	RUN(test_sleep_when_import_cannot_help);
 	RUN(test_nocross_import);
+	RUN(test_nocross_import_any_units);
 	RUN(test_aligned_import_through_chain);
 	RUN(test_nocross_aligned_import_through_chain);
 	RUN(test_xalloc_unaligned_bounds);
