@@ -355,14 +355,18 @@ tagpool_take(vseg_t **list, size_t n)
 			char *chunk = meta_pages_alloc(bytes);
 			size_t count = bytes / sizeof (vseg_t);
 			if (chunk == NULL) {
-				plat_mutex_unlock(&tagpool_lock);
+				/*
+				 * Give back what this call took, still under
+				 * the lock: other arenas take and give tags
+				 * meanwhile.
+				 */
 				while (i-- > 0) {
-					/* give back what this call took */
 					t = *list;
 					*list = t->knext;
 					t->knext = tagpool_free;
 					tagpool_free = t;
 				}
+				plat_mutex_unlock(&tagpool_lock);
 				return false;
 			}
 			for (size_t k = 0; k < count; k++) {
