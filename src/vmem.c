@@ -2437,6 +2437,13 @@ qcache_setup(vmem_t *vmp, size_t qcache_max)
 	n = (unsigned)(qcache_max >> vmp->qshift);
 	if (n > MAX_QCACHE)
 		n = MAX_QCACHE;
+	/*
+	 * The slab is a power of two above 3 * qcache_max: with a quantum
+	 * of 2^58 or more it may not be representable, and the search for
+	 * it never ended. Fewer caches then, down to none.
+	 */
+	while (n > 0 && ((size_t)n << vmp->qshift) > SIZE_MAX / 2 / 3)
+		n--;
 	slab = qcache_slabsize((size_t)n << vmp->qshift);
 	if (vmp->cflags & VMC_NO_QCACHE || qcache_ops == NULL || n == 0) {
 		/* No caches: import what their slabs would have taken. */

@@ -73,6 +73,35 @@ in_piece(uintptr_t a, size_t size, uintptr_t piece, size_t pages)
 	return a >= piece && a + size <= piece + pages * Q;
 }
 
+/* A call that should return waits for ever: fail the test instead. */
+static const char *watchdog_what;
+
+static void
+watchdog_fired(int sig)
+{
+	static const char msg[] = " waited for ever\n";
+
+	(void)sig;
+	(void)!write(2, watchdog_what, strlen(watchdog_what));
+	(void)!write(2, msg, sizeof (msg) - 1);
+	_exit(1);
+}
+
+static void
+watchdog_start(const char *what)
+{
+	watchdog_what = what;
+	signal(SIGALRM, watchdog_fired);
+	alarm(20);
+}
+
+static void
+watchdog_stop(void)
+{
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+}
+
 static void
 test_create_and_accessors(void)
 {
@@ -1346,6 +1375,51 @@ test_window_does_not_import_through_user_function(void)
 	vmem_destroy(top);
 }
 
+/*
+ * qcache_max up to 16 quanta of 2^60: the slab, a power of two above
+ * 3 * qcache_max, is not representable. vmem_create searched for it for
+ * ever; it now makes the caches whose slab exists (here one of 2^63 for
+ * 2 quanta), and none for a quantum of 2^62.
+ */
+static void
+test_qcache_slab_not_representable(void)
+{
+	static const struct {
+		unsigned qshift;
+		int flags;
+		size_t qmax;    /* what the arena keeps */
+	} c[] = {
+		{ 60, 0, (size_t)2 << 60 },
+		{ 60, VMC_NO_QCACHE, (size_t)1 << 62 },
+		{ 62, 0, (size_t)1 << 62 },     /* recorded, no caches */
+	};
+
+	watchdog_start("test_qcache_slab_not_representable: vmem_create");
+	for (size_t i = 0; i < sizeof (c) / sizeof (c[0]); i++) {
+		size_t q = (size_t)1 << c[i].qshift;
+		vmem_t *v = vmem_create("bigq", TL_PTR(q), q, q, NULL, NULL,
+		    NULL, (size_t)1 << 62, c[i].flags | VM_SLEEP);
+		uintptr_t a;
+
+		REQUIRE(v != NULL);
+		CHECK_EQ(tl_stats(v).qcache_max, c[i].qmax);
+		a = TL_U(vmem_xalloc(v, q, 0, 0, 0, NULL, NULL, VM_NOSLEEP));
+		CHECK_EQ(a, q);
+		if (a != 0)
+			vmem_xfree(v, TL_PTR(a), q);
+		if (c[i].qshift == 62) {
+			/* no caches: the arena itself serves */
+			a = TL_U(vmem_alloc(v, q, VM_NOSLEEP));
+			CHECK_EQ(a, q);
+			if (a != 0)
+				vmem_free(v, TL_PTR(a), q);
+		}
+		CHECK_ARENA(v);
+		vmem_destroy(v);
+	}
+	watchdog_stop();
+}
+
 static void
 test_min_import(void)
 {
@@ -2008,17 +2082,6 @@ test_nocross_import(void)
 	vmem_destroy(src);
 }
 
-static void
-nocross_watchdog(int sig)
-{
-	static const char msg[] = "test_nocross_import_any_units: VM_SLEEP "
-	    "waited for ever\n";
-
-	(void)sig;
-	(void)!write(2, msg, sizeof (msg) - 1);
-	_exit(1);
-}
-
 /*
  * A binding nocross through a vmem_alloc chain whose request is not in
  * the source's units (its size or phase), or is below the child's minimum
@@ -2040,8 +2103,7 @@ test_nocross_import_any_units(void)
 		{ 2, 6, 0, 11, 8, 1, 16 },      /* phase not in source units */
 	};
 
-	signal(SIGALRM, nocross_watchdog);
-	alarm(20);
+	watchdog_start("test_nocross_import_any_units: VM_SLEEP");
 	for (size_t i = 0; i < sizeof (c) / sizeof (c[0]); i++) {
 		vmem_t *src = vmem_create("nu_src", TL_PTR(0x40000000UL +
 		    c[i].base * Q), 1024 * Q, c[i].srcq * Q, NULL, NULL, NULL,
@@ -2070,8 +2132,7 @@ test_nocross_import_any_units(void)
 		vmem_destroy(a);
 		vmem_destroy(src);
 	}
-	alarm(0);
-	signal(SIGALRM, SIG_DFL);
+	watchdog_stop();
 }
 
 /*
@@ -2496,6 +2557,7 @@ main(void)
 	RUN(test_sourceless_import_releases);
 	RUN(test_window_does_not_import_through_user_function);
 	RUN(test_min_import);
+	RUN(test_qcache_slab_not_representable);
 	RUN(test_deep_chain);
 	RUN(test_many_arenas);
 	RUN(test_top_of_address_space);
