@@ -1331,6 +1331,9 @@ test_quantum_cache_shapes(void)
 		{ "qs_tiny", 16, 21, 1, 16, 64 },
 		{ "qs_q8", 8, 40, 5, 40, 128 },
 		{ "qs_below", PAGE, 100, 0, 0, 0 },
+		/* three times, not twice: 3 * 12 KiB -> 64 KiB, where every
+		 * row above gives the same slab with twice */
+		{ "qs_three", PAGE, 3 * PAGE, 3, 3 * PAGE, 64 * 1024 },
 	};
 
 	for (size_t i = 0; i < sizeof (c) / sizeof (c[0]); i++) {
