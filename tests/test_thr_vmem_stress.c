@@ -8,7 +8,11 @@
  * block; the main thread sees the arena's "wait" counter move (so the
  * other thread is waiting), frees one chosen quantum, and the sleeper must
  * get exactly that quantum. The same runs through an importing child whose
- * source is full. Barriers order the rounds.
+ * source is full. Barriers order the rounds. The free must wake the
+ * sleeper (a broadcast on the arena's condition variable): the 100 ms
+ * timeout of its wait would hand the quantum over too, only late, so the
+ * hand-offs together must take less than half their timeouts (not checked
+ * in slow builds).
  *
  * The churn checks that no quantum is ever handed to both threads at once
  * (an atomic owner per quantum), and that everything adds up at the end
@@ -22,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "testutil.h"
 #include "vmem_testlib.h"
@@ -61,12 +66,22 @@ sleeper(void *arg)
 	return NULL;
 }
 
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* Main side of the hand-off; full is the arena holding every quantum. */
 static void
 hand_off(vmem_t *full)
 {
 	pthread_t t;
 	uintptr_t held[SMALL];
+	double waited = 0;
 
 	for (int k = 0; k < SMALL; k++) {
 		held[k] = TL_U(vmem_alloc(full, Q, VM_NOSLEEP));
@@ -79,8 +94,10 @@ hand_off(vmem_t *full)
 		pthread_barrier_wait(&bar);
 		while (waits() == w0) /* the sleeper is now waiting */
 			sched_yield();
+		double t0 = now_ms();
 		vmem_free(full, TL_PTR(held[k]), Q);
 		pthread_barrier_wait(&bar);
+		waited += now_ms() - t0;
 		CHECK_EQ(got[i], held[k]);
 		pthread_barrier_wait(&bar);
 		/* The sleeper gave it back: take it again. */
@@ -89,6 +106,11 @@ hand_off(vmem_t *full)
 	pthread_join(t, NULL);
 	for (int k = 0; k < SMALL; k++)
 		vmem_free(full, TL_PTR(held[k]), Q);
+	/* Woken by the free, not by the 100 ms timeout of its wait. */
+	printf("  %d hand-offs: %.1f ms from free to wake-up\n", rounds,
+	    waited);
+	if (!tu_slow_build())
+		CHECK(waited < rounds * 100.0 / 2);
 }
 
 static void
