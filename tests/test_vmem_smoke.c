@@ -12,6 +12,22 @@
 
 #define PG 4096UL
 
+/*
+ * The flag and type values are illumos' <sys/vmem.h> (the contract's
+ * table), so that code and binaries written for it keep their meaning:
+ * a wrong value fails the build of this test.
+ */
+_Static_assert(VM_SLEEP == 0x0 && VM_NOSLEEP == 0x1 && VM_PANIC == 0x2,
+    "VM_SLEEP, VM_NOSLEEP, VM_PANIC");
+_Static_assert(VM_BESTFIT == 0x100 && VM_FIRSTFIT == 0x200 &&
+    VM_NEXTFIT == 0x400, "allocation policies");
+_Static_assert(VM_ABORT == 0x2000 && VM_ENDALLOC == 0x4000,
+    "VM_ABORT, VM_ENDALLOC");
+_Static_assert(VMC_NO_QCACHE == 0x20000 && VMC_IDENTIFIER == 0x40000 &&
+    VMC_XALLOC == 0x80000 && VMC_XALIGN == 0x100000, "arena flags");
+_Static_assert(VMEM_ALLOC == 0x1 && VMEM_FREE == 0x2 && VMEM_SPAN == 0x10 &&
+    (unsigned)VMEM_REENTRANT == 0x80000000u, "segment types");
+
 static void
 test_policies(void)
 {
