@@ -95,7 +95,9 @@ void plat_abort(void);
  * that a destructor, reclaim callback or release function takes. Requests
  * for a function already pending coalesce; the platform may rate-limit
  * runs. A platform with no such context may do nothing: a waiting
- * allocation then gets memory only when something is freed.
+ * allocation then gets memory only when something is freed. It may be
+ * called with library locks held: a lock of its own that its fork
+ * handling holds must be taken after every library lock there.
  */
 void plat_defer(void (*fn)(void));
 

@@ -345,9 +345,22 @@ plat_write_error(const char *msg)
 
 void plat_abort(void) { abort(); }
 
+static void defer_fork_register(void);
+static pthread_once_t defer_fork_once = PTHREAD_ONCE_INIT;
+
+/*
+ * plat_defer's handlers go in before the library's first: prepare handlers
+ * run in reverse order of registration, so defer_lock is then taken after
+ * every library lock, as in normal operation, where plat_defer may be
+ * called with a library lock held (segkmem's settle_lock, when the
+ * metadata arena cannot import). Registered at the first plat_defer
+ * instead, they would take defer_lock first and wait for settle_lock
+ * while its holder waited for defer_lock.
+ */
 void
 plat_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
 {
+	(void)pthread_once(&defer_fork_once, defer_fork_register);
 	(void)pthread_atfork(prepare, parent, child);
 }
 
@@ -364,7 +377,6 @@ static pthread_mutex_t defer_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t defer_cv = PTHREAD_COND_INITIALIZER;
 static void (*defer_pending[DEFER_SLOTS])(void);
 static int defer_started;       /* 1 running; 0 not yet, or failed */
-static int defer_fork_registered;
 
 static void (*defer_take_locked(void))(void)
 {
@@ -414,16 +426,18 @@ defer_fork_child(void)
 }
 
 static void
+defer_fork_register(void)
+{
+	(void)pthread_atfork(defer_fork_prepare, defer_fork_parent,
+	    defer_fork_child);
+}
+
+static void
 defer_start_locked(void)
 {
 	pthread_attr_t attr;
 	pthread_t tid;
 
-	if (!defer_fork_registered) {
-		defer_fork_registered = 1;
-		(void)pthread_atfork(defer_fork_prepare, defer_fork_parent,
-		    defer_fork_child);
-	}
 	(void)pthread_attr_init(&attr);
 	(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	defer_started = pthread_create(&tid, &attr, defer_main, NULL) == 0;
@@ -435,6 +449,10 @@ plat_defer(void (*fn)(void))
 {
 	int i, free_slot = -1;
 
+	/* Done already by the library's first plat_atfork; not under
+	 * defer_lock, which fork's prepare handlers wait for while holding
+	 * the registration lock. */
+	(void)pthread_once(&defer_fork_once, defer_fork_register);
 	pthread_mutex_lock(&defer_lock);
 	for (i = 0; i < DEFER_SLOTS; i++) {
 		if (defer_pending[i] == fn)
