@@ -2351,7 +2351,11 @@ kmem_pressure_request(int identifier)
 	if (atomic_fetch_or_explicit(&pressure_wanted, kind,
 	    memory_order_acq_rel) & kind)
 		return;
-	plat_defer(pressure_pass);
+	/* No pass will run (the platform could not start its worker): the
+	 * bit, left set, would turn every later request away for good. */
+	if (plat_defer(pressure_pass) != 0)
+		atomic_fetch_and_explicit(&pressure_wanted, ~kind,
+		    memory_order_relaxed);
 }
 
 unsigned

@@ -98,8 +98,11 @@ void plat_abort(void);
  * allocation then gets memory only when something is freed. It may be
  * called with library locks held: a lock of its own that its fork
  * handling holds must be taken after every library lock there.
+ * Returns 0 if fn will run (or nothing ever runs: asking again would not
+ * help); nonzero if fn cannot run for now (no worker could be started),
+ * and the caller will ask again at its next need.
  */
-void plat_defer(void (*fn)(void));
+int plat_defer(void (*fn)(void));
 
 /*
  * Fork support: the three functions run before fork, in the parent after

@@ -745,7 +745,7 @@ child_run(long target, const char *only, int fd)
 	/* A failure asks the platform's worker thread for a pressure pass,
 	 * and the thread's stack counts in VmSize: start it in every run,
 	 * clean or not, so that the comparison sees only lost memory. */
-	plat_defer(sweep_nothing);
+	(void)plat_defer(sweep_nothing);
 	memset(&res, 0, sizeof (res));
 	memset(&sw, 0, sizeof (sw));
 	sw.target = target;

@@ -16,6 +16,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -344,6 +346,98 @@ test_fork_child_gets_a_worker(void)
 	tu_fork_children(3, child_sleeps, "pressure worker");
 }
 
+static atomic_int probes_go;
+
+static void *
+probe_thread(void *arg)
+{
+	while (!atomic_load(&probes_go))
+		nanosleep(&(struct timespec){ 0, 1000 * 1000 }, NULL);
+	return arg;
+}
+
+/*
+ * In a child (whose worker is not started yet): the first request finds
+ * no thread can be created (the address-space limit leaves no room for a
+ * stack), then the limit is lifted. Exit 0 if a later request gets a
+ * pass, 1 if none comes, 3 if the limit did not stop threads here.
+ */
+static int
+child_worker_start_fails(void)
+{
+	static _Alignas(4096) unsigned char one[PAGE];
+	vmem_t *ar = vmem_create("pr_nothread", one, sizeof(one), PAGE, NULL,
+	    NULL, NULL, 0, VM_SLEEP);
+	void *p = vmem_alloc(ar, PAGE, VM_SLEEP);
+	unsigned passes0 = kmem_pressure_test_passes();
+	struct rlimit old, low;
+	long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	pthread_t probes[64];
+	int nprobes = 0, got = 0;
+
+	if (ar == NULL || p == NULL || f == NULL ||
+	    fscanf(f, "%ld", &pages) != 1 || getrlimit(RLIMIT_AS, &old) != 0)
+		return 2;
+	fclose(f);
+	low = old;
+	low.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) +
+	    (1u << 20);
+	if (setrlimit(RLIMIT_AS, &low) != 0)
+		return 3;
+	/* Live threads take the stacks glibc keeps from the parent's dead
+	 * ones, until a new stack must be mapped. */
+	while (nprobes < 64 && pthread_create(&probes[nprobes], NULL,
+	    probe_thread, NULL) == 0)
+		nprobes++;
+	if (nprobes < 64)
+		(void)vmem_alloc(ar, PAGE, VM_NOSLEEP);     /* no worker */
+	if (setrlimit(RLIMIT_AS, &old) != 0)
+		return 2;
+	atomic_store(&probes_go, 1);
+	for (int i = 0; i < nprobes; i++)
+		(void)pthread_join(probes[i], NULL);
+	if (nprobes == 64)
+		return 3;
+	for (int i = 0; i < 40 && !got; i++) {
+		(void)vmem_alloc(ar, PAGE, VM_NOSLEEP);
+		nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+		got = kmem_pressure_test_passes() != passes0;
+	}
+	vmem_free(ar, p, PAGE);
+	vmem_destroy(ar);
+	return got ? 0 : 1;
+}
+
+/* A worker that could not be started once is started by a later request:
+ * the request that failed must not stay "asked" for ever. */
+static void
+test_worker_start_failure_is_retried(void)
+{
+	pid_t pid;
+	int status = -1;
+
+	if (!tu_child_threads_work()) {
+		printf("  (skipped: the child of a threaded process cannot"
+		    " start threads under this sanitizer)\n");
+		return;
+	}
+	watchdog(20);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(child_worker_start_fails());
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	alarm(0);
+	REQUIRE(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 3) {
+		printf("  (skipped: the address-space limit did not keep a"
+		    " thread from starting)\n");
+		return;
+	}
+	CHECK_EQ(WEXITSTATUS(status), 0);
+}
+
 int
 main(void)
 {
@@ -354,5 +448,6 @@ main(void)
 	RUN(test_identifier_pressure_is_apart);
 	RUN(test_reap_idspace);
 	RUN(test_fork_child_gets_a_worker);
+	RUN(test_worker_start_failure_is_retried);
 	return tu_finish();
 }

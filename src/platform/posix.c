@@ -444,10 +444,10 @@ defer_start_locked(void)
 	(void)pthread_attr_destroy(&attr);
 }
 
-void
+int
 plat_defer(void (*fn)(void))
 {
-	int i, free_slot = -1;
+	int i, free_slot = -1, queued;
 
 	/* Done already by the library's first plat_atfork; not under
 	 * defer_lock, which fork's prepare handlers wait for while holding
@@ -460,10 +460,17 @@ plat_defer(void (*fn)(void))
 		if (defer_pending[i] == NULL && free_slot < 0)
 			free_slot = i;
 	}
-	if (i == DEFER_SLOTS && free_slot >= 0)
+	if (i == DEFER_SLOTS && free_slot >= 0) {
 		defer_pending[free_slot] = fn;
+		i = free_slot;
+	}
 	if (defer_started != 1)         /* first use, or retry a failure */
 		defer_start_locked();
+	/* Not queued, or no thread to run it (pthread_create fails when
+	 * memory or threads are short, as they may be now): the caller must
+	 * ask again, and that call retries the start. */
+	queued = i < DEFER_SLOTS && defer_started == 1;
 	pthread_cond_signal(&defer_cv);
 	pthread_mutex_unlock(&defer_lock);
+	return queued ? 0 : -1;
 }

@@ -276,9 +276,11 @@ plat_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
 }
 
 /* One thread and no deferred-work context: ask for nothing (the contract
- * allows it; a waiting allocation then waits for a free). */
-void
+ * allows it; a waiting allocation then waits for a free). 0: asking again
+ * would not help either. */
+int
 plat_defer(void (*fn)(void))
 {
 	(void)fn;
+	return 0;
 }
