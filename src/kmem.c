@@ -2526,6 +2526,81 @@ kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st)
 	st->destruct = atomic_load(&cp->destruct);
 }
 
+/* illumos' kstat names for the figures kmem_cache_get_stats fills in. */
+enum stat_name {
+	ST_BUF_SIZE, ST_ALIGN, ST_CHUNK_SIZE, ST_SLAB_SIZE, ST_ALLOC,
+	ST_ALLOC_FAIL, ST_FREE, ST_DEPOT_ALLOC, ST_DEPOT_FREE,
+	ST_DEPOT_CONTENTION, ST_SLAB_ALLOC, ST_SLAB_FREE, ST_BUF_CONSTRUCTED,
+	ST_BUF_AVAIL, ST_BUF_INUSE, ST_BUF_TOTAL, ST_SLAB_CREATE,
+	ST_SLAB_DESTROY, ST_FULL_MAGAZINES, ST_EMPTY_MAGAZINES,
+	ST_MAGAZINE_SIZE, ST_REAP, ST_COUNT
+};
+
+static const char *const stat_names[ST_COUNT] = {
+	"buf_size", "align", "chunk_size", "slab_size", "alloc", "alloc_fail",
+	"free", "depot_alloc", "depot_free", "depot_contention", "slab_alloc",
+	"slab_free", "buf_constructed", "buf_avail", "buf_inuse", "buf_total",
+	"slab_create", "slab_destroy", "full_magazines", "empty_magazines",
+	"magazine_size", "reap"
+};
+
+static int
+name_is(const char *a, const char *b)
+{
+	while (*a != '\0' && *a == *b) {
+		a++;
+		b++;
+	}
+	return *a == *b;
+}
+
+static uint64_t
+stat_value(const kmem_cache_stats_t *st, enum stat_name which)
+{
+	switch (which) {
+	case ST_BUF_SIZE: return st->bufsize;
+	case ST_ALIGN: return st->align;
+	case ST_CHUNK_SIZE: return st->chunksize;
+	case ST_SLAB_SIZE: return st->slabsize;
+	case ST_ALLOC: return st->alloc;
+	case ST_ALLOC_FAIL: return st->alloc_fail;
+	case ST_FREE: return st->free;
+	case ST_DEPOT_ALLOC: return st->depot_alloc;
+	case ST_DEPOT_FREE: return st->depot_free;
+	case ST_DEPOT_CONTENTION: return st->depot_contention;
+	case ST_SLAB_ALLOC: return st->slab_alloc;
+	case ST_SLAB_FREE: return st->slab_free;
+	case ST_BUF_CONSTRUCTED: return st->buf_cached;
+	case ST_BUF_AVAIL: return st->buf_total - st->buf_inuse;
+	case ST_BUF_INUSE: return st->buf_inuse;
+	case ST_BUF_TOTAL: return st->buf_total;
+	case ST_SLAB_CREATE: return st->slab_create;
+	case ST_SLAB_DESTROY: return st->slab_destroy;
+	case ST_FULL_MAGAZINES: return st->depot_full;
+	case ST_EMPTY_MAGAZINES: return st->depot_empty;
+	case ST_MAGAZINE_SIZE: return st->magsize;
+	case ST_REAP: return st->reap;
+	case ST_COUNT: break;
+	}
+	return 0;
+}
+
+uint64_t
+kmem_cache_stat(kmem_cache_t *cp, const char *name)
+{
+	kmem_cache_stats_t st;
+
+	if (cp == NULL || name == NULL)
+		return 0;
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (name_is(name, stat_names[i])) {
+			kmem_cache_get_stats(cp, &st);
+			return stat_value(&st, (enum stat_name)i);
+		}
+	}
+	return 0;
+}
+
 vmem_t *
 kmem_cache_arena(const kmem_cache_t *cp)
 {

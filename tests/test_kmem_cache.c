@@ -1202,6 +1202,47 @@ test_quantum_caches(void)
 	CHECK(f.cp == NULL);
 }
 
+/* kmem_cache_stat reads the figures by their illumos kstat names. */
+static void
+test_stat_by_name(void)
+{
+	/* Over integers: the figures are the same, and page_arena's
+	 * regions are all taken by the tests above. */
+	vmem_t *v = vmem_create("stat_by_name", (void *)(uintptr_t)0x100000,
+	    1 << 24, PAGE, NULL, NULL, NULL, 0, VM_SLEEP);
+	kmem_cache_t *cp = kmem_cache_create("stat_by_name", 100, 16, NULL,
+	    NULL, NULL, NULL, v, KMC_NOTOUCH);
+	kmem_cache_stats_t st;
+	void *a, *b;
+
+	REQUIRE(cp != NULL);
+	a = kmem_cache_alloc(cp, KM_SLEEP);
+	b = kmem_cache_alloc(cp, KM_SLEEP);
+	REQUIRE(a != NULL && b != NULL);
+	kmem_cache_free(cp, b);
+	kmem_cache_get_stats(cp, &st);
+	CHECK_EQ(kmem_cache_stat(cp, "buf_size"), 100);
+	CHECK_EQ(kmem_cache_stat(cp, "align"), 16);
+	CHECK_EQ(kmem_cache_stat(cp, "chunk_size"), st.chunksize);
+	CHECK_EQ(kmem_cache_stat(cp, "slab_size"), st.slabsize);
+	CHECK_EQ(kmem_cache_stat(cp, "alloc"), 2);
+	CHECK_EQ(kmem_cache_stat(cp, "free"), 1);
+	CHECK_EQ(kmem_cache_stat(cp, "alloc_fail"), 0);
+	CHECK_EQ(kmem_cache_stat(cp, "buf_inuse"), 1);
+	CHECK_EQ(kmem_cache_stat(cp, "buf_total"), st.buf_total);
+	CHECK_EQ(kmem_cache_stat(cp, "buf_avail"), st.buf_total - 1);
+	CHECK_EQ(kmem_cache_stat(cp, "buf_constructed"), st.buf_cached);
+	CHECK_EQ(kmem_cache_stat(cp, "slab_create"), 1);
+	CHECK_EQ(kmem_cache_stat(cp, "magazine_size"), st.magsize);
+	CHECK_EQ(kmem_cache_stat(cp, "reap"), st.reap);
+	CHECK_EQ(kmem_cache_stat(cp, "no_such_stat"), 0);
+	CHECK_EQ(kmem_cache_stat(cp, "buf"), 0);
+	CHECK_EQ(kmem_cache_stat(cp, "buf_size_"), 0);
+	kmem_cache_free(cp, a);
+	kmem_cache_destroy(cp);
+	vmem_destroy(v);
+}
+
 /* kmem_debugging() says whether new caches get debug flags (illumos). */
 static void
 test_debugging_flag(void)
@@ -1404,6 +1445,7 @@ main(void)
 	RUN(test_meta_charge);
 	RUN(test_kmastat);
 	RUN(test_debugging_flag);
+	RUN(test_stat_by_name);
 	RUN(test_quantum_caches);
 	RUN(test_quantum_cache_shapes);
 	RUN(test_all_slots_busy);

@@ -154,6 +154,15 @@ typedef struct kmem_cache_stats {
 } kmem_cache_stats_t;
 
 void kmem_cache_get_stats(kmem_cache_t *cp, kmem_cache_stats_t *st);
+/*
+ * One figure by its illumos kstat name, as illumos' kmem_cache_stat:
+ * buf_size, align, chunk_size, slab_size, alloc, alloc_fail, free,
+ * depot_alloc, depot_free, depot_contention, slab_alloc, slab_free,
+ * buf_constructed, buf_avail, buf_inuse, buf_total, slab_create,
+ * slab_destroy, full_magazines, empty_magazines, magazine_size, reap.
+ * 0 for any other name.
+ */
+uint64_t kmem_cache_stat(kmem_cache_t *cp, const char *name);
 const char *kmem_cache_name(const kmem_cache_t *cp);
 size_t kmem_cache_bufsize(const kmem_cache_t *cp);
 
