@@ -422,6 +422,11 @@ test_worker_start_failure_is_retried(void)
 		    " start threads under this sanitizer)\n");
 		return;
 	}
+	if (tu_under_valgrind()) {
+		printf("  (skipped: helgrind reports the refused pthread_create"
+		    " that the test provokes as an error)\n");
+		return;
+	}
 	watchdog(20);
 	pid = fork();
 	REQUIRE(pid >= 0);

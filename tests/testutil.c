@@ -116,6 +116,14 @@ tu_child_threads_work(void)
 }
 
 int
+tu_under_valgrind(void)
+{
+	const char *preload = getenv("LD_PRELOAD");
+
+	return preload != NULL && strstr(preload, "vgpreload") != NULL;
+}
+
+int
 tu_slow_build(void)
 {
 	return TU_SANITIZED || getenv("VMEM_SLOW_BUILD") != NULL;

@@ -89,6 +89,8 @@ int tu_mlock_works(void);
  * threads there (TSan refuses; ASan's child may wait for ever on an
  * allocator lock a thread of the parent held). */
 int tu_child_threads_work(void);
+/* True when run under valgrind (its preload library is in LD_PRELOAD). */
+int tu_under_valgrind(void);
 /* True when built with a sanitizer or run under valgrind (size tests down). */
 int tu_slow_build(void);
 
