@@ -2307,6 +2307,7 @@ kmem_debugging(void)
 #define PRESSURE_IDSPACE  2u
 
 static atomic_uint pressure_wanted;     /* kinds asked for, not yet served */
+static atomic_int pressure_off;         /* kmem_set_pressure_reap(0) */
 static atomic_uint pressure_passes;     /* passes run (for tests) */
 
 void
@@ -2345,6 +2346,8 @@ kmem_pressure_request(int identifier)
 {
 	unsigned kind = identifier ? PRESSURE_IDSPACE : PRESSURE_MEMORY;
 
+	if (atomic_load_explicit(&pressure_off, memory_order_relaxed))
+		return;
 	/* Asked already: a failing loop costs one load per call. */
 	if (atomic_load_explicit(&pressure_wanted, memory_order_relaxed) & kind)
 		return;
@@ -2356,6 +2359,13 @@ kmem_pressure_request(int identifier)
 	if (plat_defer(pressure_pass) != 0)
 		atomic_fetch_and_explicit(&pressure_wanted, ~kind,
 		    memory_order_relaxed);
+}
+
+int
+kmem_set_pressure_reap(int on)
+{
+	return !atomic_exchange_explicit(&pressure_off, !on,
+	    memory_order_relaxed);
 }
 
 unsigned

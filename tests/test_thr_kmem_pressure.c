@@ -257,6 +257,27 @@ fail_and_wait_for_pass(vmem_t *vmp, size_t size)
 	CHECK(wait_for_pass(passes0));
 }
 
+/* Turned off, a failure starts no pass and the caches keep what they
+ * hold (kvsim's figures must repeat run to run). */
+static void
+test_pressure_reap_off(void)
+{
+	vmem_t *ar = fill_with_a("pr_off", 0);
+	unsigned passes0;
+
+	CHECK_EQ(kmem_set_pressure_reap(0), 1);
+	nanosleep(&(struct timespec){ 0, 300 * 1000 * 1000 }, NULL);
+	passes0 = kmem_pressure_test_passes();
+	CHECK(vmem_alloc(ar, PAGE, VM_NOSLEEP) == NULL);
+	nanosleep(&(struct timespec){ 0, 300 * 1000 * 1000 }, NULL);
+	CHECK_EQ(kmem_pressure_test_passes(), passes0);
+	CHECK_EQ(vmem_size(ar, VMEM_FREE), 0);
+	CHECK_EQ(kmem_set_pressure_reap(1), 0);
+	fail_and_wait_for_pass(ar, PAGE);
+	CHECK(vmem_size(ar, VMEM_FREE) > 0);
+	teardown(ar);
+}
+
 /*
  * As illumos: running out of ids (kmem_reap_idspace) empties only the
  * caches over identifier arenas, which kmem marks KMC_IDENTIFIER; running
@@ -452,6 +473,7 @@ main(void)
 	RUN(test_abort_starts_no_pass);
 	RUN(test_identifier_pressure_is_apart);
 	RUN(test_reap_idspace);
+	RUN(test_pressure_reap_off);
 	RUN(test_fork_child_gets_a_worker);
 	RUN(test_worker_start_failure_is_retried);
 	return tu_finish();

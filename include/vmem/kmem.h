@@ -91,6 +91,15 @@ void kmem_reap(void);
  * what an identifier arena running short needs (illumos). */
 void kmem_reap_idspace(void);
 /*
+ * On (the default), an allocation that fails or is about to wait has a
+ * worker thread run every cache's reclaim callback and purge its idle
+ * magazines and free slabs (illumos' kmem_reap from vmem_xalloc). Off, a
+ * waiter gets only what is freed, and the caches change only when the
+ * program calls in: for simulations whose figures must repeat exactly.
+ * Returns the old setting.
+ */
+int kmem_set_pressure_reap(int on);
+/*
  * End a working-set interval (illumos does it every 15 s from a timer; here
  * the program decides): record the working set of each depot, and grow the
  * magazine size of caches whose depot lock saw contention. (Caches also

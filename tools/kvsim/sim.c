@@ -116,6 +116,13 @@ sim_boot(const kvsim_sim_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "out of host memory");
 		return NULL;
 	}
+	/*
+	 * The simulator's figures must repeat run to run: no pressure pass
+	 * purging caches on another thread at some moment of the thread
+	 * storm (one of two runs read a frontier point of 64 MiB as 559).
+	 * The simulation reaps where the kernel's paths would, itself.
+	 */
+	(void)kmem_set_pressure_reap(0);
 	sim_kas_config(l, cfg->charge_metadata, &kc);
 	sim->kas = kas_create(&kc);
 	if (sim->kas == NULL) {
