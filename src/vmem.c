@@ -2802,9 +2802,17 @@ alloc_instant(vmem_t *vmp, const req_t *r, bool xalloc, bool *failed)
 		}
 	}
 	plat_mutex_unlock(&vmp->lock);
-	if (*failed && !(r->flags & VM_ABORT))
-		arena_pressure(vmp);
 	return addr;
+}
+
+/* alloc_instant failed for good: as any failure, ask for a pressure pass
+ * (kept off alloc_instant's inline path). */
+static VMEM_NOINLINE void *
+instant_failed(vmem_t *vmp, const req_t *r)
+{
+	if (!(r->flags & VM_ABORT))
+		arena_pressure(vmp);
+	return NULL;
 }
 
 static void *
@@ -2862,8 +2870,10 @@ xalloc_entry(vmem_t *vmp, size_t size, size_t align, size_t phase,
 		return alloc_fail(vmp, &r, "vmem_xalloc");
 	bool failed = false;
 	uintptr_t addr = alloc_instant(vmp, &r, true, &failed);
-	if (addr != 0 || failed)
+	if (addr != 0)
 		return (void *)addr;
+	if (failed)
+		return instant_failed(vmp, &r);
 	return xalloc_impl(vmp, &r, "vmem_xalloc");
 }
 
@@ -3031,8 +3041,10 @@ alloc_arena(vmem_t *vmp, size_t size, int vmflag)
 	{
 		bool failed = false;
 		uintptr_t addr = alloc_instant(vmp, &r, false, &failed);
-		if (addr != 0 || failed)
+		if (addr != 0)
 			return (void *)addr;
+		if (failed)
+			return instant_failed(vmp, &r);
 	}
 	return xalloc_impl(vmp, &r, "vmem_alloc");
 }
