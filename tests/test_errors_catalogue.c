@@ -1802,16 +1802,6 @@ err_kas_arena_create_no_kas(void)
 	destroy_clean(v);
 }
 
-static kas_fault_t
-never_mine(void *arg, uintptr_t addr, char *buf, size_t len)
-{
-	(void)arg;
-	(void)addr;
-	(void)buf;
-	(void)len;
-	return KAS_FAULT_NONE;
-}
-
 static void
 err_kas_classifier_table_full(void)
 {
@@ -1819,19 +1809,20 @@ err_kas_classifier_table_full(void)
 	int i, ok = 0;
 
 	for (i = 0; i < 64 && tu_err.count == 0; i++)
-		if (kas_register_fault_classifier(kas, never_mine,
+		if (kas_register_fault_classifier(kas, tu_classify_nothing,
 		    (void *)(uintptr_t)(i + 1)) == 0)
 			ok++;
 	EXPECT(SEGKMEM_E_TABLEFULL, "kas_register_fault_classifier",
 	    "e_sk_cls");
 	CHECK(ok >= 1);
 	/* One out, one in again; classification still works. */
-	kas_unregister_fault_classifier(kas, never_mine, (void *)1);
-	CHECK(kas_register_fault_classifier(kas, never_mine, (void *)1) == 0);
+	kas_unregister_fault_classifier(kas, tu_classify_nothing, (void *)1);
+	CHECK(kas_register_fault_classifier(kas, tu_classify_nothing,
+	    (void *)1) == 0);
 	CHECK(kas_classify(kas, kas_base(kas) + (32 << 20), NULL, 0) ==
 	    KAS_FAULT_FREE);
 	for (i = 0; i < ok; i++)
-		kas_unregister_fault_classifier(kas, never_mine,
+		kas_unregister_fault_classifier(kas, tu_classify_nothing,
 		    (void *)(uintptr_t)(i + 1));
 	kas_done(kas);
 }

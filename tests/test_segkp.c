@@ -261,16 +261,6 @@ test_classify_and_kas_classifier(void)
 	}
 }
 
-static kas_fault_t
-never_mine(void *arg, uintptr_t addr, char *buf, size_t len)
-{
-	(void)arg;
-	(void)addr;
-	(void)buf;
-	(void)len;
-	return KAS_FAULT_NONE;
-}
-
 /*
  * Segments of one address space share one classifier slot of its table
  * (8 entries, also the users'): twenty segments all classify their
@@ -302,7 +292,7 @@ test_many_segments_one_classifier(void)
 	/* segkp holds one slot: seven remain for the user. */
 	tu_record_errors();
 	while (registered < 16 && kas_register_fault_classifier(kas,
-	    never_mine, (void *)(intptr_t)registered) == 0)
+	    tu_classify_nothing, (void *)(intptr_t)registered) == 0)
 		registered++;
 	CHECK_EQ(registered, 7);
 	CHECK_EQ(tu_err.code, SEGKMEM_E_TABLEFULL);
@@ -311,7 +301,7 @@ test_many_segments_one_classifier(void)
 		segkp_destroy(segs[i]);
 	}
 	/* The last segment gave its slot back: the user takes it. */
-	CHECK_EQ(kas_register_fault_classifier(kas, never_mine,
+	CHECK_EQ(kas_register_fault_classifier(kas, tu_classify_nothing,
 	    (void *)(intptr_t)registered), 0);
 	registered++;
 	/* A full table: the first segment cannot register, and fails. */
@@ -325,7 +315,7 @@ test_many_segments_one_classifier(void)
 	CHECK(vmem_check(kas_heap_arena(kas)) == 0);
 	tu_default_errors();
 	while (registered > 0)
-		kas_unregister_fault_classifier(kas, never_mine,
+		kas_unregister_fault_classifier(kas, tu_classify_nothing,
 		    (void *)(intptr_t)--registered);
 	kas_destroy(kas);
 }

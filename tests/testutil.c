@@ -109,6 +109,16 @@ tu_mlock_works(void)
 	return !TU_SANITIZED;
 }
 
+kas_fault_t
+tu_classify_nothing(void *arg, uintptr_t addr, char *buf, size_t len)
+{
+	(void)arg;
+	(void)addr;
+	(void)buf;
+	(void)len;
+	return KAS_FAULT_NONE;
+}
+
 int
 tu_child_threads_work(void)
 {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <vmem/segkmem.h>
 #include <vmem/vmem.h>
 
 extern int tu_failures;
@@ -76,6 +77,10 @@ extern tu_errlog_t tu_err;
 void tu_record_errors(void);
 void tu_default_errors(void);
 void tu_reset_errors(void);
+
+/* A fault classifier that claims no address (fills a kas's table). */
+kas_fault_t tu_classify_nothing(void *arg, uintptr_t addr, char *buf,
+    size_t len);
 
 /* vmem_check() must pass. */
 #define CHECK_ARENA(vmp) CHECK(vmem_check(vmp) == 0)
