@@ -113,7 +113,13 @@ test_fork_while_reaping_into_an_address_space(void)
 
 static kas_t *resv_kas;
 
-/* Sleep for a page again and again; the main thread's frees wake it. */
+/*
+ * Sleep for a page again and again; the main thread's frees wake it. The
+ * yield leaves the page lock free for a moment: the platform lock lets a
+ * thread that retakes it at once keep it, and under valgrind, which runs
+ * one thread at a time, the main thread's NOSLEEP take kept finding it
+ * held (a CI run spun here for 25 minutes).
+ */
 static void *
 resv_sleeper(void *arg)
 {
@@ -121,6 +127,7 @@ resv_sleeper(void *arg)
 	while (!atomic_load(&stop)) {
 		if (kas_page_resv(resv_kas, 1, VM_SLEEP))
 			kas_page_unresv(resv_kas, 1);
+		sched_yield();
 	}
 	return NULL;
 }
